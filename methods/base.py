@@ -1,0 +1,123 @@
+"""The method plugin contract.
+
+A method is a `Method` subclass with a typed, versioned config dataclass and one job:
+`compress(model, ctx) -> compressed model`. The suite (not the method) serializes the
+result, measures it and tracks it, so every method is measured the same way.
+
+Contract for the compressed model:
+- its `state_dict()` holds only plain tensors (any dtype: packed uint8, int8, fp16...),
+  because that is exactly what is written to the safetensors artifact and weighed;
+- `restore(model, cfg, tensors, meta)` rebuilds it from an *uncompressed* model of the task's
+  architecture plus those tensors, so a saved artifact loads back and gives the same outputs;
+- a module whose real cost differs from its dense ops (sparse, low-bit, custom kernels)
+  may define `slim_cost(inputs, output) -> {"dense": flops, "effective": flops}`; the FLOP
+  counter then uses it instead of what it traced inside that module.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+
+from slimbench.suite.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+    from slimbench.suite.trainer import Trainer
+    from slimbench.tasks.base import Task
+
+FAMILIES = ("reference", "quantization", "pruning", "distillation", "low-rank", "nas")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method config: frozen, typed, versioned, recorded verbatim per run."""
+
+    version: int = field(default=1, metadata={"help": "config schema version"})
+
+
+@dataclass
+class CompressionContext:
+    """What a method may use while compressing.
+
+    Attributes:
+        task: the task (its definition, data and metric).
+        calibration: a callable yielding calibration batches `(inputs: dict, labels)`.
+        train_batches: a callable yielding an endless stream of training batches.
+        trainer: the one shared trainer (fine-tuning, QAT, distillation, NAS proxies).
+        teacher: the baseline model, untouched (for distillation).
+        device: torch device the method should compress on.
+        seed: the run's seed.
+        budget_steps: the task's fine-tuning budget in optimizer steps for this profile.
+        lr: the task's fine-tuning learning rate for this profile.
+    """
+
+    task: "Task"
+    calibration: Callable[[], Iterable[tuple[dict, "torch.Tensor"]]]
+    train_batches: Callable[[], Iterable[tuple[dict, "torch.Tensor"]]]
+    trainer: "Trainer"
+    teacher: "nn.Module"
+    device: "torch.device"
+    seed: int
+    budget_steps: int
+    lr: float
+
+
+class Method:
+    """Base class of every compression method plugin.
+
+    Subclasses set `name`, `family`, `config_cls` and a one-line `description`, and
+    implement `compress`. Methods that change module structure implement `restore`.
+    Set `simulated = True` for methods whose result is numerically simulated (fake-quant):
+    their runs are labelled as simulated and never presented as real compression.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str] = "reference"
+    description: ClassVar[str] = ""
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    simulated: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else self.config_cls()
+        if not isinstance(self.config, self.config_cls):
+            raise TypeError(f"{self.name} expects {self.config_cls.__name__}, got {type(self.config).__name__}")
+
+    def supports(self, task: "Task", device: "torch.device") -> str | None:
+        """Return None if the method can run here, else a reason (recorded as 'unsupported')."""
+        return None
+
+    def compress(self, model: "nn.Module", ctx: CompressionContext) -> "nn.Module":
+        raise NotImplementedError
+
+    def restore(self, model: "nn.Module", tensors: dict[str, "torch.Tensor"], meta: dict[str, Any]) -> "nn.Module":
+        """Rebuild the compressed model from an uncompressed skeleton and its saved tensors."""
+        model.load_state_dict(tensors, strict=True)
+        return model
+
+    def artifact_meta(self, model: "nn.Module") -> dict[str, Any]:
+        """Extra JSON written beside the tensors (e.g. storage format per layer)."""
+        return {}
+
+    @property
+    def label(self) -> str:
+        """Short human label: name plus non-default settings, e.g. `quant.minmax bits=4`."""
+        default = self.config_cls()
+        diffs = [f"{f.name}={getattr(self.config, f.name)}" for f in dataclasses.fields(self.config)
+                 if f.name != "version" and getattr(self.config, f.name) != getattr(default, f.name)]
+        return " ".join([self.name, *diffs])
+
+
+METHODS: Registry[type[Method]] = Registry(
+    "method", group="slimbench.methods", builtins=("slimbench.methods.reference",))
+register_method = METHODS.register
+
+
+def create_method(spec: str) -> Method:
+    """The front door: `create_method("quant.minmax:bits=4")` -> a configured Method."""
+    from slimbench.suite.config import build, parse_spec
+
+    name, overrides = parse_spec(spec)
+    cls = METHODS.get(name)
+    return cls(build(cls.config_cls, overrides, owner=name))
