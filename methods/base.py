@@ -109,9 +109,24 @@ class Method:
         return " ".join([self.name, *diffs])
 
 
+def _adopt(name: str, cls: type[Method]) -> None:
+    """Validate a method class on registration and give it its registry name."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"method {name!r} must be a subclass of slimbench.methods.Method, got {cls!r}")
+    if cls.family not in FAMILIES:
+        raise ValueError(f"method {name!r} has family {cls.family!r}; choose one of {', '.join(FAMILIES)}")
+    if not (dataclasses.is_dataclass(cls.config_cls) and issubclass(cls.config_cls, MethodConfig)):
+        raise TypeError(f"method {name!r}: config_cls must be a MethodConfig dataclass")
+    cls.name = name
+
+
 METHODS: Registry[type[Method]] = Registry(
-    "method", group="slimbench.methods", builtins=("slimbench.methods.reference",))
-register_method = METHODS.register
+    "method", group="slimbench.methods", builtins=("slimbench.methods.reference",), on_register=_adopt)
+
+
+def register_method(name: str):
+    """Class decorator: register a Method subclass under `name` (also set as `cls.name`)."""
+    return METHODS.register(name)
 
 
 def create_method(spec: str) -> Method:

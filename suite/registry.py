@@ -34,9 +34,13 @@ class Registry(Generic[T]):
         kind: what the entries are, for error messages ("method", "task").
         group: entry-point group scanned once, on first lookup.
         builtins: modules imported on first lookup so built-in entries register themselves.
+        on_register: called as `on_register(name, obj)` before an entry is added (validation,
+            naming); it may raise to refuse the entry.
     """
 
-    def __init__(self, kind: str, group: str | None = None, builtins: tuple[str, ...] = ()):
+    def __init__(self, kind: str, group: str | None = None, builtins: tuple[str, ...] = (),
+                 on_register: Callable[[str, T], None] | None = None):
+        self.on_register = on_register
         self.kind = kind
         self.group = group
         self.builtins = builtins
@@ -51,6 +55,8 @@ class Registry(Generic[T]):
             if key in self._entries and self._entries[key] is not obj:
                 raise ValueError(f"{self.kind} {key!r} is registered twice "
                                  f"({self._origin[key]} and {_origin_of(obj)})")
+            if self.on_register is not None:
+                self.on_register(key, obj)
             self._entries[key] = obj
             self._origin[key] = _origin_of(obj)
             return obj
@@ -65,13 +71,12 @@ class Registry(Generic[T]):
             importlib.import_module(mod)
         if self.group:
             for ep in entry_points(group=self.group):
+                if ep.name in self._entries:
+                    continue
                 try:
-                    obj = ep.load()
+                    self.register(ep.name)(ep.load())
                 except Exception as exc:  # a broken plugin must not break the suite
                     self.plugin_errors[ep.name] = f"{type(exc).__name__}: {exc}"
-                    continue
-                if ep.name not in self._entries:
-                    self.register(ep.name)(obj)
 
     def get(self, name: str) -> T:
         self._load()

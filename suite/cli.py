@@ -1,0 +1,215 @@
+"""`slimbench` command line: run, list, results, leaderboard.
+
+Heavy modules (torch, mlflow, timm, transformers) are imported inside the commands, so
+`slimbench --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+PROFILES = ("quick", "default", "full")
+
+
+def _csv(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in (values or []) for v in item.split(",") if v.strip()]
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run methods on tasks and track each run in MLflow",
+                       description="Run compression methods on standard tasks. With no arguments: every "
+                                   "registered method at its default config on every standard task, "
+                                   "default profile, one seed, on the CPU.")
+    p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
+    p.add_argument("--method", action="append", metavar="SPEC",
+                   help="method spec NAME[:key=value,...]; repeat for several (default: all registered)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds 0..N-1 (default 1)")
+    p.add_argument("--seed", type=int, action="append", metavar="S", help="explicit seed(s), instead of --seeds")
+    p.add_argument("--profile", choices=PROFILES, default="default",
+                   help="quick: CI-sized; default: the embedded default; full: paper-grade budgets (GPU)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for latency (default: all cores)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="MLflow database, artifacts and baseline cache (default results/)")
+    p.add_argument("--experiment", default="slimbench", help="MLflow experiment name")
+    p.add_argument("--force", action="store_true", help="re-run (task, config, seed) triples already done")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true", help="print the result rows as JSON")
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="list tasks and methods with their config fields")
+    p.add_argument("what", nargs="?", choices=("all", "tasks", "methods"), default="all")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_results(sub) -> None:
+    p = sub.add_parser("results", help="show tracked runs from MLflow as a table")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--method", help="only this method name")
+    p.add_argument("--status", help="only this status (FINISHED, FAILED, UNSUPPORTED)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--experiment", default="slimbench")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from slimbench.suite import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="slimbench", description="Benchmark neural-network compression methods: honest sizes, "
+        "real kernels, one leaderboard. Runs are tracked in MLflow (default: results/mlflow.db; "
+        "set MLFLOW_TRACKING_URI for a server).")
+    parser.add_argument("--version", action="version", version=f"slimbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _add_list(sub)
+    _add_results(sub)
+    lb = sub.add_parser("leaderboard", help="build the static leaderboard site and exports from MLflow runs")
+    from slimbench.leaderboard.command import configure
+    configure(lb)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from slimbench.methods import METHODS
+    from slimbench.suite.config import ConfigError
+    from slimbench.suite.progress import ProgressConfig
+    from slimbench.suite.runner import Harness, RunOptions, plan
+    from slimbench.suite.summary import render, rows_from_records
+    from slimbench.tasks import list_tasks
+
+    tasks = _csv(args.tasks) or list_tasks()
+    methods = args.method or METHODS.names()
+    seeds = args.seed if args.seed else list(range(args.seeds))
+    if not args.seed and args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds} must be >= 1")
+    specs = plan(tasks, methods, seeds, args.profile)
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    opts = RunOptions(profile=args.profile, device=args.device, threads=args.threads,
+                      results_dir=args.results_dir, force=args.force, experiment=args.experiment,
+                      command=" ".join(["slimbench", *map(shlex.quote, sys.argv[1:])]),
+                      progress=ProgressConfig(False if args.no_progress else None), log=log)
+    harness = Harness(opts)
+    log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {len(seeds)} seed(s); "
+        f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}")
+    results = harness.run_all(specs)
+    records = [r.record for r in results if r.record]
+    skipped = [r for r in results if r.status == "SKIPPED"]
+    for r in skipped:
+        records.append(harness.tracker.run_json(r.run_id))
+    rows = rows_from_records(records)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        render(rows, title=f"slimbench run ({args.profile})")
+    failed = [r for r in results if r.status == "FAILED"]
+    if failed:
+        log(f"{len(failed)} run(s) FAILED: " + "; ".join(f"{r.spec.task}/{r.spec.method}: {r.error}" for r in failed))
+        return 1
+    return 0
+
+
+def cmd_list(args) -> int:
+    from slimbench.methods import METHODS
+    from slimbench.suite.config import field_specs
+    from slimbench.tasks import get_task, list_tasks
+
+    out: dict = {}
+    if args.what in ("all", "tasks"):
+        out["tasks"] = []
+        for name in list_tasks():
+            c = get_task(name).config
+            out["tasks"].append({"name": name, "kind": c.kind, "metric": c.metric, "description": c.description,
+                                 "model": c.model, "train_steps": c.train.steps,
+                                 "finetune_steps": c.finetune.steps,
+                                 "latency_batch_sizes": list(c.latency_batch_sizes)})
+    if args.what in ("all", "methods"):
+        out["methods"] = [{"name": n, "family": (cls := METHODS.get(n)).family, "description": cls.description,
+                           "simulated": cls.simulated, "origin": METHODS.origin(n),
+                           "config": field_specs(cls.config_cls)} for n in METHODS.names()]
+        if METHODS.plugin_errors:
+            out["plugin_errors"] = METHODS.plugin_errors
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if "tasks" in out:
+        t = Table(title="tasks")
+        for col in ("name", "kind", "metric", "train steps", "finetune steps", "latency batches", "description"):
+            t.add_column(col)
+        for x in out["tasks"]:
+            t.add_row(x["name"], x["kind"], x["metric"], str(x["train_steps"]), str(x["finetune_steps"]),
+                      ",".join(map(str, x["latency_batch_sizes"])), x["description"])
+        console.print(t)
+    if "methods" in out:
+        t = Table(title="methods (use --method NAME:key=value,...)")
+        for col in ("name", "family", "config fields (default)", "description"):
+            t.add_column(col)
+        for x in out["methods"]:
+            fields = "\n".join(f"{f['name']}: {f['type']} = {f['default']!r}" for f in x["config"]) or "—"
+            t.add_row(x["name"], x["family"], fields, x["description"])
+        console.print(t)
+        for name, err in out.get("plugin_errors", {}).items():
+            console.print(f"[yellow]plugin {name!r} failed to load: {err}[/yellow]")
+    return 0
+
+
+def cmd_results(args) -> int:
+    from slimbench.suite.summary import render, rows_from_records
+    from slimbench.suite.tracking import Tracker
+
+    tracker = Tracker(None, args.experiment, args.results_dir)
+    runs = tracker.runs()
+    records = []
+    for run in runs:
+        tags = run.data.tags
+        if args.task and tags.get("slimbench.task") != args.task:
+            continue
+        if args.method and tags.get("slimbench.method") != args.method:
+            continue
+        rec = tracker.run_json(run.info.run_id)
+        if rec is None:  # killed before it wrote run.json
+            continue
+        if args.status and rec["status"] != args.status.upper():
+            continue
+        records.append(rec)
+    rows = rows_from_records(records)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        render(rows, title=f"slimbench results ({tracker.uri})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from slimbench.suite.config import ConfigError
+    from slimbench.suite.registry import UnknownNameError
+
+    handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results}
+    try:
+        if args.command == "leaderboard":
+            from slimbench.leaderboard.command import run
+            return run(args)
+        return handlers[args.command](args)
+    except (ConfigError, UnknownNameError) as exc:
+        print(f"slimbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slimbench: interrupted; finished runs are kept in MLflow, re-run to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Measure one compressed model: serialize, reload, then accuracy, size, FLOPs, latency, memory.
+
+Everything is measured on the model reloaded from the artifact bytes, never on the object the
+method returned, so a method cannot report a size or speed its artifact does not deliver.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimbench.suite.progress import ProgressConfig, bar
+
+
+@dataclass
+class Measured:
+    artifact_dir: Path
+    model: torch.nn.Module
+
+
+def measure(task, method, compressed: torch.nn.Module, *, skeleton: torch.nn.Module, out_dir: Path,
+            record: dict[str, Any], device: str, latency_devices: tuple[str, ...], threads: int,
+            latency_profile: tuple[int, int, float, float], progress: ProgressConfig) -> Measured:
+    from slimbench.suite.artifact import count_params, load_artifact, save_artifact
+    from slimbench.suite.measure.accuracy import evaluate
+    from slimbench.suite.measure.flops import count_flops
+    from slimbench.suite.measure.size import tensor_bytes
+
+    info = save_artifact(compressed, method, out_dir)
+    del compressed
+    model = load_artifact(out_dir, skeleton, method).eval()
+    m = record["metrics"]
+    m["size_bytes"] = info.size_bytes
+    m["params_total"], m["params_nonzero"] = count_params(model)
+    m["weights_bytes"] = tensor_bytes(model)
+
+    model.to(device)
+    limit = task.config.eval_limit
+    total = limit or _maybe_len(task.data().test)
+    with bar(f"{task.name} eval", total, progress, unit="ex") as update:
+        acc = evaluate(model, task.test_batches(), torch.device(device), progress=update)
+    m["accuracy"], m["balanced_accuracy"], m["eval_examples"] = acc["accuracy"], acc["balanced_accuracy"], acc["n"]
+
+    model.to("cpu")
+    flops = count_flops(model, task.example_inputs(1))
+    m["flops_dense"], m["flops_effective"] = flops["dense"], flops["effective"]
+
+    _time_all(task, method, model, record, latency_devices, threads, latency_profile, progress)
+    return Measured(out_dir, model)
+
+
+def _maybe_len(ds) -> int | None:
+    try:
+        return len(ds)
+    except TypeError:
+        return None
+
+
+def _time_all(task, method, model, record, latency_devices, threads, profile, progress) -> None:
+    from slimbench.suite.measure.latency import LatencyConfig, measure_latency
+    from slimbench.suite.measure.memory import peak_memory
+
+    warmup, min_runs, min_s, max_s = profile
+    points = [(d, bs) for d in latency_devices for bs in task.config.latency_batch_sizes]
+    with bar(f"{task.name} latency", len(points), progress, unit="cfg") as update:
+        for dev in latency_devices:
+            reason = method.supports(task, dev)
+            if reason:
+                record.setdefault("latency_unsupported", {})[dev] = reason
+                update(len(task.config.latency_batch_sizes))
+                continue
+            model.to(dev)
+            for bs in task.config.latency_batch_sizes:
+                inputs = {k: v.to(dev) for k, v in task.example_inputs(bs).items()}
+
+                def call(inputs=inputs):
+                    with torch.inference_mode():
+                        return model(**inputs)
+
+                cfg = LatencyConfig(warmup=warmup, min_runs=min_runs, min_seconds=min_s,
+                                    max_seconds=max_s, threads=threads)
+                stats = measure_latency(call, dev, cfg)
+                record["latency"].append({"device": dev, "batch_size": bs, "median_ms": stats.median_ms,
+                                          "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
+                                          "std_ms": stats.std_ms, "runs": stats.runs,
+                                          "threads": stats.threads})
+                record["memory"].append({"device": dev, "batch_size": bs, "peak_bytes": peak_memory(call, dev)})
+                update(1)
+        model.to("cpu")
