@@ -6,6 +6,7 @@ the stored int8 tensors, so the artifact holds only plain tensors and is weighed
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -49,9 +50,11 @@ class DynamicInt8Linear(nn.Module):
 
     def _prepacked(self):
         if self._packed is None:
-            qw = torch._make_per_channel_quantized_tensor(
-                self.weight_int8, self.weight_scale.double(),
-                torch.zeros(self.out_features, dtype=torch.long), 0)
+            with warnings.catch_warnings():  # the stock kernel still wants a qint8 tensor
+                warnings.simplefilter("ignore", UserWarning)
+                qw = torch._make_per_channel_quantized_tensor(
+                    self.weight_int8, self.weight_scale.double(),
+                    torch.zeros(self.out_features, dtype=torch.long), 0)
             self._packed = torch.ops.quantized.linear_prepack(qw, self.bias)
         return self._packed
 

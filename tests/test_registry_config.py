@@ -1,0 +1,83 @@
+"""The generic registry, spec parsing and config validation: errors name the bad value and the choices."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from slimbench.methods import METHODS, create_method
+from slimbench.suite.config import ConfigError, build, coerce, field_specs, parse_spec
+from slimbench.suite.registry import Registry, UnknownNameError
+
+
+def test_registry_did_you_mean_and_duplicates():
+    reg: Registry[object] = Registry("widget")
+    reg.register("alpha")(object)
+    with pytest.raises(UnknownNameError) as err:
+        reg.get("alpah")
+    assert "Did you mean 'alpha'" in str(err.value) and "Valid choices: alpha" in str(err.value)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("alpha")(int)
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(UnknownNameError, match="Valid choices: .*baseline"):
+        create_method("nosuch")
+
+
+def test_parse_spec():
+    assert parse_spec("quant.minmax:bits=4, group_size=128") == ("quant.minmax", {"bits": "4", "group_size": "128"})
+    assert parse_spec("half") == ("half", {})
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_spec("half:dtype")
+    with pytest.raises(ConfigError, match="empty method name"):
+        parse_spec(":bits=4")
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    version: int = 1
+    bits: int = 8
+    ratio: float = 0.5
+    mode: Literal["a", "b"] = "a"
+    flag: bool = False
+    skip: tuple[str, ...] = field(default=(), metadata={"help": "patterns"})
+    rank: int | None = None
+
+    def __post_init__(self):
+        if self.bits not in (2, 4, 8):
+            raise ConfigError(f"bits={self.bits} is not supported; choose 2, 4 or 8")
+
+
+def test_build_coerces_and_validates():
+    cfg = build(_Cfg, {"bits": "4", "ratio": "0.25", "mode": "b", "flag": "true", "skip": "x;y", "rank": "none"}, "m")
+    assert cfg == _Cfg(bits=4, ratio=0.25, mode="b", flag=True, skip=("x", "y"), rank=None)
+    with pytest.raises(ConfigError, match=r"bits=3 is not supported; choose 2, 4 or 8"):
+        build(_Cfg, {"bits": "3"}, "m")
+    with pytest.raises(ConfigError, match="not a valid int"):
+        build(_Cfg, {"bits": "four"}, "m")
+    with pytest.raises(ConfigError, match="choose one of a, b"):
+        build(_Cfg, {"mode": "c"}, "m")
+    with pytest.raises(ConfigError, match="Did you mean 'bits'"):
+        build(_Cfg, {"bitz": "4"}, "m")
+    with pytest.raises(ConfigError, match="boolean"):
+        coerce("maybe", bool, "m:flag")
+    names = [f["name"] for f in field_specs(_Cfg)]
+    assert names == ["bits", "ratio", "mode", "flag", "skip", "rank"]  # version is internal
+
+
+def test_half_config_rejects_bad_dtype():
+    with pytest.raises(ConfigError, match="dtype='fp8' is not valid; choose one of auto, fp16, bf16"):
+        create_method("half:dtype=fp8")
+
+
+def test_plugin_discovered_through_entry_point():
+    """The demo distribution under tests/plugins is pip-installed by the test set-up."""
+    pytest.importorskip("slimbench_demo_plugin", reason="run `make test` to install the demo plugin")
+    assert "demo.round" in METHODS.names()
+    m = create_method("demo.round:decimals=1")
+    assert m.name == "demo.round" and m.config.decimals == 1
+    assert METHODS.origin("demo.round").startswith("slimbench_demo_plugin")
+    with pytest.raises(ConfigError, match="decimals=9 must be in 0..6"):
+        create_method("demo.round:decimals=9")
