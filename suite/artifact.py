@@ -1,0 +1,189 @@
+"""The compressed-model artifact: `model.safetensors` + `model.json`, weighed to the byte.
+
+The artifact is what a method's result *is*: the suite writes it, reports its on-disk
+size as the model size, and reloads it through `Method.restore` before measuring, so a
+method cannot claim a size its saved form does not have.
+
+- `model.safetensors`: every distinct tensor of `model.state_dict()` once, contiguous,
+  on CPU, in its own dtype (packed uint8, int8, fp16... are stored as they are).
+- `model.json`: format version, method name/family/config, `method.artifact_meta(model)`,
+  a dtype/shape summary per stored tensor, the alias map and the parameter counts.
+
+Tied weights: state_dict keys whose tensor is the very same data (same data pointer,
+dtype, shape and strides as an earlier key) are not stored again; `aliases` maps each
+such key to the stored key, and loading puts the same tensor back under both names.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from torch import nn
+
+from slimbench.suite.measure.size import artifact_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import Method
+
+FORMAT = "slimbench-artifact"
+FORMAT_VERSION = 1
+TENSORS_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """Where the artifact was written and what it weighs."""
+
+    dir: Path
+    tensors_path: Path
+    meta_path: Path
+    size_bytes: int  # tensors_bytes + meta_bytes: the model size the suite reports
+    tensors_bytes: int
+    meta_bytes: int
+    params_total: int
+    params_nonzero: int
+
+
+def _norm_stat_names(model: nn.Module) -> set[str]:
+    """state_dict names of normalization running statistics (not learned weights)."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    names = set()
+    for prefix, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, _NormBase):
+            for b, buf in m.named_buffers(recurse=False):
+                if buf is not None:
+                    names.add(f"{prefix}.{b}" if prefix else b)
+    return names
+
+
+def count_params(model: nn.Module, meta: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """(total, nonzero) numbers stored in the model's weights.
+
+    Counts elements of every floating-point or integer tensor in `model.state_dict()`,
+    each distinct tensor once (tied weights count once), as stored: a uint8 tensor
+    packing two 4-bit weights per byte counts one element per byte, and scales or
+    zero-points are counted too. Left out: bool tensors and the running statistics of
+    normalization layers (BatchNorm `running_mean`/`running_var`/`num_batches_tracked`),
+    which are not weights; so an unmodified model usually counts exactly its parameters.
+    A method that knows better (e.g. logical weights inside packed storage) puts
+    `params_total` / `params_nonzero` in its `artifact_meta`; those take precedence.
+    """
+    total = nonzero = 0
+    if meta is None or "params_total" not in meta or "params_nonzero" not in meta:
+        skip = _norm_stat_names(model)
+        stored, _ = _dedupe(model.state_dict())
+        for name, t in stored.items():
+            if name in skip or t.dtype == torch.bool or t.is_complex():
+                continue
+            total += t.numel()
+            nonzero += _nonzero(t)
+    if meta is not None:
+        total = int(meta.get("params_total", total))
+        nonzero = int(meta.get("params_nonzero", nonzero))
+    return total, nonzero
+
+
+def _nonzero(t: torch.Tensor) -> int:
+    try:
+        return int(torch.count_nonzero(t))
+    except (RuntimeError, NotImplementedError):  # e.g. float8 has no CPU count kernel
+        return int(torch.count_nonzero(t.float()))
+
+
+def _dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split a state dict into distinct tensors and an alias map {alias: stored key}."""
+    first: dict[tuple[Any, ...], str] = {}
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, t in state.items():
+        key = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if t.numel() > 0 and key in first:
+            aliases[name] = first[key]
+            continue
+        first.setdefault(key, name)
+        stored[name] = t
+    return stored, aliases
+
+
+def _to_storable(stored: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors that share no memory (safetensors refuses sharing).
+
+    A tensor that is a view into memory another stored tensor also uses (but not an
+    exact alias) is copied: the file then holds both, which is what loading needs.
+    """
+    out: dict[str, torch.Tensor] = {}
+    used: set[int] = set()
+    for name, t in stored.items():
+        t = t.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if t.numel() > 0 and ptr in used:
+            t = t.clone()
+            ptr = t.untyped_storage().data_ptr()
+        used.add(ptr)
+        out[name] = t
+    return out
+
+
+def save_artifact(model: nn.Module, method: "Method", out_dir: Path) -> ArtifactInfo:
+    """Write `model.safetensors` and `model.json` under `out_dir` and weigh them."""
+    from safetensors.torch import save_file
+
+    from slimbench.suite.config import to_dict
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored, aliases = _dedupe(model.state_dict())
+    tensors = _to_storable(stored)
+    extra = method.artifact_meta(model)
+    total, nonzero = count_params(model, extra)
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": {"name": method.name, "family": method.family, "config": to_dict(method.config)},
+        "meta": extra,
+        "tensors": {k: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+                    for k, t in tensors.items()},
+        "aliases": aliases,
+        "params": {"total": total, "nonzero": nonzero},
+    }
+    tensors_path, meta_path = out_dir / TENSORS_FILE, out_dir / META_FILE
+    save_file(tensors, str(tensors_path))
+    meta_path.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str))
+    tensors_bytes, meta_bytes = artifact_size([tensors_path]), artifact_size([meta_path])
+    return ArtifactInfo(dir=out_dir, tensors_path=tensors_path, meta_path=meta_path,
+                        size_bytes=artifact_size([tensors_path, meta_path]),
+                        tensors_bytes=tensors_bytes, meta_bytes=meta_bytes,
+                        params_total=total, params_nonzero=nonzero)
+
+
+def read_artifact(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The stored tensors (aliases restored, on CPU) and the parsed `model.json`."""
+    from safetensors.torch import load_file
+
+    out_dir = Path(out_dir)
+    doc = json.loads((out_dir / META_FILE).read_text())
+    if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{out_dir / META_FILE} is not a {FORMAT} v{FORMAT_VERSION} artifact "
+                         f"(format={doc.get('format')!r}, version={doc.get('format_version')!r})")
+    tensors = load_file(str(out_dir / TENSORS_FILE), device="cpu")
+    for alias, target in doc.get("aliases", {}).items():
+        tensors[alias] = tensors[target]
+    return tensors, doc
+
+
+def load_artifact(out_dir: Path, skeleton: nn.Module, method: "Method") -> nn.Module:
+    """Rebuild the compressed model: `method.restore(skeleton, tensors, artifact_meta)`.
+
+    `skeleton` is a fresh uncompressed model of the task's architecture; the method
+    must be the one that wrote the artifact (checked by name).
+    """
+    tensors, doc = read_artifact(out_dir)
+    saved = doc["method"]["name"]
+    if saved != method.name:
+        raise ValueError(f"artifact in {out_dir} was written by method {saved!r}, not {method.name!r}")
+    return method.restore(skeleton, tensors, doc.get("meta", {}))

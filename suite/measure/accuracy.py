@@ -1,0 +1,68 @@
+"""Streaming classification accuracy: per-class counts only, never all logits at once.
+
+`balanced_accuracy` is the mean per-class recall over the classes that occur in the
+labels (classes never seen as a true label are left out, as in scikit-learn), so a model
+cannot look good on an imbalanced set by predicting the majority class.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+
+def _logits(output: Any) -> torch.Tensor:
+    """Logits from a plain tensor, a Hugging Face output (`.logits`) or a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find logits in model output of type {type(output).__name__}")
+
+
+def evaluate(model: nn.Module,
+             batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
+             device: torch.device | str,
+             progress: Callable[[int], Any] | None = None) -> dict[str, float | int]:
+    """Accuracy, balanced accuracy and item count of `model(**inputs)` over `batches`.
+
+    The model runs in eval mode under `torch.inference_mode` (its training flag is
+    restored after). `progress(n)` is called with the number of items in each batch.
+    """
+    device = torch.device(device)
+    correct = torch.zeros(0, dtype=torch.long)  # per true class
+    support = torch.zeros(0, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for inputs, labels in batches:
+                moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+                logits = _logits(model(**moved))
+                pred = logits.argmax(dim=-1).cpu().reshape(-1)
+                labels = labels.cpu().reshape(-1).long()
+                if pred.shape != labels.shape:
+                    raise ValueError(f"{pred.numel()} predictions for {labels.numel()} labels")
+                size = max(logits.shape[-1], int(labels.max()) + 1 if labels.numel() else 0, support.numel())
+                correct = _grow(correct, size) + torch.bincount(labels[pred == labels], minlength=size)
+                support = _grow(support, size) + torch.bincount(labels, minlength=size)
+                if progress is not None:
+                    progress(labels.numel())
+    finally:
+        model.train(was_training)
+    n = int(support.sum())
+    if n == 0:
+        return {"accuracy": float("nan"), "balanced_accuracy": float("nan"), "n": 0}
+    seen = support > 0
+    recall = correct[seen].double() / support[seen].double()
+    return {"accuracy": int(correct.sum()) / n, "balanced_accuracy": float(recall.mean()), "n": n}
+
+
+def _grow(counts: torch.Tensor, size: int) -> torch.Tensor:
+    if counts.numel() >= size:
+        return counts
+    return torch.cat([counts, counts.new_zeros(size - counts.numel())])

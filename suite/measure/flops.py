@@ -1,0 +1,105 @@
+"""FLOPs per forward pass, traced with `torch.utils.flop_counter.FlopCounterMode`.
+
+Two numbers are reported:
+- `dense`: what the traced dense ops cost (2 FLOPs per multiply-accumulate, the counter's
+  convention), with declared costs substituted where a module declares them;
+- `effective`: the same, except that modules declaring a cost use their `effective`
+  figure (e.g. a 2:4 sparse layer declares half its dense FLOPs).
+
+A module declares its cost with `slim_cost(inputs, output) -> {"dense": int, "effective": int}`
+(`inputs` is the tuple of the forward call's positional arguments followed by its keyword
+argument values, so a model called as `model(**inputs)` still sees them). Whatever the counter
+traced inside such a module is discarded and the declared figures used instead. When
+declaring modules are nested, the outermost one wins: inner declarations are ignored,
+because the outer figure already covers everything inside it.
+
+Only ops the counter has a formula for count (matmuls, convolutions, attention);
+elementwise ops, norms and activations count zero, as in the usual "MACs" tables.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.hooks import RemovableHandle
+
+
+def _sdpa_cpu_flop(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size,
+                   *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """Shape formula for `aten._scaled_dot_product_flash_attention_for_cpu`.
+
+    Torch has no formula for the CPU flash kernel, so SDPA on CPU would count 0; its
+    first three arguments are query/key/value [B, H, S, D] like the CUDA variants.
+    """
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _custom_mapping() -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = _sdpa_cpu_flop
+    return mapping
+
+
+class _DeclaredCosts:
+    """Forward hooks that swap traced FLOPs for `slim_cost` declarations.
+
+    The pre-hook snapshots the counter's running total; the post-hook computes what was
+    traced inside the module and records the correction (declared - traced) for both
+    figures. Only the outermost declaring module on the call stack is active.
+    """
+
+    def __init__(self, counter: FlopCounterMode):
+        self.counter = counter
+        self.stack: list[int] = []  # running total at entry of each active declaring call
+        self.dense_delta = 0
+        self.effective_delta = 0
+
+    def pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.stack.append(self.counter.get_total_flops())
+
+    def post(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+             output: Any) -> None:
+        before = self.stack.pop()
+        if self.stack:  # inside an outer declaring module: its figure covers this call
+            return
+        traced = self.counter.get_total_flops() - before
+        inputs = (*args, *kwargs.values())
+        cost = module.slim_cost(inputs, output)  # type: ignore[operator]
+        dense = int(cost["dense"])
+        effective = int(cost.get("effective", dense))
+        self.dense_delta += dense - traced
+        self.effective_delta += effective - traced
+
+    def attach(self, model: nn.Module) -> list[RemovableHandle]:
+        handles = []
+        for m in model.modules():
+            if callable(getattr(m, "slim_cost", None)):
+                handles.append(m.register_forward_pre_hook(self.pre, with_kwargs=True))
+                handles.append(m.register_forward_hook(self.post, with_kwargs=True))
+        return handles
+
+
+def count_flops(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """FLOPs of one `model(**inputs)` call: {"dense": int, "effective": int}.
+
+    Runs in eval mode under `torch.no_grad` (the model's training flag is restored after).
+    Pass batch-size-1 inputs to get the per-sample figures recorded in run.json.
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
+    declared = _DeclaredCosts(counter)
+    handles = declared.attach(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), counter:
+            model(**inputs)
+        total = counter.get_total_flops()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {"dense": total + declared.dense_delta, "effective": total + declared.effective_delta}

@@ -1,0 +1,38 @@
+"""Model size: the single definition of "how big is this model".
+
+Two numbers, kept apart because they answer different questions:
+- `artifact_size`: bytes on disk of the saved artifact (what you ship/download);
+- `tensor_bytes`: bytes the model's parameters and buffers occupy in memory (what stays
+  resident while it runs; a method that unpacks weights at load time shows up here).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from torch import nn
+
+
+def artifact_size(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Exact sum of the on-disk sizes (bytes) of the artifact's files."""
+    return sum(os.path.getsize(Path(p)) for p in paths)
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """In-memory bytes of all parameters and buffers, each distinct storage counted once.
+
+    Tied weights (one tensor reachable under two names) count once; a view counts the
+    whole storage it lives in, since that storage is what is resident.
+    """
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    tensors = [*model.parameters(), *model.buffers()]
+    for t in tensors:
+        storage = t.untyped_storage()
+        key = (str(t.device), storage.data_ptr())
+        if storage.data_ptr() != 0 and key in seen:
+            continue
+        seen.add(key)
+        total += storage.nbytes()
+    return total

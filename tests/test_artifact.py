@@ -1,0 +1,133 @@
+"""The artifact format: exact size accounting, tied weights, dtypes, param counts."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from slimbench.methods.base import Method, MethodConfig
+from slimbench.suite.artifact import count_params, load_artifact, read_artifact, save_artifact
+
+
+@dataclass(frozen=True)
+class _Cfg(MethodConfig):
+    bits: int = field(default=8, metadata={"help": "test"})
+
+
+class _Plain(Method):
+    """Unregistered test method: saves the state dict as is."""
+
+    name = "test.plain"
+    family = "quantization"
+    config_cls = _Cfg
+
+    def artifact_meta(self, model: nn.Module) -> dict[str, Any]:
+        return {"note": "hello"}
+
+
+class _Buffers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("q", torch.arange(10000, dtype=torch.int64).remainder(251).sub(125).to(torch.int8).view(100, 100))
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, 10))
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.body = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(self.emb(ids))))
+
+
+def test_size_is_exact_for_known_tensors(tmp_path: Path) -> None:
+    model = _Buffers()
+    info = save_artifact(model, _Plain(), tmp_path)
+    st, js = tmp_path / "model.safetensors", tmp_path / "model.json"
+    assert info.tensors_path == st and info.meta_path == js
+    assert info.size_bytes == os.path.getsize(st) + os.path.getsize(js)
+    assert info.tensors_bytes == os.path.getsize(st) and info.meta_bytes == os.path.getsize(js)
+    raw = st.read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    assert len(raw) == 8 + header_len + 100 * 100 * 1 + 10 * 4
+    doc = json.loads(js.read_text())
+    assert doc["tensors"] == {"q": {"dtype": "int8", "shape": [100, 100]},
+                              "scale": {"dtype": "float32", "shape": [10]}}
+    assert doc["method"] == {"name": "test.plain", "family": "quantization",
+                             "config": {"version": 1, "bits": 8}}
+    assert doc["meta"] == {"note": "hello"} and doc["aliases"] == {}
+    nonzero = int((model.q != 0).sum()) + 10
+    assert (info.params_total, info.params_nonzero) == (10010, nonzero)
+
+
+def test_tied_weight_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _Tied()
+    info = save_artifact(model, _Plain(), tmp_path)
+    doc = json.loads((tmp_path / "model.json").read_text())
+    assert doc["aliases"] == {"head.weight": "emb.weight"}
+    assert "head.weight" not in doc["tensors"]
+    assert info.params_total == 20 * 8 + 8 * 8 + 8  # shared matrix counted once
+
+    restored = load_artifact(tmp_path, _Tied(), _Plain())
+    assert restored.head.weight is restored.emb.weight  # tie survives the round trip
+    ids = torch.tensor([[1, 5, 7]])
+    torch.testing.assert_close(restored(ids), model(ids))
+
+
+def test_dtypes_preserved(tmp_path: Path) -> None:
+    model = nn.Linear(4, 3).to(torch.bfloat16)
+    model.register_buffer("codes", torch.tensor([1, 2, 255], dtype=torch.uint8))
+    save_artifact(model, _Plain(), tmp_path)
+    tensors, _ = read_artifact(tmp_path)
+    assert tensors["weight"].dtype == torch.bfloat16 and tensors["codes"].dtype == torch.uint8
+    torch.testing.assert_close(tensors["weight"], model.weight.detach())
+    skeleton = nn.Linear(4, 3).to(torch.bfloat16)
+    skeleton.register_buffer("codes", torch.zeros(3, dtype=torch.uint8))
+    restored = load_artifact(tmp_path, skeleton, _Plain())
+    torch.testing.assert_close(restored.codes, model.codes)
+
+
+def test_overlapping_views_are_copied(tmp_path: Path) -> None:
+    """Two buffers viewing one storage (not aliases) both survive; safetensors refuses sharing."""
+    model = nn.Module()
+    base = torch.arange(12, dtype=torch.float32)
+    model.register_buffer("a", base[:6])
+    model.register_buffer("b", base[6:])
+    save_artifact(model, _Plain(), tmp_path)
+    tensors, doc = read_artifact(tmp_path)
+    assert doc["aliases"] == {}
+    torch.testing.assert_close(tensors["b"], base[6:])
+
+
+def test_wrong_method_is_refused(tmp_path: Path) -> None:
+    save_artifact(nn.Linear(2, 2), _Plain(), tmp_path)
+
+    class Other(_Plain):
+        name = "test.other"
+
+    with pytest.raises(ValueError, match="test.plain"):
+        load_artifact(tmp_path, nn.Linear(2, 2), Other())
+
+
+def test_count_params_rules() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    expected_total = sum(p.numel() for p in model.parameters())  # BN running stats excluded
+    total, nonzero = count_params(model)
+    assert total == expected_total == 4 * 27 + 4 + 4 + 4
+    assert nonzero == 4 + 4  # conv bias + BN weight (ones); BN bias and conv weight are 0
+    assert count_params(model, {"params_total": 7, "params_nonzero": 3}) == (7, 3)
+    assert count_params(model, {"params_total": 7}) == (7, nonzero)

@@ -1,0 +1,28 @@
+"""Size definitions: on-disk bytes and resident tensor bytes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimbench.suite.measure.size import artifact_size, tensor_bytes
+
+
+def test_artifact_size_sums_files(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 123)
+    (tmp_path / "b").write_bytes(b"")
+    (tmp_path / "c").write_bytes(b"y" * 7)
+    assert artifact_size([tmp_path / "a", tmp_path / "b", str(tmp_path / "c")]) == 130
+
+
+def test_tensor_bytes_params_buffers_and_ties() -> None:
+    model = nn.Linear(10, 5)  # 50 + 5 fp32
+    model.register_buffer("codes", torch.zeros(7, dtype=torch.int8))
+    assert tensor_bytes(model) == 55 * 4 + 7
+    tied = nn.Module()
+    tied.a = nn.Linear(4, 4, bias=False)
+    tied.b = nn.Linear(4, 4, bias=False)
+    tied.b.weight = tied.a.weight
+    assert tensor_bytes(tied) == 16 * 4
+    assert tensor_bytes(nn.Linear(4, 4).half()) == 20 * 2
