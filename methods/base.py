@@ -100,13 +100,22 @@ class Method:
         """Extra JSON written beside the tensors (e.g. storage format per layer)."""
         return {}
 
+    def _non_default(self) -> list[tuple[str, Any]]:
+        default = self.config_cls()
+        return [(f.name, getattr(self.config, f.name)) for f in dataclasses.fields(self.config)
+                if f.name != "version" and getattr(self.config, f.name) != getattr(default, f.name)]
+
+    @property
+    def spec(self) -> str:
+        """The canonical `--method` spec that recreates this config (`name:key=value,...`)."""
+        parts = [f"{k}={';'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+                 for k, v in self._non_default()]
+        return self.name + (":" + ",".join(parts) if parts else "")
+
     @property
     def label(self) -> str:
         """Short human label: name plus non-default settings, e.g. `quant.minmax bits=4`."""
-        default = self.config_cls()
-        diffs = [f"{f.name}={getattr(self.config, f.name)}" for f in dataclasses.fields(self.config)
-                 if f.name != "version" and getattr(self.config, f.name) != getattr(default, f.name)]
-        return " ".join([self.name, *diffs])
+        return " ".join([self.name, *(f"{k}={v}" for k, v in self._non_default())])
 
 
 def _adopt(name: str, cls: type[Method]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shlex
 import shutil
 import time
 import traceback
@@ -139,8 +140,11 @@ class Harness:
         if not self.opts.force and (done := self.tracker.completed(key)):
             self.opts.log(f"  already done (MLflow run {done}); --force re-runs it")
             return RunResult(spec, "SKIPPED", done)
+        command = (f"slimbench run --tasks {task.name} --method {shlex.quote(method.spec)} --seed {spec.seed} "
+                   f"--profile {task.config.profile} --device {self.device}")
         record = {
-            "schema": 1, "run_key": key, "status": "RUNNING", "command": self.opts.command,
+            "schema": 1, "run_key": key, "status": "RUNNING", "command": command,
+            "invocation": self.opts.command,
             "task": {"name": task.name, "kind": task.config.kind, "metric": task.config.metric,
                      "profile": task.config.profile, "num_classes": task.config.num_classes},
             "method": {"name": method.name, "family": method.family, "label": method.label,

@@ -75,7 +75,8 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
     t = Table(title=title)
     for col in ("task", "method", "seed", "status", "acc %", "Δacc", "size", "×smaller",
                 "latency bs1", "speedup"):
-        t.add_column(col, justify="left" if col in ("task", "method", "status") else "right")
+        t.add_column(col, justify="left" if col in ("task", "method", "status") else "right",
+                     no_wrap=col != "method")
     for r in rows:
         pct = (lambda v: "—" if v is None else f"{100 * v:.1f}")
         status = r["status"] + (" (simulated)" if r["simulated"] else "")
@@ -85,4 +86,7 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
                   fmt_bytes(r["size_bytes"]),
                   "—" if r["compression"] is None else f"{r['compression']:.2f}", lat,
                   "—" if r["speedup_bs1"] is None else f"{r['speedup_bs1']:.2f}")
-    Console().print(t)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 140))
+    console.print(t)

@@ -12,7 +12,7 @@ Conventions every consumer (the `results` command, the leaderboard) relies on:
   model: `model.safetensors` + `model.json`), and `traceback.txt` for failed runs.
 
 RUN_SCHEMA (run.json, version 1):
-    {"schema": 1, "run_key", "status", "command",
+    {"schema": 1, "run_key", "status", "command" (reproduces this one run), "invocation",
      "task": {"name", "kind", "metric", "profile", "num_classes"},
      "method": {"name", "family", "label", "description", "simulated", "config": {...}},
      "seed", "device": {"type", "name", "threads"},
@@ -49,6 +49,9 @@ def tracking_uri(results_dir: Path = DEFAULT_RESULTS) -> str:
 
 def _quiet_mlflow() -> None:
     import logging
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import mlflow  # noqa: F401  (configures its loggers on import; override after)
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

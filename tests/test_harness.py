@@ -1,0 +1,90 @@
+"""The harness end to end on the toy task, checked through MLflow: runs, failures, skips, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slimbench.suite.cli import main
+from slimbench.suite.tracking import Tracker
+
+
+def _run(tmp_path: Path, *extra: str) -> int:
+    return main(["run", "--tasks", "toy", "--profile", "quick", "--results-dir", str(tmp_path),
+                 "--no-progress", *extra])
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    tracker = Tracker(None, "slimbench", tmp_path)
+    return [(run, tracker.run_json(run.info.run_id)) for run in tracker.runs()]
+
+
+def test_run_tracks_measurements_in_mlflow(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert _run(tmp_path, "--method", "baseline", "--method", "torch.dynamic_int8") == 0
+    runs = _records(tmp_path)
+    assert len(runs) == 2
+    tracker = Tracker(None, "slimbench", tmp_path)
+    for run, rec in runs:
+        assert run.info.status == "FINISHED" and rec["status"] == "FINISHED"
+        m = run.data.metrics
+        for key in ("accuracy", "balanced_accuracy", "size_bytes", "flops_dense", "flops_effective",
+                    "params_total", "latency_cpu_bs1_median_ms", "latency_cpu_bs8_p90_ms",
+                    "memory_cpu_bs8_peak_bytes"):
+            assert key in m, key
+        assert 0.25 < m["accuracy"] <= 1.0 and m["flops_dense"] > 0
+        # the reported size is the bytes of the logged artifact
+        local = Path(tracker.client.download_artifacts(run.info.run_id, "artifact", str(tmp_path / "dl" / run.info.run_id)))
+        assert m["size_bytes"] == sum(f.stat().st_size for f in local.iterdir())
+        assert run.data.params["task"] == "toy" and run.data.tags["slimbench.git_commit"]
+        assert rec["provenance"]["mlflow_run_id"] == run.info.run_id and rec["command"].startswith("slimbench run")
+    by_method = {rec["method"]["name"]: rec for _, rec in runs}
+    assert by_method["torch.dynamic_int8"]["metrics"]["size_bytes"] < by_method["baseline"]["metrics"]["size_bytes"] / 2
+    out = capsys.readouterr().out
+    assert "torch.dynamic_int8" in out and "baseline" in out  # the summary table
+
+    # a re-run skips completed (task, config, seed); --force runs again
+    assert _run(tmp_path, "--method", "baseline") == 0
+    assert len(_records(tmp_path)) == 2
+    assert _run(tmp_path, "--method", "baseline", "--force") == 0
+    assert len(_records(tmp_path)) == 3
+
+    capsys.readouterr()
+    assert main(["results", "--results-dir", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["method"] for r in rows} == {"baseline", "torch.dynamic_int8"}
+    int8 = next(r for r in rows if r["method"] == "torch.dynamic_int8")
+    assert int8["compression"] > 2 and int8["delta_accuracy"] is not None
+
+
+def test_failing_method_is_recorded_and_others_continue(tmp_path, monkeypatch):
+    from slimbench.methods.reference.half import Half
+
+    def boom(self, model, ctx):
+        raise RuntimeError("kaboom in compress")
+
+    monkeypatch.setattr(Half, "compress", boom)
+    assert _run(tmp_path, "--method", "half", "--method", "baseline") == 1
+    runs = {rec["method"]["name"]: (run, rec) for run, rec in _records(tmp_path)}
+    run, rec = runs["half"]
+    assert run.info.status == "FAILED" and rec["status"] == "FAILED" and "kaboom" in rec["error"]
+    tracker = Tracker(None, "slimbench", tmp_path)
+    tb = Path(tracker.client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path / "tb")))
+    assert "kaboom in compress" in tb.read_text()
+    assert runs["baseline"][0].info.status == "FINISHED"
+    # the failed run is not "completed": a re-run retries it
+    monkeypatch.undo()
+    assert _run(tmp_path, "--method", "half") == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "nosuch"], "unknown task 'nosuch'"),
+    (["--tasks", "toy", "--method", "baseline:bits=4"], "baseline has no config field 'bits'"),
+    (["--tasks", "toy", "--method", "torch.dynamic_int9"], "Did you mean 'torch.dynamic_int8'"),
+    (["--tasks", "toy", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, capsys, argv, message):
+    assert main(["run", "--results-dir", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists() or not _records(tmp_path)
