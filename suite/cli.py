@@ -140,13 +140,15 @@ def cmd_list(args) -> int:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 140))
     if "tasks" in out:
         t = Table(title="tasks")
         for col in ("name", "kind", "metric", "train steps", "finetune steps", "latency batches", "description"):
             t.add_column(col)
         for x in out["tasks"]:
             t.add_row(x["name"], x["kind"], x["metric"], str(x["train_steps"]), str(x["finetune_steps"]),
-                      ",".join(map(str, x["latency_batch_sizes"])), x["description"])
+                      ",".join(map(str, x["latency_batch_sizes"])), x["description"].split(". ")[0])
         console.print(t)
     if "methods" in out:
         t = Table(title="methods (use --method NAME:key=value,...)")

@@ -81,3 +81,14 @@ def test_plugin_discovered_through_entry_point():
     assert METHODS.origin("demo.round").startswith("slimbench_demo_plugin")
     with pytest.raises(ConfigError, match="decimals=9 must be in 0..6"):
         create_method("demo.round:decimals=9")
+
+
+def test_list_does_not_import_heavy_modules():
+    """`slimbench --help` and `list` stay fast because no method or task imports torch to register."""
+    import subprocess
+    import sys
+    code = ("import sys, io, contextlib; from slimbench.suite.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['list', '--json'])\n"
+            "print(sorted(m for m in ('torch', 'mlflow', 'timm', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -5,8 +5,6 @@ It exists so the test-suite proves that `pip install` of a distribution with a
 """
 from dataclasses import dataclass, field
 
-import torch
-
 from slimbench.methods import Method, MethodConfig
 from slimbench.suite.config import check
 
@@ -25,6 +23,8 @@ class RoundWeights(Method):
     config_cls = RoundConfig
 
     def compress(self, model, ctx):
+        import torch  # lazily: `slimbench list` must not pay for torch
+
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(torch.round(p, decimals=self.config.decimals))
