@@ -25,7 +25,8 @@ def _add_run(sub) -> None:
                                    "default profile, one seed, on the CPU.")
     p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
     p.add_argument("--method", action="append", metavar="SPEC",
-                   help="method spec NAME[:key=value,...]; repeat for several (default: all registered)")
+                   help="method spec NAME[:key=value,...]; repeat for several (default: every built-in "
+                        "method at its default config; plugins run when named)")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds 0..N-1 (default 1)")
     p.add_argument("--seed", type=int, action="append", metavar="S", help="explicit seed(s), instead of --seeds")
     p.add_argument("--profile", choices=PROFILES, default="default",
@@ -83,7 +84,7 @@ def cmd_run(args) -> int:
     from slimbench.tasks import list_tasks
 
     tasks = _csv(args.tasks) or list_tasks()
-    methods = args.method or METHODS.names()
+    methods = args.method or [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
     seeds = args.seed if args.seed else list(range(args.seeds))
     if not args.seed and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
@@ -137,6 +138,7 @@ def cmd_list(args) -> int:
         print(json.dumps(out, indent=2, default=str))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -147,8 +149,8 @@ def cmd_list(args) -> int:
         for col in ("name", "kind", "metric", "train steps", "finetune steps", "latency batches", "description"):
             t.add_column(col)
         for x in out["tasks"]:
-            t.add_row(x["name"], x["kind"], x["metric"], str(x["train_steps"]), str(x["finetune_steps"]),
-                      ",".join(map(str, x["latency_batch_sizes"])), x["description"].split(". ")[0])
+            t.add_row(escape(x["name"]), x["kind"], x["metric"], str(x["train_steps"]), str(x["finetune_steps"]),
+                      ",".join(map(str, x["latency_batch_sizes"])), escape(x["description"].split(". ")[0]))
         console.print(t)
     if "methods" in out:
         t = Table(title="methods (use --method NAME:key=value,...)")
@@ -156,10 +158,10 @@ def cmd_list(args) -> int:
             t.add_column(col)
         for x in out["methods"]:
             fields = "\n".join(f"{f['name']}: {f['type']} = {f['default']!r}" for f in x["config"]) or "—"
-            t.add_row(x["name"], x["family"], fields, x["description"])
+            t.add_row(escape(x["name"]), x["family"], escape(fields), escape(x["description"]))
         console.print(t)
         for name, err in out.get("plugin_errors", {}).items():
-            console.print(f"[yellow]plugin {name!r} failed to load: {err}[/yellow]")
+            console.print(f"[yellow]plugin {escape(repr(name))} failed to load: {escape(err)}[/yellow]")
     return 0
 
 

@@ -38,6 +38,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in get_args(tp))
     if origin in (tuple, list):
         return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp) if a is not Ellipsis)}]"
+    if tp is type(None):
+        return "None"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -70,6 +70,7 @@ def _div(a, b):
 def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None:
     """Print rows as a rich table on stdout."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title)
@@ -81,7 +82,7 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
         pct = (lambda v: "—" if v is None else f"{100 * v:.1f}")
         status = r["status"] + (" (simulated)" if r["simulated"] else "")
         lat = "—" if r["latency_bs1_ms"] is None else f"{r['latency_bs1_ms']:.2f} ms {r['latency_device']}"
-        t.add_row(r["task"], r["method"], str(r["seed"]), status, pct(r["accuracy"]),
+        t.add_row(escape(r["task"]), escape(r["method"]), str(r["seed"]), status, pct(r["accuracy"]),
                   "—" if r["delta_accuracy"] is None else f"{100 * r['delta_accuracy']:+.1f}",
                   fmt_bytes(r["size_bytes"]),
                   "—" if r["compression"] is None else f"{r['compression']:.2f}", lat,
