@@ -1,0 +1,224 @@
+"""Correctness, then speed, of the quantization Triton kernels against fp16 `F.linear` on a GPU.
+
+    python benchmarks/quant_kernels.py [--quick] [--reps 50] [--no-flush] [--out results]
+
+Checks each kernel against its torch reference first (a failing kernel is not timed and the
+script exits 1), then times, at the shapes of ../shared/notes/gpu-anchors.md, CUDA-event
+medians after warm-up: the W8A8 int8 GEMM alone and with per-token activation quantization
+(and `torch._int_mm` where it runs), W4A16 g128, and the 2-/4-bit codebook GEMV (M <= 16).
+Without autotuning, each kernel is timed with its default config and, unless --quick, with
+a small sweep of alternatives; the best is recorded beside the default so defaults can be
+tuned. L2 is flushed before every timed call (weights of small-M shapes fit in L2 and would
+otherwise look free). Writes results/quant-kernels-<device-name>.json. Exits with a message
+on a machine without CUDA. Works without `pip install` of slimbench (it maps the repo).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = [(4096, 768, 3072), (4096, 3072, 768), (16384, 4096, 4096), (8192, 8192, 8192),
+          (32, 4096, 4096), (1, 4096, 11008), (16, 4096, 11008)]
+
+
+def import_slimbench() -> None:
+    """Make `slimbench.*` importable from this checkout even where it is not installed."""
+    try:
+        import slimbench.methods  # noqa: F401
+        return
+    except ImportError:
+        pass
+    shim = Path(tempfile.mkdtemp(prefix="slimbench-shim-")) / "slimbench"
+    shim.mkdir()
+    for root in ("suite", "methods", "tasks", "leaderboard"):
+        if (ROOT / root).is_dir():
+            (shim / root).symlink_to(ROOT / root, target_is_directory=True)
+    sys.path.insert(0, str(shim.parent))
+
+
+def bench(fn, torch, reps: int, flush: bool, warm: int = 10) -> float:
+    """Median ms of `fn` over `reps` CUDA-event-timed calls (L2 flushed before each if asked)."""
+    cache = torch.empty(256 << 20, dtype=torch.int8, device="cuda") if flush else None
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        if cache is not None:
+            cache.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def correctness(torch, F) -> dict[str, dict]:
+    """Each kernel and each module's CUDA dispatch against the CPU-path reference."""
+    from torch import nn
+
+    from slimbench.methods.quant.kernels import codebook, w4a16, w8a8
+    from slimbench.methods.quant.kmeans import CodebookLinear
+    from slimbench.methods.quant.linear import QuantLinear
+    from slimbench.methods.quant.w8a8 import W8A8Linear, int8_matmul, quantize_per_token
+
+    def rel(a, b):
+        return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-12))
+
+    out: dict[str, dict] = {}
+    torch.manual_seed(0)
+
+    def record(name, err, tol):
+        out[name] = {"rel_err": err, "tol": tol, "ok": bool(err <= tol)}
+
+    for m, k, n in [(1, 4096, 1024), (77, 768, 3072), (512, 3072, 768)]:
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        lin = nn.Linear(k, n).cuda()
+        xq, xs = w8a8.quantize_act(x)
+        xq_ref, xs_ref = quantize_per_token(x.float().cpu())
+        record(f"w8a8.quantize_act {m}x{k}", float((xq.cpu().int() - xq_ref.int()).abs().max()), 1.0)
+        q = W8A8Linear.from_linear(lin, None)
+        ref = (int8_matmul(xq.cpu(), q.weight.cpu()).float() * xs.cpu()[:, None] * q.weight_scale.cpu()[None, :]
+               + q.bias.cpu())
+        record(f"w8a8.int8_gemm {m}x{k}x{n}", rel(w8a8.int8_gemm(xq, q.weight, xs, q.weight_scale, q.bias,
+                                                                 torch.float32).cpu(), ref), 1e-5)
+        with torch.no_grad():
+            record(f"W8A8Linear cuda vs cpu {m}x{k}x{n}", rel(q(x).cpu(), q.cpu()(x.cpu().float())), 2e-2)
+        for sym in (True, False):
+            ql = QuantLinear.from_linear(lin, 4, "group", 128, sym)
+            ref = F.linear(x, ql.dequantize().half(), ql.bias.half())
+            got = w4a16.w4a16_linear(x, ql.qweight, ql.scale, ql.zero, 128, ql.bias)
+            record(f"w4a16 g128 sym={sym} {m}x{k}x{n}", rel(got, ref), 1e-2)
+        if m <= 16:
+            for bits in (2, 4):
+                cl = CodebookLinear.from_linear(lin, bits, 1, 5, 0)
+                ref = F.linear(x, cl.dequantize().half(), cl.bias.half())
+                with torch.no_grad():
+                    record(f"codebook_gemv {bits}-bit {m}x{k}x{n}", rel(cl(x), ref), 1e-2)
+    return out
+
+
+def timings(torch, F, reps: int, flush: bool, quick: bool) -> list[dict]:
+    from slimbench.methods.quant import packing
+    from slimbench.methods.quant.kernels import codebook, w4a16, w8a8
+
+    rows: list[dict] = []
+
+    def timed(fn):
+        return bench(fn, torch, reps, flush)
+
+    def sweep(name, shape, base_ms, make, default_cfg, alternatives):
+        """Time `make(cfg)` for the default config and (unless quick) each alternative."""
+        entry = {"kernel": name, "shape": shape, "fp16_ms": base_ms}
+        ms = timed(make(default_cfg))
+        entry.update(default_config=default_cfg.__dict__, ms=ms, speedup=base_ms / ms)
+        best_cfg, best = default_cfg, ms
+        for cfg in ([] if quick else alternatives):
+            try:
+                t = timed(make(cfg))
+            except Exception as exc:  # a config can exceed shared memory: skip it, keep going
+                print(f"  {name} {cfg}: {type(exc).__name__}", flush=True)
+                continue
+            if t < best:
+                best_cfg, best = cfg, t
+        entry.update(best_config=best_cfg.__dict__, best_ms=best, best_speedup=base_ms / best)
+        rows.append(entry)
+        print(f"  {name:22s} {ms * 1e3:9.1f}us  {base_ms / ms:5.2f}x  (best {base_ms / best:5.2f}x)", flush=True)
+
+    for m, k, n in SHAPES:
+        shape = f"{m}x{k}x{n}"
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.float16) / k ** 0.5
+        base = timed(lambda: F.linear(x, w))
+        print(f"{shape}: fp16 F.linear {base * 1e3:.1f}us", flush=True)
+        rows.append({"kernel": "fp16 F.linear", "shape": shape, "ms": base, "speedup": 1.0})
+
+        wq = torch.randint(-127, 128, (n, k), device="cuda", dtype=torch.int8)
+        ws = torch.rand(n, device="cuda") / 100
+        xq, xs = w8a8.quantize_act(x)
+        G = w8a8.GemmConfig
+        alts = [G(128, 256, 128, 8, 8, 3), G(128, 128, 128, 8, 4, 4), G(256, 128, 128, 8, 8, 3),
+                G(64, 128, 128, 8, 4, 4), G(64, 256, 128, 8, 8, 3), G(16, 128, 256, 8, 4, 4)]
+        sweep("w8a8 int8_gemm", shape, base, lambda c: (lambda: w8a8.int8_gemm(xq, wq, xs, ws, None,
+                                                                               torch.float16, c)),
+              w8a8.default_config(m, n, k), alts)
+
+        def quant_gemm():
+            a, a_scale = w8a8.quantize_act(x)
+            return w8a8.int8_gemm(a, wq, a_scale, ws, None, torch.float16)
+        ms = timed(quant_gemm)
+        rows.append({"kernel": "w8a8 quant+gemm", "shape": shape, "ms": ms, "speedup": base / ms})
+        print(f"  {'w8a8 quant+gemm':22s} {ms * 1e3:9.1f}us  {base / ms:5.2f}x", flush=True)
+        if m > 16:
+            ms = timed(lambda: torch._int_mm(xq, wq.t()))
+            rows.append({"kernel": "torch._int_mm (int32 out, no epilogue)", "shape": shape, "ms": ms,
+                         "speedup": base / ms})
+
+        codes = torch.randint(0, 16, (n, k), device="cuda", dtype=torch.uint8)
+        qw = packing.pack(codes, 4)
+        sc = (torch.rand(n, k // 128, device="cuda") / 100).half()
+        W = w4a16.W4Config
+        alts = [W(16, 64, 128, s, 4, 4) for s in (1, 2, 4, 8, 16)] + [W(16, 128, 128, 4, 4, 3)] \
+            if m <= 64 else [W(128, 128, 64, 1, 8, 3), W(128, 256, 64, 1, 8, 3), W(64, 128, 128, 1, 4, 4),
+                             W(128, 128, 128, 1, 8, 3)]
+        sweep("w4a16 g128", shape, base, lambda c: (lambda: w4a16.w4a16_linear(x, qw, sc, None, 128, None, c)),
+              w4a16.default_config(m, n, k, 128), alts)
+
+        if m <= 16:
+            for bits in (4, 2):
+                cb = torch.randn(2 ** bits, 1, device="cuda").half()
+                cq = packing.pack(torch.randint(0, 2 ** bits, (n, k), device="cuda"), bits)
+                Cg = codebook.GemvConfig
+                alts = [Cg(bn, bk, 4, 2) for bn in (16, 32, 64, 128) for bk in (128, 256, 512)]
+                sweep(f"codebook_gemv {bits}-bit", shape, base,
+                      lambda c, cq=cq, cb=cb, bits=bits: (lambda: codebook.codebook_gemv(x, cq, cb, bits, None, c)),
+                      codebook.default_config(m, n, k), alts)
+        del x, w, wq, codes, qw
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="default configs only (no sweep)")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--no-flush", action="store_true", help="do not flush L2 between timed calls")
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    args = ap.parse_args(argv)
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.cuda.is_available():
+        print("quant_kernels: no CUDA device here; run this on the GPU machine. Nothing was measured.")
+        return 0
+    import_slimbench()
+    import triton
+
+    name = torch.cuda.get_device_name()
+    print(f"{name}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
+    checks = correctness(torch, F)
+    bad = [k for k, v in checks.items() if not v["ok"]]
+    for k, v in checks.items():
+        print(f"  {'ok ' if v['ok'] else 'BAD'} {k}: rel_err {v['rel_err']:.2e} (tol {v['tol']:.0e})", flush=True)
+    result = {"device": name, "torch": torch.__version__, "triton": triton.__version__,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "reps": args.reps, "l2_flush": not args.no_flush, "correctness": checks, "timings": []}
+    if not bad:
+        result["timings"] = timings(torch, F, args.reps, not args.no_flush, args.quick)
+    out = Path(args.out) / f"quant-kernels-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}" + (f"; {len(bad)} correctness check(s) failed, timings skipped" if bad else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

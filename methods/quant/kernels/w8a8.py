@@ -1,0 +1,135 @@
+"""W8A8 kernels: per-token int8 activation quantization and an int8 GEMM with fused scales.
+
+The GEMM reads B as stored by `W8A8Linear` ([N, K], K contiguous): on Hopper that layout is
+what makes int8 tensor cores pay (an N-major B ran ~5x slower, see gpu-anchors). It
+accumulates exactly in int32 and applies `a_scale[m] * b_scale[n]` (+ bias) in the epilogue,
+writing fp16/bf16/fp32 directly, so no int32 [M, N] tensor ever reaches memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from slimbench.methods.quant.kernels._util import interpreting, pow2_cover, round_half_even
+
+
+@triton.jit
+def _quant_act_kernel(x_ptr, q_ptr, s_ptr, static_ptr, K, stride_xm, stride_qm,
+                      STATIC: tl.constexpr, BLOCK_K: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_K)
+    if STATIC:
+        scale = tl.load(static_ptr).to(tl.float32)
+    else:
+        amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            x = tl.load(x_ptr + row * stride_xm + k0 + offs, mask=k0 + offs < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(x))
+        scale = tl.maximum(tl.max(amax, axis=0) / 127.0, 1e-10)
+    tl.store(s_ptr + row, scale)
+    for k0 in range(0, K, BLOCK_K):
+        mask = k0 + offs < K
+        x = tl.load(x_ptr + row * stride_xm + k0 + offs, mask=mask, other=0.0).to(tl.float32)
+        q = tl.minimum(tl.maximum(round_half_even(x / scale), -127.0), 127.0)
+        tl.store(q_ptr + row * stride_qm + k0 + offs, q.to(tl.int8), mask=mask)
+
+
+def quantize_act(x: torch.Tensor, static_scale: torch.Tensor | None = None,
+                 block_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] float -> (int8 [M, K], fp32 scale [M]); per-token unless a static scale is given."""
+    m, k = x.shape
+    x = x.contiguous()
+    q = torch.empty(m, k, dtype=torch.int8, device=x.device)
+    s = torch.empty(m, dtype=torch.float32, device=x.device)
+    block_k = block_k or pow2_cover(k, 16, 4096 if interpreting() else 2048)
+    static = static_scale is not None
+    _quant_act_kernel[(m,)](x, q, s, static_scale if static else s, k, x.stride(0), q.stride(0),
+                            STATIC=static, BLOCK_K=block_k)
+    return q, s
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    block_m: int = 128
+    block_n: int = 256
+    block_k: int = 128
+    group_m: int = 8
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+def default_config(m: int, n: int, k: int) -> GemmConfig:
+    """Fixed tiles by shape (no autotune): 128x256x128 for large M (the anchor's best), narrower
+    tiles for small M; under the interpreter, the biggest tiles the shape allows."""
+    if interpreting():
+        return GemmConfig(pow2_cover(m, 16, 128), pow2_cover(n, 16, 128), pow2_cover(k, 32, 128), 8, 4, 1)
+    if m <= 64:
+        return GemmConfig(pow2_cover(m, 16, 64), 128, 128, 8, 4, 4)
+    if m * n <= 1 << 22:
+        return GemmConfig(128, 128, 128, 8, 4, 4)
+    return GemmConfig()
+
+
+@triton.jit
+def _int8_gemm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, bias_ptr, c_ptr, M, N, K,
+                      stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
+                      HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr):
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n  # grouped launch order: neighbouring programs share B tiles in L2
+    first_m = (pid // width) * GROUP_M
+    size_m = min(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % size_m
+    pid_n = (pid % width) // size_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    rm = tl.where(offs_m < M, offs_m, 0)  # clamp rows/cols so the main loop needs no M/N masks
+    rn = tl.where(offs_n < N, offs_n, 0)
+    a_ptrs = a_ptr + rm[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + rn[None, :] * stride_bn + offs_k[:, None] * stride_bk
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            a = tl.load(a_ptrs, mask=offs_k[None, :] + k0 < K, other=0)
+            b = tl.load(b_ptrs, mask=offs_k[:, None] + k0 < K, other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    a_s = tl.load(as_ptr + rm)
+    b_s = tl.load(bs_ptr + rn)
+    c = acc.to(tl.float32) * a_s[:, None] * b_s[None, :]
+    if HAS_BIAS:
+        c += tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+def int8_gemm(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
+              bias: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float16,
+              config: GemmConfig | None = None) -> torch.Tensor:
+    """(a int8 [M, K] @ b int8 [N, K]^T) * a_scale[:, None] * b_scale[None, :] + bias -> [M, N]."""
+    m, k = a.shape
+    n, k2 = b.shape
+    if k != k2 or a.dtype != torch.int8 or b.dtype != torch.int8:
+        raise ValueError(f"int8_gemm wants int8 [M, K] x int8 [N, K]; got {a.dtype} {tuple(a.shape)} "
+                         f"and {b.dtype} {tuple(b.shape)}")
+    cfg = config or default_config(m, n, k)
+    c = torch.empty(m, n, dtype=out_dtype, device=a.device)
+    grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
+    _int8_gemm_kernel[grid](
+        a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias if bias is not None else c, c,
+        m, n, k, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+        HAS_BIAS=bias is not None, EVEN_K=k % cfg.block_k == 0,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return c

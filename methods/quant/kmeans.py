@@ -1,0 +1,192 @@
+"""Codebook quantization: `quant.kmeans`, one k-means codebook per layer.
+
+Every `dim` consecutive input weights of a row form a vector (`dim=1`: scalar codebook)
+that is replaced by the index of its nearest centroid among 2**bits. The artifact holds
+the indices bit-packed at `bits` bits and the fp16 codebook, so a layer costs
+bits/dim bits per weight plus 2**bits * dim * 2 bytes. Centroids come from a few Lloyd
+iterations (deterministic: quantile init for scalars, seeded sampling for vectors) and
+can then be fine-tuned on the task with the shared trainer while the indices stay fixed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
+from slimbench.methods.quant import packing
+from slimbench.methods.quant.common import (DEFAULT_SKIP, SKIP_HELP, check_bits, linear_cost, require_divides,
+                                            restore_names, swap_named, targets)
+from slimbench.suite.config import check
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """Nearest-centroid index of each row of x [n, d] (chunked to bound memory)."""
+    if x.shape[1] == 1:  # scalar: sorted centroids + midpoints -> bucketize, O(n log k)
+        order = torch.argsort(centroids[:, 0])
+        c = centroids[order, 0]
+        return order[torch.bucketize(x[:, 0], (c[1:] + c[:-1]) / 2)]
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    c2 = centroids.pow(2).sum(1)
+    for i in range(0, x.shape[0], chunk):
+        xs = x[i:i + chunk]
+        out[i:i + chunk] = (c2[None, :] - 2 * xs @ centroids.t()).argmin(1)
+    return out
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's algorithm on x [n, d] -> (centroids [k, d] fp32, assignment [n]).
+
+    Scalars start at the (i + 0.5)/k quantiles, so every centroid begins inside the data;
+    vectors start at k distinct points drawn with `seed`. An emptied cluster keeps its centroid.
+    """
+    x = x.float()
+    n, d = x.shape
+    if d == 1:
+        probs = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+        sample = x[:, 0] if n <= 1 << 24 else x[torch.linspace(0, n - 1, 1 << 24).long(), 0]
+        cent = torch.quantile(sample.double().cpu(), probs).float().to(x.device)[:, None]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(n, generator=gen)[:k].to(x.device)
+        cent = x[idx].clone()
+        if k > n:
+            cent = torch.cat([cent, cent[torch.arange(k - n) % n]])
+    assign = _assign(x, cent)
+    for _ in range(iters):
+        sums = torch.zeros_like(cent).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        cent = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], cent)
+        new = _assign(x, cent)
+        if torch.equal(new, assign):
+            break
+        assign = new
+    return cent, assign
+
+
+class CodebookLinear(nn.Module):
+    """Buffers: `codes` uint8 [out, packed_len(in/dim, bits)]; parameter `codebook` fp16
+    [2**bits, dim] (a frozen parameter so codebook fine-tuning can train it); `bias`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, dim: int):
+        super().__init__()
+        self.in_features, self.out_features, self.bits, self.dim = in_features, out_features, bits, dim
+        self.register_buffer("codes", torch.zeros(out_features, packing.packed_len(in_features // dim, bits),
+                                                  dtype=torch.uint8))
+        self.codebook = nn.Parameter(torch.zeros(2 ** bits, dim, dtype=torch.float16), requires_grad=False)
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, bits: int, dim: int, iters: int, seed: int) -> "CodebookLinear":
+        q = cls(lin.in_features, lin.out_features, lin.bias is not None, bits, dim).to(lin.weight.device)
+        w = lin.weight.detach().float().reshape(-1, dim)
+        cent, _ = kmeans(w, 2 ** bits, iters, seed)
+        cent16 = cent.half()
+        assign = _assign(w, cent16.float())  # final indices against the codebook actually stored
+        q.codes.copy_(packing.pack(assign.reshape(lin.out_features, -1), bits))
+        q.codebook.data.copy_(cent16)
+        if lin.bias is not None:
+            q.bias = lin.bias.detach().clone()
+        return q
+
+    def indices(self) -> torch.Tensor:
+        return packing.unpack(self.codes, self.bits, self.in_features // self.dim).long()
+
+    def dequantize(self) -> torch.Tensor:
+        return self.codebook.float()[self.indices()].reshape(self.out_features, self.in_features)
+
+    def kernel_forward(self, x2: torch.Tensor) -> torch.Tensor | None:
+        """Triton codebook GEMV for small batches of x2 [M, K] (None where it does not apply).
+
+        Used for CUDA tensors at inference; tests call it on CPU tensors under the interpreter."""
+        if self.dim != 1 or self.bits not in (2, 4) or x2.dtype not in _HALF or x2.shape[0] > 16 \
+                or (torch.is_grad_enabled() and self.codebook.requires_grad):
+            return None
+        from slimbench.methods.quant.kernels import codebook as kern
+
+        return kern.codebook_gemv(x2, self.codes, self.codebook, self.bits, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:
+            y = self.kernel_forward(x.reshape(-1, self.in_features))
+            if y is not None:
+                return y.reshape(*x.shape[:-1], self.out_features)
+        w = self.dequantize().to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return linear_cost(self, inputs)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, dim={self.dim}"
+
+
+@dataclass(frozen=True)
+class KMeansConfig(MethodConfig):
+    bits: int = field(default=4, metadata={"help": "index bits (2**bits centroids): 2, 3, 4 or 8"})
+    dim: int = field(default=1, metadata={"help": "weights per codebook vector (1 = scalar); bits/weight = bits/dim"})
+    iters: int = field(default=15, metadata={"help": "Lloyd iterations (stops early when assignments settle)"})
+    finetune: bool = field(default=False, metadata={
+        "help": "train the centroids (indices fixed) for the task's fine-tuning budget"})
+    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        check(self.dim >= 1, f"dim={self.dim!r} must be >= 1")
+        check(self.iters >= 0, f"iters={self.iters!r} must be >= 0")
+
+
+@register_method("quant.kmeans")
+class KMeans(Method):
+    family = "quantization"
+    description = "Per-layer k-means codebook (scalar or vector), packed indices + fp16 codebook."
+    config_cls = KMeansConfig
+
+    def compress(self, model, ctx: CompressionContext):
+        c = self.config
+        layers = targets(model, c.skip, self.name)
+        for name, lin in layers:
+            require_divides(self.name, name, "dim", c.dim, lin.in_features)
+        for i, (name, _) in enumerate(layers):  # one seed per layer, stable under reordering of runs
+            swap_named(model, [name], lambda _, lin: CodebookLinear.from_linear(lin, c.bits, c.dim, c.iters,
+                                                                                ctx.seed + i))
+        if c.finetune and ctx.budget_steps > 0:
+            self.finetune(model, ctx)
+        return model
+
+    def finetune(self, model: nn.Module, ctx: CompressionContext) -> None:
+        """Train only the centroids (in fp32, stored back as fp16); every other weight is frozen."""
+        from slimbench.tasks.base import TrainRecipe
+
+        books = [m for m in model.modules() if isinstance(m, CodebookLinear)]
+        frozen = {p: p.requires_grad for p in model.parameters()}
+        for p in frozen:
+            p.requires_grad_(False)
+        for m in books:
+            m.codebook = nn.Parameter(m.codebook.detach().float(), requires_grad=True)
+        try:
+            recipe = TrainRecipe(steps=ctx.budget_steps, lr=ctx.lr)
+            ctx.trainer.fit(model, ctx.train_batches(), recipe, ctx.seed,
+                            params=[m.codebook for m in books], desc=f"{self.name} codebooks")
+        finally:
+            for m in books:
+                m.codebook = nn.Parameter(m.codebook.detach().half(), requires_grad=False)
+            for p, flag in frozen.items():
+                p.requires_grad_(flag)
+
+    def artifact_meta(self, model):
+        c = self.config
+        return {"format": f"k-means codebook, {c.bits}-bit indices over {c.dim}-dim vectors, fp16 codebook",
+                "layers": [n for n, m in model.named_modules() if isinstance(m, CodebookLinear)]}
+
+    def restore(self, model, tensors, meta):
+        c = self.config
+        swap_named(model, restore_names(meta, model, c.skip),
+                   lambda _, lin: CodebookLinear(lin.in_features, lin.out_features, lin.bias is not None,
+                                                 c.bits, c.dim))
+        model.load_state_dict(tensors, strict=True)
+        return model
