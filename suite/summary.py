@@ -7,7 +7,7 @@ from typing import Any, Iterable
 def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "—"
-    for unit in ("B", "KB", "MB", "GB"):
+    for unit in ("B", "kB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000

@@ -1,0 +1,319 @@
+"""From run.json dicts to leaderboard rows: grouped over seeds, compared with the baseline.
+
+Loading (MLflow) is kept apart from aggregation (pure), so the site can be built, tested
+and benchmarked from plain dicts. A row is one method configuration on one task, profile
+and run device, at one latency (device, batch size); accuracy, size and FLOPs do not
+depend on the batch and repeat across a configuration's rows.
+
+Finished runs of simulated methods go to their own rows (`kind="simulated"`), and runs
+that did not finish go to `FailedRun`s, so neither can be mistaken for real results.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from slimbench.leaderboard.stats import mean_ci, median
+
+BASELINE = "baseline"
+SectionKey = tuple[str, str, str]  # (task, profile, run device)
+
+
+def get(d: Any, *path: str, default: Any = None) -> Any:
+    """Nested lookup that tolerates missing or mistyped levels (run.json from any version)."""
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return default if d is None else d
+
+
+def device_label(run: dict[str, Any]) -> str:
+    """`cpu (AMD EPYC ...)`: latency is only comparable on the same hardware."""
+    kind = str(get(run, "device", "type", default="?"))
+    name = str(get(run, "device", "name", default=""))
+    return f"{kind} ({name})" if name and name != kind else kind
+
+
+def section_key(run: dict[str, Any]) -> SectionKey:
+    return (str(get(run, "task", "name", default="?")),
+            str(get(run, "task", "profile", default="")), device_label(run))
+
+
+@dataclass
+class Row:
+    """One aggregated leaderboard row (flat on purpose: it is also the CSV/JSON export)."""
+
+    kind: str  # real | simulated
+    task: str
+    profile: str
+    section_device: str
+    metric: str
+    method: str
+    family: str
+    label: str
+    description: str
+    config: dict[str, Any]
+    is_baseline: bool
+    seeds: list[Any]
+    pages: list[str]
+    run_ids: list[str]
+    accuracy: float | None
+    accuracy_ci: float | None
+    accuracy_delta: float | None
+    balanced_accuracy: float | None
+    size_bytes: float | None
+    compression: float | None
+    flops_dense: float | None
+    flops_effective: float | None
+    device: str
+    batch_size: int | None
+    latency_median_ms: float | None
+    latency_p90_ms: float | None
+    speedup: float | None
+    peak_bytes: float | None
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass
+class FailedRun:
+    """A run that did not finish (failed, unsupported, killed): listed, never aggregated."""
+
+    task: str
+    profile: str
+    section_device: str
+    method: str
+    family: str
+    label: str
+    seed: Any
+    status: str
+    error: str
+    simulated: bool
+    page: str
+    run_id: str
+
+
+@dataclass
+class Section:
+    """One task on one device and profile: the unit of the index and the Markdown report."""
+
+    key: SectionKey
+    real: list[Row] = field(default_factory=list)
+    simulated: list[Row] = field(default_factory=list)
+    failed: list[FailedRun] = field(default_factory=list)
+
+
+@dataclass
+class Board:
+    """Everything the site and the exports are rendered from."""
+
+    sections: list[Section]
+    pages: list[tuple[str, dict[str, Any]]]  # (relative page path, run.json), one per run
+
+    def rows(self) -> list[Row]:
+        return [r for s in self.sections for r in (*s.real, *s.simulated)]
+
+    def failed(self) -> list[FailedRun]:
+        return [f for s in self.sections for f in s.failed]
+
+
+def _page_names(runs: list[dict[str, Any]]) -> list[str]:
+    """A stable, filesystem-safe, unique page per run (MLflow id, else run key)."""
+    used: set[str] = set()
+    out = []
+    for i, run in enumerate(runs):
+        raw = str(get(run, "provenance", "mlflow_run_id", default="") or run.get("run_key") or f"run-{i}")
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:80] or f"run-{i}"
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
+        out.append(f"runs/{name}.html")
+    return out
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den not in (None, 0) else None
+
+
+@dataclass
+class _Group:
+    """The finished runs of one configuration in one section."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    pages: list[str] = field(default_factory=list)
+
+    def metric(self, name: str) -> list[float | None]:
+        return [_num(get(r, "metrics", name)) for r in self.runs]
+
+    def per_batch(self, table: str, stat: str) -> dict[tuple[str, int | None], float | None]:
+        """Median over seeds of `stat` in the run.json `table` (latency | memory), per (device, batch)."""
+        vals: dict[tuple[str, int | None], list[float | None]] = {}
+        for r in self.runs:
+            for entry in get(r, table, default=[]) or []:
+                if isinstance(entry, dict):
+                    bs = _num(entry.get("batch_size"))
+                    key = (str(entry.get("device", "?")), int(bs) if bs is not None and bs.is_integer() else None)
+                    vals.setdefault(key, []).append(_num(entry.get(stat)))
+        return {k: median(v) for k, v in vals.items()}
+
+
+def _config(run: dict[str, Any]) -> dict[str, Any]:
+    cfg = get(run, "method", "config", default={})
+    return cfg if isinstance(cfg, dict) else {"value": cfg}
+
+
+def _group_key(run: dict[str, Any]) -> tuple[Any, ...]:
+    cfg = json.dumps(_config(run), sort_keys=True, default=str)
+    return (str(get(run, "method", "name", default="?")), str(get(run, "method", "label", default="")),
+            cfg, bool(get(run, "method", "simulated", default=False)))
+
+
+def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
+    first = group.runs[0]
+    acc, ci = mean_ci(group.metric("accuracy"))
+    size = median(group.metric("size_bytes"))
+    lat_med, lat_p90 = group.per_batch("latency", "median_ms"), group.per_batch("latency", "p90_ms")
+    mem = group.per_batch("memory", "peak_bytes")
+    b_acc = mean_ci(base.metric("accuracy"))[0] if base else None
+    b_size = median(base.metric("size_bytes")) if base else None
+    b_lat = base.per_batch("latency", "median_ms") if base else {}
+    keys = sorted(set(lat_med) | set(mem), key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
+    if not keys:
+        keys = [(str(get(first, "device", "type", default="?")), None)]
+    name = str(get(first, "method", "name", default="?"))
+    return [Row(
+        kind=kind, task=str(get(first, "task", "name", default="?")),
+        profile=str(get(first, "task", "profile", default="")), section_device=device_label(first),
+        metric=str(get(first, "task", "metric", default="accuracy")), method=name,
+        family=str(get(first, "method", "family", default="")),
+        label=str(get(first, "method", "label", default="") or name),
+        description=str(get(first, "method", "description", default="")),
+        config=_config(first), is_baseline=group is base,
+        seeds=[r.get("seed") for r in group.runs], pages=list(group.pages),
+        run_ids=[str(get(r, "provenance", "mlflow_run_id", default="")) for r in group.runs],
+        accuracy=acc, accuracy_ci=ci,
+        accuracy_delta=acc - b_acc if acc is not None and b_acc is not None else None,
+        balanced_accuracy=mean_ci(group.metric("balanced_accuracy"))[0],
+        size_bytes=size, compression=_ratio(b_size, size),
+        flops_dense=median(group.metric("flops_dense")),
+        flops_effective=median(group.metric("flops_effective")),
+        device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
+        latency_p90_ms=lat_p90.get((dev, bs)),
+        speedup=_ratio(b_lat.get((dev, bs)), lat_med.get((dev, bs))),
+        peak_bytes=mem.get((dev, bs))) for dev, bs in keys]
+
+
+def _seed_key(seed: Any) -> tuple[int, float, str]:
+    """Seeds in numeric order, whatever their JSON type (killed-run stand-ins may hold strings)."""
+    num = _num(seed)
+    return (0, num, "") if num is not None else (1, 0.0, str(seed))
+
+
+def _sort_key(row: Row) -> tuple[Any, ...]:
+    return (not row.is_baseline, -(row.accuracy if row.accuracy is not None else -1e300),
+            row.label, row.device, row.batch_size if row.batch_size is not None else -1)
+
+
+def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
+    """Group finished runs over seeds per section and configuration; set failed runs apart."""
+    runs = [r for r in runs if isinstance(r, dict)]
+    pages = _page_names(runs)
+    groups: dict[SectionKey, dict[tuple[Any, ...], _Group]] = {}
+    failed: dict[SectionKey, list[FailedRun]] = {}
+    for run, page in zip(runs, pages):
+        key = section_key(run)
+        if str(run.get("status", "FAILED")).upper() == "FINISHED":
+            g = groups.setdefault(key, {}).setdefault(_group_key(run), _Group())
+            g.runs.append(run)
+            g.pages.append(page)
+            continue
+        failed.setdefault(key, []).append(FailedRun(
+            task=key[0], profile=key[1], section_device=key[2],
+            method=str(get(run, "method", "name", default="?")),
+            family=str(get(run, "method", "family", default="")),
+            label=str(get(run, "method", "label", default="") or get(run, "method", "name", default="?")),
+            seed=run.get("seed"), status=str(run.get("status", "FAILED")),
+            error=str(run.get("error") or ""), simulated=bool(get(run, "method", "simulated", default=False)),
+            page=page, run_id=str(get(run, "provenance", "mlflow_run_id", default=""))))
+    for key in [k for k in failed if k not in groups]:
+        # A stand-in for a killed run may lack the device name: join its task's section.
+        kind = key[2].split(" ", 1)[0]
+        near = [k for k in groups if k[:2] == key[:2] and k[2].split(" ", 1)[0] == kind]
+        if len(near) == 1:
+            for f in failed.pop(key):
+                f.section_device = near[0][2]
+                failed.setdefault(near[0], []).append(f)
+    sections = []
+    for key in sorted(set(groups) | set(failed)):
+        sec = Section(key, failed=sorted(failed.get(key, []), key=lambda f: (f.label, _seed_key(f.seed))))
+        by_cfg = groups.get(key, {})
+        bases = [g for (name, _, _, sim), g in by_cfg.items() if name == BASELINE and not sim]
+        base = max(bases, key=lambda g: len(g.runs)) if bases else None
+        for (_, _, _, sim), g in by_cfg.items():
+            pairs = sorted(zip(g.runs, g.pages), key=lambda rp: _seed_key(rp[0].get("seed")))
+            g.runs, g.pages = [r for r, _ in pairs], [p for _, p in pairs]
+            (sec.simulated if sim else sec.real).extend(_rows(g, base, "simulated" if sim else "real"))
+        sec.real.sort(key=_sort_key)
+        sec.simulated.sort(key=_sort_key)
+        sections.append(sec)
+    return Board(sections=sections, pages=list(zip(pages, runs)))
+
+
+def _from_mlflow(run: Any) -> dict[str, Any]:
+    """A FAILED run.json stand-in for a run that never wrote one (killed hard, or still running).
+
+    Built from the tags and params the harness logs when a run starts (see suite.runner).
+    """
+    tags, params = dict(run.data.tags), dict(run.data.params)
+    skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile"}
+    prov: dict[str, Any] = {k.split(".", 1)[1]: v for k, v in tags.items()
+                            if k.startswith("slimbench.") and k.split(".", 1)[1] not in skip}
+    prov["mlflow_run_id"] = run.info.run_id
+    if run.info.start_time:
+        prov["started"] = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).isoformat()
+    seed = params.get("seed")
+    device = str(params.get("device", "?"))
+    return {
+        "schema": 1, "run_key": tags.get("slimbench.run_key", ""), "status": "FAILED", "command": None,
+        "task": {"name": tags.get("slimbench.task") or params.get("task", "?"),
+                 "profile": tags.get("slimbench.profile") or params.get("profile", "")},
+        "method": {"name": tags.get("slimbench.method") or params.get("method", "?"),
+                   "family": tags.get("slimbench.family", ""), "label": tags.get("slimbench.label", ""),
+                   "simulated": tags.get("slimbench.simulated") == "true",
+                   "config": {k[7:]: v for k, v in params.items() if k.startswith("config.")}},
+        "seed": int(seed) if seed and seed.lstrip("-").isdigit() else seed,
+        "device": {"type": device.split(":")[0], "name": prov.get("device_name", ""),
+                   "threads": prov.get("threads")},
+        "metrics": {}, "latency": [], "memory": [], "provenance": prov,
+        "error": "no run.json: the run was killed before writing its results, or is still running "
+                 f"(MLflow status {run.info.status})",
+    }
+
+
+def load_runs(tracker: Any) -> list[dict[str, Any]]:
+    """Every run of the tracker's experiment as a run.json dict (stand-ins for killed runs)."""
+    out = []
+    for run in tracker.runs():
+        data = tracker.run_json(run.info.run_id)
+        if not isinstance(data, dict):
+            data = _from_mlflow(run)
+        prov = data.setdefault("provenance", {})
+        if isinstance(prov, dict) and not prov.get("mlflow_run_id"):
+            prov["mlflow_run_id"] = run.info.run_id
+        out.append(data)
+    return out

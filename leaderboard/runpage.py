@@ -1,0 +1,113 @@
+"""One page per run: its full config, provenance and the command that reproduces it."""
+from __future__ import annotations
+
+import json
+import shlex
+from html import escape
+from typing import Any, Callable
+
+from slimbench.leaderboard import fmt
+from slimbench.leaderboard.page import Assets
+from slimbench.leaderboard.rows import device_label, get
+
+_METRIC_FMT: dict[str, Callable[[Any], str]] = {
+    "accuracy": lambda v: fmt.pct(v) + " %", "balanced_accuracy": lambda v: fmt.pct(v) + " %",
+    "size_bytes": fmt.size, "weights_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops,
+    "compress_seconds": lambda v: f"{v:.3g} s"}
+_PROVENANCE_ORDER = ("mlflow_run_id", "git_commit", "slimbench", "torch", "cuda", "python", "platform",
+                     "device_name", "cpu_model", "threads", "started", "duration_s")
+
+
+def _text(v: Any) -> str:
+    """A value as display text: JSON for structures, so nothing is silently flattened."""
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _kv(pairs: list[tuple[str, Any]]) -> str:
+    items = "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(_text(v))}</dd>" for k, v in pairs)
+    return f'<dl class="kv">{items}</dl>'
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f'<th class="{"str" if i == 0 else "num"}">{escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{"str" if i == 0 else "num"}">{escape(c)}</td>'
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def command_text(run: dict[str, Any]) -> str | None:
+    """The recorded command as one shell line (run.json may store a string or an argv list)."""
+    cmd = run.get("command")
+    if isinstance(cmd, (list, tuple)):
+        return shlex.join(str(c) for c in cmd)
+    return str(cmd) if cmd else None
+
+
+def _metrics(run: dict[str, Any]) -> str:
+    metrics = get(run, "metrics", default={})
+    if not isinstance(metrics, dict) or not metrics:
+        return '<p class="muted">No metrics recorded.</p>'
+    rows = [[str(k), _METRIC_FMT.get(k, lambda v: fmt.si(v, ""))(v) if isinstance(v, (int, float)) else _text(v),
+             _text(v)] for k, v in metrics.items()]
+    return _table(["metric", "value", "raw"], rows)
+
+
+def _entries(run: dict[str, Any], table: str, cols: list[str]) -> str:
+    entries = [e for e in get(run, table, default=[]) or [] if isinstance(e, dict)]
+    if not entries:
+        return f'<p class="muted">No {escape(table)} measurements.</p>'
+    shown = {"median_ms": fmt.ms, "p90_ms": fmt.ms, "mean_ms": fmt.ms, "std_ms": fmt.ms, "peak_bytes": fmt.size}
+    rows = [[shown[c](e.get(c)) if c in shown else _text(e.get(c, fmt.MISSING)) for c in cols] for e in entries]
+    return _table(cols, rows)
+
+
+def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../index.html") -> str:
+    """The HTML of a run's page; every value from the run is escaped."""
+    name = str(get(run, "method", "name", default="?"))
+    label = str(get(run, "method", "label", default="") or name)
+    task = str(get(run, "task", "name", default="?"))
+    status = str(run.get("status", "FAILED"))
+    simulated = bool(get(run, "method", "simulated", default=False))
+    title = f"{label} · {task} · seed {run.get('seed')}"
+    parts = [f'<header><p><a href="{escape(index_href)}">← leaderboard</a></p>'
+             f"<h1>{escape(title)}</h1></header><main>"]
+    if status.upper() != "FINISHED":
+        parts.append(f'<p class="banner fail">{escape(status)}: this run did not finish; it is listed '
+                     "under failed runs and none of its numbers are ranked.</p>")
+    if simulated:
+        parts.append('<p class="banner sim">Simulated (not real compression): this method simulates '
+                     "compression numerically (fake-quant), so its size and latency are not those of a "
+                     "really compressed model. Its results are listed apart from real ones.</p>")
+    dev = get(run, "device", default={})
+    parts.append(_kv([("task", task), ("profile", get(run, "task", "profile", default="")),
+                      ("metric", get(run, "task", "metric", default="")), ("method", name),
+                      ("label", label), ("family", get(run, "method", "family", default="")),
+                      ("description", get(run, "method", "description", default="")),
+                      ("seed", run.get("seed")), ("status", status), ("simulated", simulated),
+                      ("device", device_label(run)),
+                      ("threads", dev.get("threads") if isinstance(dev, dict) else None),
+                      ("run key", run.get("run_key", ""))]))
+    if run.get("error"):
+        parts.append(f"<h2>Error</h2><pre>{escape(str(run['error']))}</pre>")
+    cmd = command_text(run)
+    parts.append("<h2>Reproduce</h2>" + (f"<pre><code>{escape(cmd)}</code></pre>" if cmd else
+                                         '<p class="muted">The command was not recorded for this run.</p>'))
+    if run.get("invocation"):
+        parts.append(f'<p class="muted">Part of the invocation: <code>{escape(str(run["invocation"]))}</code></p>')
+    cfg = get(run, "method", "config", default={})
+    cfg_rows = [[str(k), _text(v)] for k, v in sorted(cfg.items())] if isinstance(cfg, dict) else []
+    parts.append("<h2>Config</h2>" + (_table(["field", "value"], cfg_rows) if cfg_rows else
+                                      '<p class="muted">Default config (no fields).</p>'))
+    parts.append("<h2>Metrics</h2>" + _metrics(run))
+    parts.append("<h2>Latency</h2>" + _entries(run, "latency", ["device", "batch_size", "median_ms", "p90_ms",
+                                                               "mean_ms", "std_ms", "runs", "threads"]))
+    parts.append("<h2>Memory</h2>" + _entries(run, "memory", ["device", "batch_size", "peak_bytes"]))
+    prov = get(run, "provenance", default={})
+    prov = prov if isinstance(prov, dict) else {}
+    keys = [k for k in _PROVENANCE_ORDER if k in prov] + sorted(k for k in prov if k not in _PROVENANCE_ORDER)
+    parts.append("<h2>Provenance</h2>" + _kv([(k, prov[k]) for k in keys]))
+    raw = json.dumps(run, indent=2, sort_keys=True, default=str)
+    parts.append(f"<details><summary>run.json</summary><pre>{escape(raw)}</pre></details></main>")
+    return assets.shell(title, "".join(parts))

@@ -1,0 +1,139 @@
+"""Unit tests of the leaderboard's pure pieces: statistics, Pareto front, aggregation, escaping."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from slimbench.leaderboard import fmt
+from slimbench.leaderboard.export import md_cell, to_csv, to_json, to_markdown
+from slimbench.leaderboard.page import embed_json
+from slimbench.leaderboard.plots import Point, scatter_svg
+from slimbench.leaderboard.rows import aggregate
+from slimbench.leaderboard.stats import mean_ci, median, pareto_front, t_quantile_975
+from slimbench.leaderboard.synthetic import fake_run, synthetic_runs
+
+
+def test_t_quantile_table_and_expansion():
+    assert t_quantile_975(1) == pytest.approx(12.7062, abs=1e-4)
+    assert t_quantile_975(2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile_975(30) == pytest.approx(2.0423, abs=1e-4)
+    assert t_quantile_975(60) == pytest.approx(2.0003, abs=1e-4)
+    assert t_quantile_975(10_000) == pytest.approx(1.96, abs=1e-3)
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_t_quantile_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 3, 7, 29, 31, 45, 100, 1000):
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4)
+
+
+def test_mean_ci():
+    mean, ci = mean_ci([0.90, 0.91, 0.92])
+    assert mean == pytest.approx(0.91)
+    assert ci == pytest.approx(4.3027 * 0.01 / math.sqrt(3), rel=1e-4)
+    assert mean_ci([0.5]) == (0.5, None)
+    assert mean_ci([]) == (None, None)
+    assert mean_ci([1.0, None, float("nan"), 3.0])[0] == pytest.approx(2.0)
+    assert median([3, 1, 2]) == 2 and median([4, 1, 2, 3]) == 2.5 and median([None]) is None
+
+
+@pytest.mark.parametrize("points, expected", [
+    ([], []),
+    ([(0.9, 1.0)], [True]),
+    # (accuracy, cost): the second is dominated (less accurate and costlier)
+    ([(0.9, 1.0), (0.8, 2.0), (0.95, 3.0)], [True, False, True]),
+    # equal cost: only the more accurate survives; equal accuracy: only the cheaper
+    ([(0.9, 1.0), (0.85, 1.0), (0.9, 2.0)], [True, False, False]),
+    # exact duplicates of a front point are both on the front
+    ([(0.9, 1.0), (0.9, 1.0), (0.7, 0.5)], [True, True, True]),
+])
+def test_pareto_front(points, expected):
+    assert pareto_front(points) == expected
+
+
+def test_pareto_front_matches_brute_force():
+    import random
+    rng = random.Random(1)
+    pts = [(round(rng.random(), 2), round(rng.random(), 2)) for _ in range(300)]
+    brute = [not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in pts) for p in pts]
+    assert pareto_front(pts) == brute
+
+
+def test_scatter_svg_one_mark_per_point_front_and_escaping():
+    pts = [Point(1.0, 0.9, "a", "runs/a.html", "quantization", "d"),
+           Point(2.0, 0.8, "<b>x</b>", "runs/b.html", "nope\"", "d"),
+           Point(3.0, 0.95, "c", "runs/c.html", "pruning", "d")]
+    svg = scatter_svg(pts, "t", "size", fmt.size, ("quantization", "pruning"))
+    assert svg.count("<circle") == 3
+    assert re.findall(r'data-front="(\d)"', svg) == ["1", "0", "1"]
+    assert "<b>" not in svg and "&lt;b&gt;" in svg and 'nope"' not in svg
+    assert scatter_svg([], "t", "size", fmt.size).count("<circle") == 0
+
+
+def test_embed_json_cannot_close_the_script():
+    text = embed_json({"x": "</script><!-- & \u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"x": "</script><!-- & \u2028"}
+
+
+def test_md_cell_is_inert():
+    cell = md_cell("<img src=x onerror=alert(1)> | [a](javascript:x) *b*\nline")
+    assert "<" not in cell and "\n" not in cell
+    assert "\\|" in cell and "\\[" in cell and "\\*" in cell
+
+
+def test_aggregate_baseline_deltas_and_separation():
+    runs = [fake_run(method="baseline", seed=s, accuracy=a, size_bytes=4e6, latency_ms=2.0)
+            for s, a in ((0, 0.9), (1, 0.92))]
+    runs += [fake_run(method="m", family="pruning", config={"k": 1}, seed=s, accuracy=0.85, size_bytes=1e6,
+                      latency_ms=0.5) for s in (0, 1)]
+    runs.append(fake_run(method="m", family="pruning", config={"k": 2}, seed=0, status="FAILED"))
+    runs.append(fake_run(method="sim", family="quantization", seed=0, accuracy=0.99, simulated=True))
+    board = aggregate(runs)
+    (sec,) = board.sections
+    assert [r.label for r in sec.real] == ["baseline", "baseline", "m k=1", "m k=1"]
+    base, m = sec.real[0], sec.real[2]
+    assert base.is_baseline and base.accuracy == pytest.approx(0.91) and base.n_seeds == 2
+    assert m.accuracy_delta == pytest.approx(-0.06)
+    assert m.compression == pytest.approx(4.0)
+    assert (m.batch_size, m.speedup) == (1, pytest.approx(4.0))
+    assert [r.label for r in sec.simulated] == ["sim", "sim"]
+    assert [(f.label, f.status) for f in sec.failed] == [("m k=2", "FAILED")]
+    assert len(board.pages) == len(runs) and len({p for p, _ in board.pages}) == len(runs)
+
+
+def test_exports_hold_the_same_rows():
+    board = aggregate(synthetic_runs(120))
+    rows = board.rows()
+    data = json.loads(to_json(board))
+    assert len(data["rows"]) == len(rows) and len(data["failed"]) == len(board.failed())
+    assert {r["kind"] for r in data["rows"]} <= {"real", "simulated"}
+    assert len(to_csv(board).strip().splitlines()) == len(rows) + 1
+    md = to_markdown(board)
+    assert md.count("## ") >= len(board.sections)
+    assert sum(1 for line in md.splitlines() if line.startswith("| ") and "Method" not in line) == \
+        len(rows) + len(board.failed())
+
+
+def test_build_site_empty_and_rebuild_drops_stale_pages(tmp_path):
+    from slimbench.leaderboard.site import build_site
+    runs = [fake_run(method="baseline", seed=s, run_id=f"r{s}") for s in range(3)]
+    runs.append(fake_run(method="odd", seed=3, run_id="r/../x"))
+    runs[-1]["method"]["config"], runs[-1]["seed"] = "not-a-dict", "x"  # tolerated, not trusted
+    build_site(runs, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r0.html", "r1.html", "r2.html", "r____x.html"]
+    index = build_site([], tmp_path)
+    assert "No runs yet" in index.read_text() and list((tmp_path / "runs").iterdir()) == []
+
+
+def test_failed_run_without_device_name_joins_its_task_section():
+    runs = [fake_run(method="baseline", device_name="Test CPU"),
+            fake_run(method="m", status="FAILED", device_name="Test CPU")]
+    runs[1]["device"] = {"type": "cpu"}  # a stand-in from MLflow tags may lack the name
+    (sec,) = aggregate(runs).sections
+    assert sec.key[2] == "cpu (Test CPU)" and [f.method for f in sec.failed] == ["m"]
