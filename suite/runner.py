@@ -224,5 +224,10 @@ class Harness:
                 out_dir=out_dir, record=record, device=self.device, latency_devices=self.latency_devices,
                 threads=self.threads, latency_profile=LATENCY_PROFILES[cfg.profile], progress=self.opts.progress)
             self.tracker.log_dir(run_id, measured.artifact_dir, "artifact")
+            floor, acc = cfg.min_accuracy, record["metrics"].get("accuracy")
+            if method.name == "baseline" and floor is not None and acc is not None and acc < floor:
+                record["warnings"] = [f"baseline accuracy {acc:.4f} is below the task's documented "
+                                      f"floor {floor} for profile {cfg.profile}"]
+                self.opts.log(f"  WARNING: {record['warnings'][0]}")
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
