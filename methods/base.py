@@ -130,7 +130,7 @@ def _adopt(name: str, cls: type[Method]) -> None:
 
 
 METHODS: Registry[type[Method]] = Registry(
-    "method", group="slimbench.methods", builtins=("slimbench.methods.reference",), on_register=_adopt)
+    "method", group="slimbench.methods", builtins=("slimbench.methods.reference", "slimbench.methods.quant"), on_register=_adopt)
 
 
 def register_method(name: str):

@@ -1,7 +1,7 @@
 """Quantization methods: packing, storage honesty, accuracy, save/restore, config errors.
 
-Only nn.Linear layers are quantized (convolutions are left in fp32). Layers are small
-and tests few: the CPU is shared.
+quant.minmax and quant.kmeans quantize nn.Linear and nn.Conv2d layers, quant.w8a8 only
+nn.Linear. Layers are small and tests few: the CPU is shared.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import slimbench.methods.quant  # noqa: F401  (registers quant.* before the regi
 from slimbench.methods import CompressionContext, create_method
 from slimbench.methods.quant import packing
 from slimbench.methods.quant.common import snr_db
-from slimbench.methods.quant.kmeans import CodebookLinear, kmeans
-from slimbench.methods.quant.linear import QuantLinear
+from slimbench.methods.quant.kmeans import CodebookConv2d, CodebookLinear, kmeans
+from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
 from slimbench.methods.quant.w8a8 import W8A8Linear
 from slimbench.suite.config import ConfigError
 from slimbench.suite.trainer import Trainer
@@ -137,10 +137,21 @@ def test_minmax_bad_configs():
     with pytest.raises(ConfigError, match="granularity='row'"):
         create_method("quant.minmax:granularity=row")
     model = nn.Sequential(nn.Linear(100, 8))
-    with pytest.raises(ConfigError, match=r"group_size=128 .*in_features=100 .*'0'.* 1, 2, 4, 5, 10, 20, 25, 50, 100"):
-        create_method("quant.minmax:group_size=128").compress(model, ctx_for())
-    with pytest.raises(ValueError, match="no nn.Linear"):
+    with pytest.raises(ConfigError, match=r"group_size=64 .*in_features=100 .*'0'.* 1, 2, 4, 5, 10, 20, 25, 50, 100"):
+        create_method("quant.minmax:group_size=64").compress(model, ctx_for())
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
         create_method("quant.minmax:skip=*").compress(model, ctx_for())
+    conv = nn.Sequential(nn.Conv2d(4, 8, 3))  # rows of 4*3*3 = 36
+    with pytest.raises(ConfigError, match=r"group_size=16 .*in_channels/groups\*kh\*kw=36 .*conv_granularity"):
+        create_method("quant.minmax:conv_granularity=group,group_size=16").compress(conv, ctx_for())
+
+
+def test_minmax_group_at_least_row_is_per_channel():
+    lin = nn.Linear(100, 8)  # group_size 128 >= 100: one group per row, same as granularity=channel
+    q = QuantLinear.from_linear(lin, 4, "group", 128, True)
+    ref = QuantLinear.from_linear(lin, 4, "channel", 128, True)
+    assert q.group_size == 100 and q.scale.shape == (8, 1)
+    assert torch.equal(q.qweight, ref.qweight) and torch.equal(q.scale, ref.scale)
 
 
 # ---------------------------------------------------------------- quant.w8a8
@@ -238,6 +249,8 @@ def test_kmeans_bad_configs():
         create_method("quant.kmeans:bits=6")
     with pytest.raises(ConfigError, match=r"dim=3 .*in_features=256 .*'body.0'"):
         create_method("quant.kmeans:dim=3").compress(Tiny(), ctx_for())
+    with pytest.raises(ConfigError, match=r"dim=5 .*in_channels/groups\*kh\*kw=36 .*'0'"):
+        create_method("quant.kmeans:dim=5").compress(nn.Sequential(nn.Conv2d(4, 8, 3)), ctx_for())
 
 
 def test_declared_flops_are_dense():

@@ -1,4 +1,7 @@
-"""Helpers shared by the quantization methods: config checks, layer swapping for restore."""
+"""Torch-side helpers shared by the quantized layers: picking, swapping and costing layers.
+
+Imported only when a method runs; the torch-free config checks are in `options`.
+"""
 from __future__ import annotations
 
 from typing import Callable, Iterable
@@ -6,43 +9,40 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from slimbench.methods.modules import named_layers, replace_module
-from slimbench.methods.quant.packing import SUPPORTED_BITS
-from slimbench.suite.config import ConfigError, check
+from slimbench.methods.modules import matches, replace_module
 
-# The classifier head is the layer most sensitive to quantization and the cheapest to keep:
-# these patterns cover timm (`head`, `fc`) and transformers (`classifier`) naming.
-DEFAULT_SKIP: tuple[str, ...] = ("fc", "head", "head.*", "*classifier*")
-
-SKIP_HELP = ("fnmatch patterns of layers kept in full precision, ';'-separated "
-             "(default keeps the classifier head: fc, head, *classifier*)")
+LINEAR: tuple[type, ...] = (nn.Linear,)
+WEIGHT_LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv2d)
 
 
-def check_bits(bits: int, valid: Iterable[int] = SUPPORTED_BITS) -> None:
-    valid = tuple(valid)
-    check(bits in valid, f"bits={bits!r} is not supported; choose one of {', '.join(map(str, valid))}")
+def eligible(model: nn.Module, skip: Iterable[str], types: tuple[type, ...] = LINEAR) -> list[tuple[str, nn.Module]]:
+    """Layers of exactly one of `types` not matched by `skip`.
+
+    Exact types, not isinstance: subclasses often use their weight outside `forward`
+    (MultiheadAttention's out_proj) or transform it first (timm's StdConv2d, Conv2dSame),
+    so a plain quantized replacement would silently compute something else.
+    """
+    skip = tuple(skip)
+    return [(n, m) for n, m in model.named_modules() if type(m) in types and not matches(n, skip)]
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def require_divides(owner: str, layer: str, what: str, size: int, extent: int, hint: str = "") -> None:
-    """Raise a ConfigError naming the layer, the size and the sizes that would work."""
-    if size >= 1 and extent % size == 0:
-        return
-    divs = divisors(extent)
-    shown = ", ".join(map(str, divs if len(divs) <= 24 else divs[:12] + ["..."] + divs[-4:]))
-    raise ConfigError(f"{owner}: {what}={size} does not divide in_features={extent} of layer {layer!r}; "
-                      f"valid values for this layer: {shown}{hint}")
-
-
-def targets(model: nn.Module, skip: Iterable[str], owner: str) -> list[tuple[str, nn.Linear]]:
-    """The nn.Linear layers a method will quantize; raises if there are none."""
-    layers = named_layers(model, (nn.Linear,), skip)
+def targets(model: nn.Module, skip: Iterable[str], owner: str,
+            types: tuple[type, ...] = LINEAR) -> list[tuple[str, nn.Module]]:
+    """The layers a method will quantize; raises if there are none."""
+    layers = eligible(model, skip, types)
     if not layers:
-        raise ValueError(f"{owner} found no nn.Linear layer to quantize (skip={tuple(skip)!r})")
+        kinds = " or ".join(f"nn.{t.__name__}" for t in types)
+        raise ValueError(f"{owner} found no {kinds} layer to quantize (skip={tuple(skip)!r})")
     return layers
+
+
+def fan_in(layer: nn.Module) -> int:
+    """Length of a weight row in the [out, fan_in] view every quantizer works on."""
+    return layer.weight[0].numel()
+
+
+def fan_in_name(layer: nn.Module) -> str:
+    return "in_channels/groups*kh*kw" if isinstance(layer, nn.Conv2d) else "in_features"
 
 
 def swap_named(model: nn.Module, names: Iterable[str], make: Callable[[str, nn.Module], nn.Module]) -> None:
@@ -51,17 +51,50 @@ def swap_named(model: nn.Module, names: Iterable[str], make: Callable[[str, nn.M
         replace_module(model, name, make(name, model.get_submodule(name)))
 
 
-def restore_names(meta: dict, model: nn.Module, skip: Iterable[str]) -> list[str]:
+def restore_names(meta: dict, model: nn.Module, skip: Iterable[str], types: tuple[type, ...] = LINEAR) -> list[str]:
     """Layers to rebuild: those recorded at compress time, else what the skip list selects."""
     if meta.get("layers") is not None:
         return list(meta["layers"])
-    return [n for n, _ in named_layers(model, (nn.Linear,), skip)]
+    return [n for n, _ in eligible(model, skip, types)]
+
+
+class ConvGeometry:
+    """The Conv2d hyper-parameters a quantized conv keeps to run `F.conv2d` exactly as the original."""
+
+    def init_geometry(self, conv: nn.Conv2d) -> None:
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride, self.padding = tuple(conv.kernel_size), tuple(conv.stride), conv.padding
+        self.dilation, self.groups, self.padding_mode = tuple(conv.dilation), conv.groups, conv.padding_mode
+        self._pad = tuple(conv._reversed_padding_repeated_twice)
+
+    def weight_4d(self, w2: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """[out, fan_in] -> [out, in/groups, kh, kw], in the input's memory format (NHWC convs stay fast)."""
+        w = w2.reshape(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
+            w = w.contiguous(memory_format=torch.channels_last)
+        return w
+
+    def conv(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros":  # as nn.Conv2d._conv_forward
+            x = torch.nn.functional.pad(x, self._pad, mode=self.padding_mode)
+            return torch.nn.functional.conv2d(x, w, bias, self.stride, 0, self.dilation, self.groups)
+        return torch.nn.functional.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def conv_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}")
 
 
 def linear_cost(module: nn.Module, inputs: tuple, effective_ratio: float = 1.0) -> dict[str, int]:
     """Dense FLOPs of a Linear-shaped layer (2 per multiply-accumulate)."""
     x = inputs[0]
     flops = 2 * (x.numel() // module.in_features) * module.in_features * module.out_features
+    return {"dense": flops, "effective": int(flops * effective_ratio)}
+
+
+def conv_cost(module: nn.Module, output: torch.Tensor, effective_ratio: float = 1.0) -> dict[str, int]:
+    """Dense FLOPs of a conv: 2 x output elements x fan-in (torch's counter's convention, bias free)."""
+    flops = 2 * output.numel() * module.in_features
     return {"dense": flops, "effective": int(flops * effective_ratio)}
 
 

@@ -1,6 +1,8 @@
-"""Codebook quantization: `quant.kmeans`, one k-means codebook per layer.
+"""Codebook quantization layers for `quant.kmeans` (method: `methods.KMeans`): one k-means
+codebook per layer, `CodebookLinear` and `CodebookConv2d`.
 
-Every `dim` consecutive input weights of a row form a vector (`dim=1`: scalar codebook)
+Every `dim` consecutive input weights of a row (a conv's weight viewed as [out,
+in/groups*kh*kw]) form a vector (`dim=1`: scalar codebook)
 that is replaced by the index of its nearest centroid among 2**bits. The artifact holds
 the indices bit-packed at `bits` bits and the fp16 codebook, so a layer costs
 bits/dim bits per weight plus 2**bits * dim * 2 bytes. Centroids come from a few Lloyd
@@ -9,17 +11,20 @@ can then be fine-tuned on the task with the shared trainer while the indices sta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (DEFAULT_SKIP, SKIP_HELP, check_bits, linear_cost, require_divides,
-                                            restore_names, swap_named, targets)
-from slimbench.suite.config import check
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, conv_cost, fan_in, fan_in_name,
+                                            linear_cost, restore_names, swap_named, targets)
+from slimbench.methods.quant.options import require_divides
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
+    from slimbench.methods.quant.methods import KMeansConfig
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -82,16 +87,21 @@ class CodebookLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, bits: int, dim: int, iters: int, seed: int) -> "CodebookLinear":
-        q = cls(lin.in_features, lin.out_features, lin.bias is not None, bits, dim).to(lin.weight.device)
-        w = lin.weight.detach().float().reshape(-1, dim)
-        cent, _ = kmeans(w, 2 ** bits, iters, seed)
+        q = cls(lin.in_features, lin.out_features, lin.bias is not None, bits, dim)
+        return q.fill(lin.weight, lin.bias, iters, seed)
+
+    def fill(self, weight: torch.Tensor, bias: torch.Tensor | None, iters: int, seed: int) -> "CodebookLinear":
+        """Fit the codebook to a float weight (any shape with out_features rows) and store the indices."""
+        self.to(weight.device)
+        w = weight.detach().float().reshape(-1, self.dim)
+        cent, _ = kmeans(w, 2 ** self.bits, iters, seed)
         cent16 = cent.half()
         assign = _assign(w, cent16.float())  # final indices against the codebook actually stored
-        q.codes.copy_(packing.pack(assign.reshape(lin.out_features, -1), bits))
-        q.codebook.data.copy_(cent16)
-        if lin.bias is not None:
-            q.bias = lin.bias.detach().clone()
-        return q
+        self.codes.copy_(packing.pack(assign.reshape(self.out_features, -1), self.bits))
+        self.codebook.data.copy_(cent16)
+        if bias is not None:
+            self.bias = bias.detach().clone()
+        return self
 
     def indices(self) -> torch.Tensor:
         return packing.unpack(self.codes, self.bits, self.in_features // self.dim).long()
@@ -125,68 +135,71 @@ class CodebookLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, dim={self.dim}"
 
 
-@dataclass(frozen=True)
-class KMeansConfig(MethodConfig):
-    bits: int = field(default=4, metadata={"help": "index bits (2**bits centroids): 2, 3, 4 or 8"})
-    dim: int = field(default=1, metadata={"help": "weights per codebook vector (1 = scalar); bits/weight = bits/dim"})
-    iters: int = field(default=15, metadata={"help": "Lloyd iterations (stops early when assignments settle)"})
-    finetune: bool = field(default=False, metadata={
-        "help": "train the centroids (indices fixed) for the task's fine-tuning budget"})
-    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+class CodebookConv2d(ConvGeometry, CodebookLinear):
+    """A Conv2d stored exactly like a CodebookLinear over its [out, in/groups*kh*kw] weight view;
+    the forward looks the weight up then runs `F.conv2d` with the original geometry."""
 
-    def __post_init__(self):
-        check_bits(self.bits)
-        check(self.dim >= 1, f"dim={self.dim!r} must be >= 1")
-        check(self.iters >= 0, f"iters={self.iters!r} must be >= 0")
+    def __init__(self, conv: nn.Conv2d, bits: int, dim: int):
+        super().__init__(fan_in(conv), conv.out_channels, conv.bias is not None, bits, dim)
+        self.init_geometry(conv)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, bits: int, dim: int, iters: int, seed: int) -> "CodebookConv2d":
+        return cls(conv, bits, dim).fill(conv.weight, conv.bias, iters, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight_4d(self.dequantize().to(x.dtype), x)
+        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return conv_cost(self, output)
+
+    def extra_repr(self) -> str:
+        return f"{self.conv_repr()}, bits={self.bits}, dim={self.dim}"
 
 
-@register_method("quant.kmeans")
-class KMeans(Method):
-    family = "quantization"
-    description = "Per-layer k-means codebook (scalar or vector), packed indices + fp16 codebook."
-    config_cls = KMeansConfig
+def _empty(layer: nn.Module, cfg: "KMeansConfig") -> CodebookLinear:
+    if isinstance(layer, nn.Conv2d):
+        return CodebookConv2d(layer, cfg.bits, cfg.dim)
+    return CodebookLinear(layer.in_features, layer.out_features, layer.bias is not None, cfg.bits, cfg.dim)
 
-    def compress(self, model, ctx: CompressionContext):
-        c = self.config
-        layers = targets(model, c.skip, self.name)
-        for name, lin in layers:
-            require_divides(self.name, name, "dim", c.dim, lin.in_features)
-        for i, (name, _) in enumerate(layers):  # one seed per layer, stable under reordering of runs
-            swap_named(model, [name], lambda _, lin: CodebookLinear.from_linear(lin, c.bits, c.dim, c.iters,
-                                                                                ctx.seed + i))
-        if c.finetune and ctx.budget_steps > 0:
-            self.finetune(model, ctx)
-        return model
 
-    def finetune(self, model: nn.Module, ctx: CompressionContext) -> None:
-        """Train only the centroids (in fp32, stored back as fp16); every other weight is frozen."""
-        from slimbench.tasks.base import TrainRecipe
+def quantize_model(model: nn.Module, cfg: "KMeansConfig", owner: str, seed: int) -> nn.Module:
+    """Swap every eligible Linear / Conv2d for a codebook layer; layer i is clustered with seed + i."""
+    layers = targets(model, cfg.skip, owner, WEIGHT_LAYERS)
+    for name, layer in layers:
+        require_divides(owner, name, "dim", cfg.dim, fan_in(layer), fan_in_name(layer))
+    for i, (name, _) in enumerate(layers):
+        swap_named(model, [name], lambda _, layer: _empty(layer, cfg).fill(layer.weight, layer.bias, cfg.iters,
+                                                                            seed + i))
+    return model
 
-        books = [m for m in model.modules() if isinstance(m, CodebookLinear)]
-        frozen = {p: p.requires_grad for p in model.parameters()}
-        for p in frozen:
-            p.requires_grad_(False)
+
+def finetune_codebooks(model: nn.Module, ctx: "CompressionContext", desc: str) -> None:
+    """Train only the centroids (in fp32, stored back as fp16); every other weight is frozen."""
+    from slimbench.tasks.base import TrainRecipe
+
+    books = [m for m in model.modules() if isinstance(m, CodebookLinear)]
+    frozen = {p: p.requires_grad for p in model.parameters()}
+    for p in frozen:
+        p.requires_grad_(False)
+    for m in books:
+        m.codebook = nn.Parameter(m.codebook.detach().float(), requires_grad=True)
+    try:
+        recipe = TrainRecipe(steps=ctx.budget_steps, lr=ctx.lr)
+        ctx.trainer.fit(model, ctx.train_batches(), recipe, ctx.seed, params=[m.codebook for m in books], desc=desc)
+    finally:
         for m in books:
-            m.codebook = nn.Parameter(m.codebook.detach().float(), requires_grad=True)
-        try:
-            recipe = TrainRecipe(steps=ctx.budget_steps, lr=ctx.lr)
-            ctx.trainer.fit(model, ctx.train_batches(), recipe, ctx.seed,
-                            params=[m.codebook for m in books], desc=f"{self.name} codebooks")
-        finally:
-            for m in books:
-                m.codebook = nn.Parameter(m.codebook.detach().half(), requires_grad=False)
-            for p, flag in frozen.items():
-                p.requires_grad_(flag)
+            m.codebook = nn.Parameter(m.codebook.detach().half(), requires_grad=False)
+        for p, flag in frozen.items():
+            p.requires_grad_(flag)
 
-    def artifact_meta(self, model):
-        c = self.config
-        return {"format": f"k-means codebook, {c.bits}-bit indices over {c.dim}-dim vectors, fp16 codebook",
-                "layers": [n for n, m in model.named_modules() if isinstance(m, CodebookLinear)]}
 
-    def restore(self, model, tensors, meta):
-        c = self.config
-        swap_named(model, restore_names(meta, model, c.skip),
-                   lambda _, lin: CodebookLinear(lin.in_features, lin.out_features, lin.bias is not None,
-                                                 c.bits, c.dim))
-        model.load_state_dict(tensors, strict=True)
-        return model
+def rebuild(model: nn.Module, meta: dict, cfg: "KMeansConfig") -> nn.Module:
+    """Swap in empty codebook layers where the artifact has them, ready for load_state_dict."""
+    swap_named(model, restore_names(meta, model, cfg.skip, WEIGHT_LAYERS), lambda _, layer: _empty(layer, cfg))
+    return model
+
+
+def quantized_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, CodebookLinear)]

@@ -1,10 +1,12 @@
-"""Weight-only min-max quantization: `QuantLinear` and the `quant.minmax` method.
+"""Weight-only min-max quantization layers: `QuantLinear`, `QuantConv2d` (method: `methods.MinMax`).
 
-Each weight row is cut into quantization groups (the whole tensor, one output channel, or
-`group_size` consecutive input features); each group gets an fp16 scale and, when
-asymmetric, a uint8 zero-point. Codes are bit-packed (`packing`), so the artifact holds the
-real low-bit storage. The CPU forward dequantizes then runs a dense matmul: it is the
-correctness reference. On CUDA, 4-bit layers run the fused Triton W4A16 kernel instead.
+Each weight row (a conv's weight viewed as [out, in/groups*kh*kw]) is cut into quantization
+groups (the whole tensor, one output channel, or `group_size` consecutive inputs; a
+group_size at least the row length means one group per row); each group gets an fp16 scale
+and, when asymmetric, a uint8 zero-point. Codes are bit-packed (`packing`), so the artifact
+holds the real low-bit storage. The CPU forward dequantizes then runs a dense matmul / conv:
+it is the correctness reference. On CUDA, 4-bit Linear layers run the fused Triton W4A16
+kernel instead; convs always dequantize then run the stock conv.
 
 Symmetric codes are `q + 2**(b-1)` with q in [-(2**(b-1)-1), 2**(b-1)-1] (restricted range,
 so symmetric 2-bit is ternary); asymmetric codes are `round(w/s) + z` in [0, 2**b-1] with
@@ -12,20 +14,20 @@ the range widened to include 0, so zero weights stay exact.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (DEFAULT_SKIP, SKIP_HELP, check_bits, linear_cost, require_divides,
-                                            restore_names, swap_named, targets)
-from slimbench.suite.config import check
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, conv_cost, fan_in, fan_in_name,
+                                            linear_cost, restore_names, swap_named, targets)
+from slimbench.methods.quant.options import require_divides
 
-Granularity = Literal["tensor", "channel", "group"]
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.quant.methods import MinMaxConfig
+
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -33,7 +35,7 @@ def group_view(n: int, k: int, granularity: str, group_size: int) -> tuple[int, 
     """Shape [rows, groups, group_len] that a [n, k] weight is viewed as for its scales."""
     if granularity == "tensor":
         return 1, 1, n * k
-    if granularity == "channel":
+    if granularity == "channel" or group_size >= k:
         return n, 1, k
     return n, k // group_size, group_size
 
@@ -85,6 +87,8 @@ class QuantLinear(nn.Module):
                  granularity: str = "group", group_size: int = 128, symmetric: bool = True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        if granularity == "group":
+            group_size = min(group_size, in_features)  # a group never spans two rows
         self.bits, self.granularity, self.group_size, self.symmetric = bits, granularity, group_size, symmetric
         rows, groups, _ = group_view(out_features, in_features, granularity, group_size)
         if bits == 8 and symmetric:
@@ -100,14 +104,19 @@ class QuantLinear(nn.Module):
     def from_linear(cls, lin: nn.Linear, bits: int, granularity: str, group_size: int,
                     symmetric: bool) -> "QuantLinear":
         q = cls(lin.in_features, lin.out_features, lin.bias is not None, bits, granularity, group_size, symmetric)
-        codes, scale, zero = quantize_weight(lin.weight, bits, granularity, group_size, symmetric)
-        q.qweight.copy_(codes if bits == 8 and symmetric else packing.pack(codes, bits))
-        q.scale.copy_(scale)
+        return q.fill(lin.weight, lin.bias)
+
+    def fill(self, weight: torch.Tensor, bias: torch.Tensor | None) -> "QuantLinear":
+        """Quantize a float weight (any shape with out_features rows) into this layer's buffers."""
+        w = weight.detach().reshape(self.out_features, self.in_features)
+        codes, scale, zero = quantize_weight(w, self.bits, self.granularity, self.group_size, self.symmetric)
+        self.qweight.copy_(codes if self.bits == 8 and self.symmetric else packing.pack(codes, self.bits))
+        self.scale.copy_(scale)
         if zero is not None:
-            q.zero.copy_(zero)
-        if lin.bias is not None:
-            q.bias = lin.bias.detach().clone()
-        return q.to(lin.weight.device)
+            self.zero.copy_(zero)
+        if bias is not None:
+            self.bias = bias.detach().clone()
+        return self.to(weight.device)
 
     def codes(self) -> torch.Tensor:
         if self.bits == 8 and self.symmetric:
@@ -151,53 +160,71 @@ class QuantLinear(nn.Module):
                 f"granularity={self.granularity}, group_size={self.group_size}, symmetric={self.symmetric}")
 
 
-@dataclass(frozen=True)
-class MinMaxConfig(MethodConfig):
-    bits: int = field(default=4, metadata={"help": "weight bits: 2, 3, 4 or 8"})
-    granularity: Granularity = field(default="group", metadata={
-        "help": "one scale per tensor, per output channel, or per group of input features"})
-    group_size: int = field(default=128, metadata={"help": "input features per group (granularity=group)"})
-    symmetric: bool = field(default=True, metadata={"help": "symmetric (no zero-point) or asymmetric min-max"})
-    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+class QuantConv2d(ConvGeometry, QuantLinear):
+    """A Conv2d stored exactly like a QuantLinear over its [out, in/groups*kh*kw] weight view.
 
-    def __post_init__(self):
-        check_bits(self.bits)
-        check(self.group_size >= 1, f"group_size={self.group_size!r} must be >= 1")
+    The forward dequantizes then runs `F.conv2d` with the original stride, padding, dilation
+    and groups (there is no fused low-bit conv kernel: on CUDA too the stock conv gets the fp weight).
+    """
+
+    def __init__(self, conv: nn.Conv2d, bits: int = 4, granularity: str = "channel", group_size: int = 128,
+                 symmetric: bool = True):
+        super().__init__(fan_in(conv), conv.out_channels, conv.bias is not None, bits, granularity, group_size,
+                         symmetric)
+        self.init_geometry(conv)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, bits: int, granularity: str, group_size: int,
+                  symmetric: bool) -> "QuantConv2d":
+        return cls(conv, bits, granularity, group_size, symmetric).fill(conv.weight, conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight_4d(self.dequantize().to(x.dtype), x)
+        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return conv_cost(self, output)
+
+    def extra_repr(self) -> str:
+        return (f"{self.conv_repr()}, bits={self.bits}, granularity={self.granularity}, "
+                f"group_size={self.group_size}, symmetric={self.symmetric}")
 
 
-@register_method("quant.minmax")
-class MinMax(Method):
-    family = "quantization"
-    description = "Weight-only min-max quantization (2/3/4/8-bit, per-tensor/channel/group), bit-packed."
-    config_cls = MinMaxConfig
+def granularity_for(layer: nn.Module, cfg: "MinMaxConfig") -> str:
+    return cfg.conv_granularity if isinstance(layer, nn.Conv2d) else cfg.granularity
 
-    def _make(self, fill: bool):
-        c = self.config
 
-        def make(_: str, lin: nn.Module) -> QuantLinear:
-            if fill:
-                return QuantLinear.from_linear(lin, c.bits, c.granularity, c.group_size, c.symmetric)
-            return QuantLinear(lin.in_features, lin.out_features, lin.bias is not None, c.bits,
-                               c.granularity, c.group_size, c.symmetric)
-        return make
+def _make(cfg: "MinMaxConfig", fill: bool):
+    """Factory for swap_named: a quantized twin of a Linear / Conv2d, filled or empty (restore)."""
 
-    def compress(self, model, ctx: CompressionContext):
-        layers = targets(model, self.config.skip, self.name)
-        if self.config.granularity == "group":
-            for name, lin in layers:
-                require_divides(self.name, name, "group_size", self.config.group_size, lin.in_features,
-                                " (or use granularity=channel)")
-        swap_named(model, [n for n, _ in layers], self._make(fill=True))
-        return model
+    def make(_: str, layer: nn.Module) -> QuantLinear:
+        args = (cfg.bits, granularity_for(layer, cfg), cfg.group_size, cfg.symmetric)
+        if isinstance(layer, nn.Conv2d):
+            return QuantConv2d.from_conv(layer, *args) if fill else QuantConv2d(layer, *args)
+        if fill:
+            return QuantLinear.from_linear(layer, *args)
+        return QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, *args)
+    return make
 
-    def artifact_meta(self, model):
-        c = self.config
-        return {"format": f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'} min-max, "
-                          f"{c.granularity}{'' if c.granularity != 'group' else f' g{c.group_size}'}, "
-                          "bit-packed uint8 codes + fp16 scales" + ("" if c.symmetric else " + uint8 zeros"),
-                "layers": [n for n, m in model.named_modules() if isinstance(m, QuantLinear)]}
 
-    def restore(self, model, tensors, meta):
-        swap_named(model, restore_names(meta, model, self.config.skip), self._make(fill=False))
-        model.load_state_dict(tensors, strict=True)
-        return model
+def quantize_model(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> nn.Module:
+    """Swap every eligible Linear / Conv2d for its min-max quantized twin (checks groups first)."""
+    layers = targets(model, cfg.skip, owner, WEIGHT_LAYERS)
+    for name, layer in layers:
+        k = fan_in(layer)
+        if granularity_for(layer, cfg) == "group" and cfg.group_size < k:
+            hint = " (or use conv_granularity=channel)" if isinstance(layer, nn.Conv2d) else \
+                " (or use granularity=channel)"
+            require_divides(owner, name, "group_size", cfg.group_size, k, fan_in_name(layer), hint)
+    swap_named(model, [n for n, _ in layers], _make(cfg, fill=True))
+    return model
+
+
+def rebuild(model: nn.Module, meta: dict, cfg: "MinMaxConfig") -> nn.Module:
+    """Swap in empty quantized layers where the artifact has them, ready for load_state_dict."""
+    swap_named(model, restore_names(meta, model, cfg.skip, WEIGHT_LAYERS), _make(cfg, fill=False))
+    return model
+
+
+def quantized_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, QuantLinear)]

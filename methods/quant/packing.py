@@ -13,7 +13,7 @@ import math
 
 import torch
 
-SUPPORTED_BITS = (2, 3, 4, 8)
+from slimbench.methods.quant.options import SUPPORTED_BITS
 
 
 def _unit(bits: int) -> tuple[int, int]:

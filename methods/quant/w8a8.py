@@ -1,4 +1,4 @@
-"""W8A8: int8 weights (per output channel) x int8 activations, int32 accumulation.
+"""W8A8 layers for `quant.w8a8` (method: `methods.W8A8`): int8 weights (per output channel) x int8 activations, int32 accumulation.
 
 Activations are quantized per token at run time (`dynamic`) or with one per-tensor scale
 per layer fixed from calibration data (`static`: min-max, a percentile of |x|, or the clip
@@ -7,16 +7,16 @@ that minimises quantization MSE). The CPU path runs the integer GEMM through
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
-from slimbench.methods.quant.common import (DEFAULT_SKIP, SKIP_HELP, linear_cost, restore_names, swap_named,
-                                            targets)
-from slimbench.suite.config import check
+from slimbench.methods.quant.common import eligible, linear_cost, restore_names, swap_named, targets
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
+    from slimbench.methods.quant.methods import W8A8Config
 
 QMAX = 127
 
@@ -138,71 +138,52 @@ class _RangeObserver:
         return best
 
 
-@dataclass(frozen=True)
-class W8A8Config(MethodConfig):
-    activations: Literal["dynamic", "static"] = field(default="dynamic", metadata={
-        "help": "dynamic: per-token scales at run time; static: one calibrated scale per layer"})
-    calibration: Literal["minmax", "percentile", "mse"] = field(default="percentile", metadata={
-        "help": "how static activation ranges are set from calibration data"})
-    percentile: float = field(default=99.99, metadata={
-        "help": "percentile of |x| used as the clip (calibration=percentile)"})
-    samples_per_batch: int = field(default=4096, metadata={
-        "help": "|x| values sampled per layer per calibration batch (percentile / mse)"})
-    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+def calibrate(model: nn.Module, layers: list[tuple[str, nn.Linear]], ctx: "CompressionContext",
+              cfg: "W8A8Config", owner: str) -> dict[str, float]:
+    """Run the calibration batches once, observing every target layer's input -> static scales."""
+    gen = torch.Generator().manual_seed(ctx.seed)
+    obs = {n: _RangeObserver(cfg.samples_per_batch, 64 * cfg.samples_per_batch, gen) for n, _ in layers}
+    handles = [m.register_forward_pre_hook(obs[n]) for n, m in layers]
+    was_training, batches = model.training, 0
+    model.eval()
+    try:
+        with torch.no_grad():
+            for inputs, _ in ctx.calibration():
+                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
+                batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if batches == 0:
+        raise ValueError(f"{owner}: static activation quantization needs calibration data, "
+                         "but the calibration set yielded no batches")
+    unseen = [n for n, o in obs.items() if o.count == 0]
+    if unseen:
+        raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
+                         "skip them or check the model's forward")
+    return {n: o.scale(cfg.calibration, cfg.percentile) for n, o in obs.items()}
 
-    def __post_init__(self):
-        check(0 < self.percentile <= 100, f"percentile={self.percentile!r} must be in (0, 100]")
-        check(self.samples_per_batch >= 1, f"samples_per_batch={self.samples_per_batch!r} must be >= 1")
+
+def quantize_model(model: nn.Module, cfg: "W8A8Config", owner: str, ctx: "CompressionContext") -> nn.Module:
+    """Swap every eligible nn.Linear for a W8A8Linear (calibrating first in static mode)."""
+    layers = targets(model, cfg.skip, owner)
+    scales = calibrate(model, layers, ctx, cfg, owner) if cfg.activations == "static" else {}
+    swap_named(model, [n for n, _ in layers], lambda name, lin: W8A8Linear.from_linear(lin, scales.get(name)))
+    return model
 
 
-@register_method("quant.w8a8")
-class W8A8(Method):
-    family = "quantization"
-    description = "int8 weights (per-channel) x int8 activations (per-token dynamic or calibrated static)."
-    config_cls = W8A8Config
+def rebuild(model: nn.Module, meta: dict, cfg: "W8A8Config") -> nn.Module:
+    """Swap in empty W8A8 layers where the artifact has them, ready for load_state_dict."""
+    static = cfg.activations == "static"
+    swap_named(model, restore_names(meta, model, cfg.skip),
+               lambda _, lin: W8A8Linear(lin.in_features, lin.out_features, lin.bias is not None, static))
+    return model
 
-    def calibrate(self, model: nn.Module, layers: list[tuple[str, nn.Linear]],
-                  ctx: CompressionContext) -> dict[str, float]:
-        """Run the calibration batches once, observing every target layer's input."""
-        gen = torch.Generator().manual_seed(ctx.seed)
-        obs = {n: _RangeObserver(self.config.samples_per_batch, 64 * self.config.samples_per_batch, gen)
-               for n, _ in layers}
-        handles = [m.register_forward_pre_hook(obs[n]) for n, m in layers]
-        was_training, batches = model.training, 0
-        model.eval()
-        try:
-            with torch.no_grad():
-                for inputs, _ in ctx.calibration():
-                    model(**{k: v.to(ctx.device) for k, v in inputs.items()})
-                    batches += 1
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
-        if batches == 0:
-            raise ValueError(f"{self.name}: static activation quantization needs calibration data, "
-                             "but the calibration set yielded no batches")
-        unseen = [n for n, o in obs.items() if o.count == 0]
-        if unseen:
-            raise ValueError(f"{self.name}: calibration never reached layer(s) {', '.join(unseen)}; "
-                             "skip them or check the model's forward")
-        return {n: o.scale(self.config.calibration, self.config.percentile) for n, o in obs.items()}
 
-    def compress(self, model, ctx: CompressionContext):
-        layers = targets(model, self.config.skip, self.name)
-        static = self.config.activations == "static"
-        scales = self.calibrate(model, layers, ctx) if static else {}
-        swap_named(model, [n for n, _ in layers],
-                   lambda name, lin: W8A8Linear.from_linear(lin, scales.get(name)))
-        return model
+def has_targets(model: nn.Module, skip) -> bool:
+    return bool(eligible(model, skip))
 
-    def artifact_meta(self, model):
-        return {"format": f"int8 per-channel weights + fp32 scales, {self.config.activations} int8 activations",
-                "layers": [n for n, m in model.named_modules() if isinstance(m, W8A8Linear)]}
 
-    def restore(self, model, tensors, meta):
-        static = self.config.activations == "static"
-        swap_named(model, restore_names(meta, model, self.config.skip),
-                   lambda _, lin: W8A8Linear(lin.in_features, lin.out_features, lin.bias is not None, static))
-        model.load_state_dict(tensors, strict=True)
-        return model
+def quantized_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, W8A8Linear)]

@@ -1,0 +1,172 @@
+"""The quantization method plugins: configs and `Method` classes, with no torch import.
+
+Registration runs when the registry loads its built-ins (`slimbench list`, `--help`), so this
+module only declares; the layers, packing and kernels (`linear`, `kmeans`, `w8a8`) are
+imported inside compress / restore / supports when a method actually runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
+from slimbench.methods.quant.options import DEFAULT_SKIP, SKIP_HELP, check_bits
+from slimbench.suite.config import check
+
+Granularity = Literal["tensor", "channel", "group"]
+
+
+# ---------------------------------------------------------------- quant.minmax
+
+@dataclass(frozen=True)
+class MinMaxConfig(MethodConfig):
+    bits: int = field(default=4, metadata={"help": "weight bits: 2, 3, 4 or 8"})
+    granularity: Granularity = field(default="group", metadata={
+        "help": "nn.Linear scales: one per tensor, per output channel, or per group of input features"})
+    group_size: int = field(default=128, metadata={
+        "help": "inputs per group (granularity=group); a layer whose row is no longer than this gets one "
+                "group per row; otherwise it must divide the row length"})
+    conv_granularity: Granularity = field(default="channel", metadata={
+        "help": "nn.Conv2d scales, over the weight viewed as [out, in/groups*kh*kw]; per output channel by "
+                "default because conv rows (9*C, ...) rarely divide group_size; group uses group_size"})
+    symmetric: bool = field(default=True, metadata={"help": "symmetric (no zero-point) or asymmetric min-max"})
+    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        check(self.group_size >= 1, f"group_size={self.group_size!r} must be >= 1")
+
+
+@register_method("quant.minmax")
+class MinMax(Method):
+    family = "quantization"
+    description = ("Weight-only min-max quantization of Linear and Conv2d layers (2/3/4/8-bit, "
+                   "per-tensor/channel/group), bit-packed.")
+    config_cls = MinMaxConfig
+
+    def compress(self, model, ctx: CompressionContext):
+        from slimbench.methods.quant.linear import quantize_model
+        return quantize_model(model, self.config, self.name)
+
+    def artifact_meta(self, model) -> dict[str, Any]:
+        from slimbench.methods.quant.linear import quantized_names
+        c = self.config
+        gran = f"{c.granularity}{f' g{c.group_size}' if c.granularity == 'group' else ''}"
+        conv = f"{c.conv_granularity}{f' g{c.group_size}' if c.conv_granularity == 'group' else ''}"
+        return {"format": f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'} min-max, "
+                          f"linear {gran}, conv {conv}, bit-packed uint8 codes + fp16 scales"
+                          + ("" if c.symmetric else " + uint8 zeros"),
+                "layers": quantized_names(model)}
+
+    def restore(self, model, tensors, meta):
+        from slimbench.methods.quant.linear import rebuild
+        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
+        return model
+
+
+# ---------------------------------------------------------------- quant.kmeans
+
+@dataclass(frozen=True)
+class KMeansConfig(MethodConfig):
+    bits: int = field(default=4, metadata={"help": "index bits (2**bits centroids): 2, 3, 4 or 8"})
+    dim: int = field(default=1, metadata={
+        "help": "weights per codebook vector (1 = scalar); bits/weight = bits/dim; must divide each layer's "
+                "row (in_features, or in/groups*kh*kw for a conv)"})
+    iters: int = field(default=15, metadata={"help": "Lloyd iterations (stops early when assignments settle)"})
+    finetune: bool = field(default=False, metadata={
+        "help": "train the centroids (indices fixed) for the task's fine-tuning budget"})
+    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        check(self.dim >= 1, f"dim={self.dim!r} must be >= 1")
+        check(self.iters >= 0, f"iters={self.iters!r} must be >= 0")
+
+
+@register_method("quant.kmeans")
+class KMeans(Method):
+    family = "quantization"
+    description = "Per-layer k-means codebook (scalar or vector) for Linear and Conv2d, packed indices + fp16 codebook."
+    config_cls = KMeansConfig
+
+    def compress(self, model, ctx: CompressionContext):
+        from slimbench.methods.quant.kmeans import finetune_codebooks, quantize_model
+        quantize_model(model, self.config, self.name, ctx.seed)
+        if self.config.finetune and ctx.budget_steps > 0:
+            finetune_codebooks(model, ctx, desc=f"{self.name} codebooks")
+        return model
+
+    def artifact_meta(self, model) -> dict[str, Any]:
+        from slimbench.methods.quant.kmeans import quantized_names
+        c = self.config
+        return {"format": f"k-means codebook, {c.bits}-bit indices over {c.dim}-dim vectors, fp16 codebook",
+                "layers": quantized_names(model)}
+
+    def restore(self, model, tensors, meta):
+        from slimbench.methods.quant.kmeans import rebuild
+        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
+        return model
+
+
+# ---------------------------------------------------------------- quant.w8a8
+
+@dataclass(frozen=True)
+class W8A8Config(MethodConfig):
+    activations: Literal["dynamic", "static"] = field(default="dynamic", metadata={
+        "help": "dynamic: per-token scales at run time; static: one calibrated scale per layer"})
+    calibration: Literal["minmax", "percentile", "mse"] = field(default="percentile", metadata={
+        "help": "how static activation ranges are set from calibration data"})
+    percentile: float = field(default=99.99, metadata={
+        "help": "percentile of |x| used as the clip (calibration=percentile)"})
+    samples_per_batch: int = field(default=4096, metadata={
+        "help": "|x| values sampled per layer per calibration batch (percentile / mse)"})
+    skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+
+    def __post_init__(self):
+        check(0 < self.percentile <= 100, f"percentile={self.percentile!r} must be in (0, 100]")
+        check(self.samples_per_batch >= 1, f"samples_per_batch={self.samples_per_batch!r} must be >= 1")
+
+
+@register_method("quant.w8a8")
+class W8A8(Method):
+    family = "quantization"
+    description = "int8 weights (per-channel) x int8 activations (per-token dynamic or calibrated static), Linear only."
+    config_cls = W8A8Config
+
+    def __init__(self, config: W8A8Config | None = None):
+        super().__init__(config)
+        self._has_linear: dict[str, bool] = {}  # per task model: supports() is asked once per device
+
+    def supports(self, task, device):
+        """Unsupported on a vision task whose model has no nn.Linear outside the skip list (a CNN).
+
+        Only vision models are inspected: building one is cheap and a CNN is the case where
+        there is nothing to quantize; a run that fails later still raises from compress."""
+        config = getattr(task, "config", None)
+        if getattr(config, "kind", None) != "vision":
+            return None
+        key = config.baseline_key()
+        if key not in self._has_linear:
+            from slimbench.methods.quant.w8a8 import has_targets
+            try:
+                self._has_linear[key] = has_targets(task.build_model(), self.config.skip)
+            except Exception:  # cannot tell: let compress report the real problem
+                return None
+        if not self._has_linear[key]:
+            return (f"{self.name} quantizes nn.Linear layers; this task's model is convolutional "
+                    "(no nn.Linear left outside the skip list)")
+        return None
+
+    def compress(self, model, ctx: CompressionContext):
+        from slimbench.methods.quant.w8a8 import quantize_model
+        return quantize_model(model, self.config, self.name, ctx)
+
+    def artifact_meta(self, model) -> dict[str, Any]:
+        from slimbench.methods.quant.w8a8 import quantized_names
+        return {"format": f"int8 per-channel weights + fp32 scales, {self.config.activations} int8 activations",
+                "layers": quantized_names(model)}
+
+    def restore(self, model, tensors, meta):
+        from slimbench.methods.quant.w8a8 import rebuild
+        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
+        return model

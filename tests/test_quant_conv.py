@@ -1,0 +1,145 @@
+"""Conv2d quantization (quant.minmax, quant.kmeans), quant.w8a8 on CNNs, and the default skip
+list against the real module names of both standard task models. Models are tiny: the CPU is shared."""
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from slimbench.methods import CompressionContext, create_method
+from slimbench.methods.quant.common import WEIGHT_LAYERS, eligible, snr_db
+from slimbench.methods.quant.kmeans import CodebookConv2d
+from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
+from slimbench.methods.quant.options import DEFAULT_SKIP
+from slimbench.suite.trainer import Trainer
+
+
+class TinyCNN(nn.Module):
+    """ResNet-ish naming under a `net.` wrapper: a stem `conv1` and a `fc` head (both skipped by
+    default) around convs covering stride, dilation, groups, no bias and reflect padding."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Module()
+        self.net.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.net.body = nn.Sequential(
+            nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=2, dilation=2, groups=4), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+            nn.Conv2d(32, 48, 1))
+        self.net.fc = nn.Linear(48, 10)
+
+    def forward(self, pixel_values):
+        x = self.net.body(torch.relu(self.net.conv1(pixel_values)))
+        return self.net.fc(x.mean((2, 3)))
+
+
+def ctx_for(seed=0) -> CompressionContext:
+    return CompressionContext(task=None, calibration=lambda: [], train_batches=lambda: [], trainer=Trainer(),
+                              teacher=None, device=torch.device("cpu"), seed=seed, budget_steps=0, lr=1e-3)
+
+
+def roundtrip(method, model, tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file(model.state_dict(), str(path))
+    meta = json.loads(json.dumps(method.artifact_meta(model)))
+    skeleton = TinyCNN(seed=123).to(memory_format=torch.channels_last)  # as the suite deep-copies the baseline
+    return method.restore(skeleton, load_file(str(path)), meta)
+
+
+@pytest.mark.parametrize("spec,cls,min_db", [
+    ("quant.minmax", QuantConv2d, 18), ("quant.minmax:bits=8,symmetric=false", QuantConv2d, 35),
+    ("quant.minmax:bits=4,conv_granularity=group,group_size=72", QuantConv2d, 18),
+    ("quant.kmeans:iters=6", CodebookConv2d, 18), ("quant.kmeans:bits=8,dim=2,iters=4", CodebookConv2d, 20)])
+def test_conv_quantization_roundtrip(spec, cls, min_db, tmp_path):
+    model = TinyCNN().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x)
+    method = create_method(spec)
+    q = method.compress(model, ctx_for())
+    convs = [q.net.body[i] for i in (0, 2, 4, 6)]
+    assert all(isinstance(m, cls) for m in convs)
+    assert type(q.net.conv1) is nn.Conv2d and type(q.net.fc) is nn.Linear  # default skip: stem and head
+    assert convs[1].groups == 4 and convs[1].dilation == (2, 2) and convs[2].padding_mode == "reflect"
+    with torch.no_grad():
+        out = q(x)
+        assert snr_db(ref, out) > min_db
+        restored = roundtrip(method, q, tmp_path)
+        assert isinstance(restored.net.body[2], cls) and restored.net.body[2].groups == 4
+        assert torch.equal(restored(x), out)
+
+
+def test_conv_storage_is_packed():
+    conv = nn.Conv2d(32, 64, 3)  # rows of 32*9 = 288
+    q = QuantConv2d.from_conv(conv, 4, "channel", 128, True)
+    assert q.qweight.dtype == torch.uint8 and q.qweight.shape == (64, 144) and q.scale.shape == (64, 1)
+    g = QuantConv2d.from_conv(conv, 3, "group", 96, False)
+    assert g.qweight.nbytes == 64 * 288 * 3 // 8 and g.scale.shape == (64, 3) and g.zero.shape == (64, 3)
+    c = CodebookConv2d.from_conv(conv, 2, 1, 4, seed=0)
+    assert c.codes.nbytes == 64 * 288 // 4 and c.codebook.shape == (4, 1)
+    x = torch.randn(1, 32, 7, 7)
+    with torch.no_grad():  # same numbers as the dequantized weight in a plain conv
+        w = nn.Conv2d(32, 64, 3)
+        w.weight.copy_(q.dequantize().reshape(64, 32, 3, 3))
+        w.bias.copy_(conv.bias)
+        torch.testing.assert_close(q(x), w(x))
+
+
+def test_conv_declared_flops_are_dense():
+    from slimbench.suite.measure.flops import count_flops
+
+    x = {"pixel_values": torch.randn(1, 1, 12, 12)}
+    dense = count_flops(TinyCNN(), x)
+    for spec in ("quant.minmax", "quant.kmeans:iters=2"):
+        assert count_flops(create_method(spec).compress(TinyCNN(), ctx_for()), x) == dense
+
+
+def _task(kind, build):
+    cfg = types.SimpleNamespace(kind=kind, baseline_key=lambda: f"{kind}-{build.__name__}")
+    return types.SimpleNamespace(config=cfg, build_model=build)
+
+
+def test_w8a8_unsupported_on_cnn_only():
+    w8a8 = create_method("quant.w8a8")
+    reason = w8a8.supports(_task("vision", TinyCNN), "cpu")
+    assert reason and "nn.Linear" in reason and "convolutional" in reason
+    assert create_method("quant.w8a8:skip=").supports(_task("vision", TinyCNN), "cpu") is None  # fc is eligible
+    assert w8a8.supports(_task("nlp", TinyCNN), "cpu") is None  # only vision models are inspected
+    with pytest.raises(ValueError, match="quant.w8a8 found no nn.Linear layer"):
+        w8a8.compress(TinyCNN(), ctx_for())
+
+
+def _quantized_names(model):
+    return {n for n, _ in eligible(model, DEFAULT_SKIP, WEIGHT_LAYERS)}
+
+
+def test_default_skip_on_fashion_mnist_model():
+    pytest.importorskip("timm")
+    from slimbench.tasks import get_task
+
+    model = get_task("fashion-mnist", "quick").build_model()
+    layers = {n for n, m in model.named_modules() if type(m) in WEIGHT_LAYERS}
+    assert {"net.conv1.0", "net.fc"} <= layers  # the names the patterns are written for
+    assert _quantized_names(model) == layers - {"net.conv1.0", "net.fc"}
+    assert "net.conv1.3" in _quantized_names(model) and "net.layer1.0.conv1" in _quantized_names(model)
+
+
+def test_default_skip_on_bert_classifier_names():
+    """The rotten-tomatoes model is BertForSequenceClassification behind HFClassifier (`model.`);
+    a tiny BERT has the same names and builds in milliseconds."""
+    transformers = pytest.importorskip("transformers")
+    from slimbench.tasks.text import HFClassifier
+
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, num_labels=2)
+    model = HFClassifier(transformers.BertForSequenceClassification(cfg))
+    linears = {n for n, m in model.named_modules() if type(m) is nn.Linear}
+    assert "model.classifier" in linears and "model.bert.pooler.dense" in linears
+    assert _quantized_names(model) == linears - {"model.classifier"}
+    assert not any(isinstance(m, (QuantLinear, nn.Embedding)) for _, m in eligible(model, DEFAULT_SKIP, WEIGHT_LAYERS))
