@@ -23,24 +23,15 @@ from pathlib import Path
 
 from slimbench.leaderboard.rows import aggregate
 from slimbench.leaderboard.site import build_site
+from slimbench.suite.provenance import cpu_model
 from slimbench.leaderboard.synthetic import synthetic_runs
 
 TARGET_BUILD_S = 5.0
 TARGET_INDEX_BYTES = 5_000_000
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _host() -> str:
-    name = socket.gethostname() or _cpu_model()
+    name = socket.gethostname() or cpu_model()
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "unknown"
 
 
@@ -71,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "aggregate_s": aggregate_s, "rows": len(board.rows()), "failed_runs": len(board.failed()),
         "sections": len(board.sections), "index_bytes": index_bytes, "site_bytes": total_bytes,
         "files": len(files), "targets": {"build_s": TARGET_BUILD_S, "index_bytes": TARGET_INDEX_BYTES},
-        "machine": {"host": socket.gethostname(), "cpu_model": _cpu_model(), "cpus": os.cpu_count(),
+        "machine": {"host": socket.gethostname(), "cpu_model": cpu_model(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "platform": platform.platform()},
     }
     result["pass"] = result["build_s_max"] <= TARGET_BUILD_S and index_bytes < TARGET_INDEX_BYTES

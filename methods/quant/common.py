@@ -85,6 +85,28 @@ class ConvGeometry:
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}")
 
 
+class DequantLinear(nn.Module):
+    """Shared forward of weight-only Linear layers: a GPU kernel on the packed form when one
+    applies (`kernel_forward` returns None otherwise), else dequantize then `F.linear`
+    (the CPU reference path). Subclasses define `dequantize()` and `kernel_forward(x2)`."""
+
+    in_features: int
+    out_features: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if x.is_cuda:
+            y = self.kernel_forward(x.reshape(-1, self.in_features))
+            if y is not None:
+                return y.reshape(*x.shape[:-1], self.out_features)
+        w = self.dequantize().to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return linear_cost(self, inputs)
+
+
 def linear_cost(module: nn.Module, inputs: tuple, effective_ratio: float = 1.0) -> dict[str, int]:
     """Dense FLOPs of a Linear-shaped layer (2 per multiply-accumulate)."""
     x = inputs[0]

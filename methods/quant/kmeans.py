@@ -14,12 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, conv_cost, fan_in, fan_in_name,
-                                            linear_cost, restore_names, swap_named, targets)
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, DequantLinear, conv_cost, fan_in,
+                                            fan_in_name, restore_names, swap_named, targets)
 from slimbench.methods.quant.options import require_divides
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,7 +72,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> tuple[torch.Tensor
     return cent, assign
 
 
-class CodebookLinear(nn.Module):
+class CodebookLinear(DequantLinear):
     """Buffers: `codes` uint8 [out, packed_len(in/dim, bits)]; parameter `codebook` fp16
     [2**bits, dim] (a frozen parameter so codebook fine-tuning can train it); `bias`."""
 
@@ -119,17 +118,6 @@ class CodebookLinear(nn.Module):
         from slimbench.methods.quant.kernels import codebook as kern
 
         return kern.codebook_gemv(x2, self.codes, self.codebook, self.bits, self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            y = self.kernel_forward(x.reshape(-1, self.in_features))
-            if y is not None:
-                return y.reshape(*x.shape[:-1], self.out_features)
-        w = self.dequantize().to(x.dtype)
-        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
-
-    def slim_cost(self, inputs, output) -> dict[str, int]:
-        return linear_cost(self, inputs)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, dim={self.dim}"

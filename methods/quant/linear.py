@@ -17,12 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, conv_cost, fan_in, fan_in_name,
-                                            linear_cost, restore_names, swap_named, targets)
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, DequantLinear, conv_cost, fan_in,
+                                            fan_in_name, restore_names, swap_named, targets)
 from slimbench.methods.quant.options import require_divides
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,7 +75,7 @@ def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tens
     return ((c - zero.float()[..., None]) * scale.float()[..., None]).reshape(n, k)
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(DequantLinear):
     """A Linear with b-bit packed weights, fp16 group scales and optional uint8 zero-points.
 
     Buffers (the artifact): `qweight` uint8 [out, packed_len(in, bits)] (int8 [out, in] at
@@ -143,17 +142,6 @@ class QuantLinear(nn.Module):
             scale = scale.expand(self.out_features, 1)
             zero = None if zero is None else zero.expand(self.out_features, 1)
         return w4a16.w4a16_linear(x2, self.qweight, scale, zero, self._kernel_group(), self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            y = self.kernel_forward(x.reshape(-1, self.in_features))
-            if y is not None:
-                return y.reshape(*x.shape[:-1], self.out_features)
-        w = self.dequantize().to(x.dtype)
-        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
-
-    def slim_cost(self, inputs, output) -> dict[str, int]:
-        return linear_cost(self, inputs)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
