@@ -28,10 +28,14 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     from slimbench.suite.artifact import load_artifact, save_artifact
 
     path = cache_path(task, cache_dir)
+    fingerprint = task.data().info.get("fingerprint")
     if (path / "train.json").exists():
-        model = load_artifact(path, task.build_model(), Baseline())
         info = json.loads((path / "train.json").read_text())
-        return model.eval(), {**info, "cached": True}
+        if info.get("data_fingerprint") == fingerprint:
+            model = load_artifact(path, task.build_model(), Baseline())
+            return model.eval(), {**info, "cached": True}
+        log(f"the {task.name} data changed since its baseline was cached (fingerprint "
+            f"{info.get('data_fingerprint')} -> {fingerprint}); retraining")
     cfg = task.config
     log(f"training the {task.name} baseline ({cfg.train.steps} steps, profile {cfg.profile}); cached next time")
     model = task.build_model()
@@ -39,7 +43,8 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     result = trainer.fit(model, task.train_stream(cfg.train.batch_size, cfg.seed), cfg.train, cfg.seed,
                          desc=f"{task.name} baseline")
     info = {"task": task.name, "key": cfg.baseline_key(), "profile": cfg.profile, "steps": result.steps,
-            "final_loss": result.final_loss, "train_seconds": round(time.perf_counter() - start, 2)}
+            "final_loss": result.final_loss, "train_seconds": round(time.perf_counter() - start, 2),
+            "data_fingerprint": fingerprint}
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_artifact(model.cpu(), Baseline(), tmp)

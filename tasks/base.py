@@ -22,7 +22,8 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from itertools import islice as itertools_islice
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -91,7 +92,8 @@ class TaskData:
     train: "Dataset"
     test: "Dataset"
     collate: Callable[[list[Any]], tuple[dict[str, "torch.Tensor"], "torch.Tensor"]]
-    info: dict[str, Any] = field(default_factory=dict)  # split sizes, class balance, provenance
+    info: dict[str, Any] = field(default_factory=dict)  # split sizes, class balance, fingerprint
+    val: "Dataset | None" = None
 
 
 def resolve(ref: str) -> Callable:
@@ -155,13 +157,26 @@ class Task:
         return self._data
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-               limit: int | None = None) -> "torch.utils.data.DataLoader":
+               limit: int | None = None) -> Iterable:
+        """Batches of a split. Sized datasets: `limit` takes the first N of a permutation seeded
+        by the task seed. Streaming (iterable) datasets: read in order, cut after `limit` items,
+        and reshuffled by the dataset itself (`set_epoch`) if it can."""
+        import itertools
+
         import torch
-        from torch.utils.data import DataLoader, Subset
+        from torch.utils.data import DataLoader, IterableDataset, Subset
 
         data = self.data()
         ds = getattr(data, split)
-        if limit is not None and hasattr(ds, "__len__") and limit < len(ds):
+        if ds is None:
+            raise ValueError(f"task {self.name!r} has no {split!r} split")
+        streaming = isinstance(ds, IterableDataset)
+        if streaming:
+            if shuffle and hasattr(ds, "set_epoch"):
+                ds.set_epoch(seed)
+            loader = DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=0)
+            return loader if limit is None else itertools.islice(loader, -(-limit // batch_size))
+        if limit is not None and limit < len(ds):
             g = torch.Generator().manual_seed(self.config.seed)
             ds = Subset(ds, torch.randperm(len(ds), generator=g)[:limit].tolist())
         g = torch.Generator().manual_seed(seed)
@@ -176,17 +191,38 @@ class Task:
             epoch += 1
 
     def calibration_batches(self, batch_size: int = 64) -> Iterator:
-        """The task's fixed calibration subset: the first N of a seeded train permutation."""
-        return iter(self.loader("train", batch_size, limit=self.config.calibration_size))
+        """The task's fixed calibration subset: the first N of a seeded train permutation.
+
+        Drawn under a forked RNG seeded with the task seed, so training-time augmentation
+        (random flips...) gives the same calibration tensors on every call.
+        """
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            batches = list(self.loader("train", batch_size, limit=self.config.calibration_size))
+        return iter(batches)
 
     def test_batches(self) -> Iterator:
         return iter(self.loader("test", self.config.eval_batch_size, limit=self.config.eval_limit))
 
     def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
         """A real test batch of exactly `batch_size` items (repeated if the split is smaller)."""
+        from torch.utils.data import IterableDataset
+
         data = self.data()
-        n = len(data.test)
-        items = [data.test[i % n] for i in range(batch_size)]
+        if isinstance(data.test, IterableDataset):
+            items = []
+            while len(items) < batch_size:
+                before = len(items)
+                items += list(itertools_islice(data.test, batch_size - len(items)))
+                if len(items) == before:
+                    raise ValueError(f"task {self.name!r}: the test split is empty")
+        else:
+            n = len(data.test)
+            if n == 0:
+                raise ValueError(f"task {self.name!r}: the test split is empty")
+            items = [data.test[i % n] for i in range(batch_size)]
         inputs, _ = data.collate(items)
         return inputs
 
