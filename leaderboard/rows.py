@@ -316,4 +316,5 @@ def load_runs(tracker: Any) -> list[dict[str, Any]]:
         if isinstance(prov, dict) and not prov.get("mlflow_run_id"):
             prov["mlflow_run_id"] = run.info.run_id
         out.append(data)
-    return out
+    from slimbench.suite.tracking import latest_per_key
+    return latest_per_key(out)

@@ -7,7 +7,7 @@ result, measures it and tracks it, so every method is measured the same way.
 Contract for the compressed model:
 - its `state_dict()` holds only plain tensors (any dtype: packed uint8, int8, fp16...),
   because that is exactly what is written to the safetensors artifact and weighed;
-- `restore(model, cfg, tensors, meta)` rebuilds it from an *uncompressed* model of the task's
+- `restore(model, tensors, meta)` rebuilds it from an *uncompressed* model of the task's
   architecture plus those tensors, so a saved artifact loads back and gives the same outputs;
 - a module whose real cost differs from its dense ops (sparse, low-bit, custom kernels)
   may define `slim_cost(inputs, output) -> {"dense": flops, "effective": flops}`; the FLOP

@@ -13,8 +13,10 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 def named_layers(model: nn.Module, types: tuple[type, ...], skip: Iterable[str] = ()) -> list[tuple[str, nn.Module]]:
+    """Layers whose type is exactly one of `types` (subclasses such as MultiheadAttention's
+    out_proj or timm's StdConv2d compute something else and must not be swapped blindly)."""
     skip = tuple(skip)
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, types) and not matches(n, skip)]
+    return [(n, m) for n, m in model.named_modules() if type(m) in types and not matches(n, skip)]
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

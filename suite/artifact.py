@@ -153,7 +153,7 @@ def save_artifact(model: nn.Module, method: "Method", out_dir: Path) -> Artifact
     }
     tensors_path, meta_path = out_dir / TENSORS_FILE, out_dir / META_FILE
     save_file(tensors, str(tensors_path))
-    meta_path.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str))
+    meta_path.write_text(json.dumps(doc, separators=(",", ":"), sort_keys=True, default=str))
     tensors_bytes, meta_bytes = artifact_size([tensors_path]), artifact_size([meta_path])
     return ArtifactInfo(dir=out_dir, tensors_path=tensors_path, meta_path=meta_path,
                         size_bytes=artifact_size([tensors_path, meta_path]),

@@ -21,7 +21,7 @@ def _csv(values: list[str] | None) -> list[str]:
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run methods on tasks and track each run in MLflow",
                        description="Run compression methods on standard tasks. With no arguments: every "
-                                   "registered method at its default config on every standard task, "
+                                   "built-in method at its default config on every standard task, "
                                    "default profile, one seed, on the CPU.")
     p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
     p.add_argument("--method", action="append", metavar="SPEC",
@@ -88,6 +88,8 @@ def cmd_run(args) -> int:
     seeds = args.seed if args.seed else list(range(args.seeds))
     if not args.seed and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads} must be >= 1")
     specs = plan(tasks, methods, seeds, args.profile)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     opts = RunOptions(profile=args.profile, device=args.device, threads=args.threads,

@@ -69,7 +69,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         (item_tp, *_) = get_args(tp) or (str,)
         items = value
         if isinstance(value, str):
-            items = [v for v in value.replace("+", ";").split(";") if v != ""] if value else []
+            items = [v for v in value.split(";") if v != ""] if value else []
         try:
             seq = [coerce(v, item_tp, where) for v in items]
         except TypeError:

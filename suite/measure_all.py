@@ -23,7 +23,7 @@ class Measured:
 def measure(task, method, compressed: torch.nn.Module, *, skeleton: torch.nn.Module, out_dir: Path,
             record: dict[str, Any], device: str, latency_devices: tuple[str, ...], threads: int,
             latency_profile: tuple[int, int, float, float], progress: ProgressConfig) -> Measured:
-    from slimbench.suite.artifact import count_params, load_artifact, save_artifact
+    from slimbench.suite.artifact import load_artifact, save_artifact
     from slimbench.suite.measure.accuracy import evaluate
     from slimbench.suite.measure.flops import count_flops
     from slimbench.suite.measure.size import tensor_bytes
@@ -33,7 +33,7 @@ def measure(task, method, compressed: torch.nn.Module, *, skeleton: torch.nn.Mod
     model = load_artifact(out_dir, skeleton, method).eval()
     m = record["metrics"]
     m["size_bytes"] = info.size_bytes
-    m["params_total"], m["params_nonzero"] = count_params(model)
+    m["params_total"], m["params_nonzero"] = info.params_total, info.params_nonzero
     m["weights_bytes"] = tensor_bytes(model)
 
     model.to(device)
@@ -61,6 +61,7 @@ def _maybe_len(ds) -> int | None:
 def _time_all(task, method, model, record, latency_devices, threads, profile, progress) -> None:
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
     from slimbench.suite.measure.memory import peak_memory
+    from slimbench.suite.provenance import device_name
 
     warmup, min_runs, min_s, max_s = profile
     points = [(d, bs) for d in latency_devices for bs in task.config.latency_batch_sizes]
@@ -82,10 +83,12 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
                 cfg = LatencyConfig(warmup=warmup, min_runs=min_runs, min_seconds=min_s,
                                     max_seconds=max_s, threads=threads)
                 stats = measure_latency(call, dev, cfg)
-                record["latency"].append({"device": dev, "batch_size": bs, "median_ms": stats.median_ms,
+                record["latency"].append({"device": dev.split(":")[0], "device_name": device_name(dev),
+                                          "batch_size": bs, "median_ms": stats.median_ms,
                                           "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
                                           "std_ms": stats.std_ms, "runs": stats.runs,
                                           "threads": stats.threads})
-                record["memory"].append({"device": dev, "batch_size": bs, "peak_bytes": peak_memory(call, dev)})
+                record["memory"].append({"device": dev.split(":")[0], "device_name": device_name(dev),
+                                         "batch_size": bs, "peak_bytes": peak_memory(call, dev)})
                 update(1)
         model.to("cpu")

@@ -16,11 +16,12 @@ T = TypeVar("T")
 class UnknownNameError(KeyError):
     """A name that is not registered; the message lists the valid choices."""
 
-    def __init__(self, kind: str, name: str, choices: list[str]):
+    def __init__(self, kind: str, name: str, choices: list[str], reason: str | None = None):
         self.kind, self.name, self.choices = kind, name, choices
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        msg = f"unknown {kind} {name!r}.{hint} Valid choices: {', '.join(sorted(choices)) or '(none)'}"
+        why = f" ({reason})" if reason else ""
+        msg = f"unknown {kind} {name!r}{why}.{hint} Valid choices: {', '.join(sorted(choices)) or '(none)'}"
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -72,6 +73,8 @@ class Registry(Generic[T]):
         if self.group:
             for ep in entry_points(group=self.group):
                 if ep.name in self._entries:
+                    self.plugin_errors[ep.name] = (f"ignored: the name is already taken by "
+                                                   f"{self._origin[ep.name]} (plugin {ep.value})")
                     continue
                 try:
                     self.register(ep.name)(ep.load())
@@ -81,6 +84,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load()
         if name not in self._entries:
+            if name in self.plugin_errors:
+                raise UnknownNameError(self.kind, name, list(self._entries),
+                                       f"the plugin {name!r} is installed but failed to load: {self.plugin_errors[name]}")
             raise UnknownNameError(self.kind, name, list(self._entries))
         return self._entries[name]
 

@@ -103,8 +103,11 @@ class Harness:
 
         self.opts = opts
         self.device = resolve_device(opts.device)
-        self.threads = opts.threads or os.cpu_count() or 1
-        self.latency_devices = tuple(d for d in opts.latency_devices
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.threads = opts.threads or usable or 1
+        # CUDA latency runs on the GPU the run uses (cuda:N), else the default GPU
+        gpu = self.device if self.device.startswith("cuda") else "cuda"
+        self.latency_devices = tuple(gpu if d == "cuda" else d for d in opts.latency_devices
                                      if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available()))
         self.tracker = Tracker(opts.tracking_uri, opts.experiment, opts.results_dir)
         self.trainer = Trainer(self.device, opts.progress)
@@ -119,16 +122,30 @@ class Harness:
         return self._tasks[name]
 
     def baseline(self, task):
+        """The task's baseline; a failure is remembered so later runs fail fast instead of retraining."""
         if task.name not in self._baselines:
             from slimbench.suite.baselines import get_baseline
-            self._baselines[task.name] = get_baseline(task, self.trainer, self.cache_dir, self.opts.log)
-        return self._baselines[task.name]
+            try:
+                self._baselines[task.name] = get_baseline(task, self.trainer, self.cache_dir, self.opts.log)
+            except Exception as exc:
+                self._baselines[task.name] = exc
+        cached = self._baselines[task.name]
+        if isinstance(cached, Exception):
+            raise RuntimeError(f"the {task.name} baseline could not be built: {type(cached).__name__}: {cached}") \
+                from cached
+        return cached
 
     def run_all(self, specs: list[RunSpec]) -> list[RunResult]:
         results = []
         for i, spec in enumerate(specs, 1):
             self.opts.log(f"[{i}/{len(specs)}] {spec.task} · {spec.method} · seed {spec.seed}")
-            results.append(self.run_one(spec))
+            try:
+                results.append(self.run_one(spec))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # e.g. the tracking store went away: keep going with the rest
+                self.opts.log(f"  FAILED before it could be tracked: {type(exc).__name__}: {exc}")
+                results.append(RunResult(spec, "FAILED", error=f"{type(exc).__name__}: {exc}"))
         return results
 
     def run_one(self, spec: RunSpec) -> RunResult:
@@ -141,7 +158,8 @@ class Harness:
             self.opts.log(f"  already done (MLflow run {done}); --force re-runs it")
             return RunResult(spec, "SKIPPED", done)
         command = (f"slimbench run --tasks {task.name} --method {shlex.quote(method.spec)} --seed {spec.seed} "
-                   f"--profile {task.config.profile} --device {self.device}")
+                   f"--profile {task.config.profile} --device {self.device} --threads {self.threads} --force"
+                   + (f" --experiment {shlex.quote(self.opts.experiment)}" if self.opts.experiment != "slimbench" else ""))
         record = {
             "schema": 1, "run_key": key, "status": "RUNNING", "command": command,
             "invocation": self.opts.command,

@@ -19,7 +19,9 @@ def rows_from_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
 
     The baseline is the `baseline` method's run on the same task, profile and device type.
     """
-    records = [r for r in records if r]
+    from slimbench.suite.tracking import latest_per_key
+
+    records = latest_per_key([r for r in records if r])
     base: dict[tuple, dict] = {}
     for r in records:
         if r["method"]["name"] == "baseline" and r["status"] == "FINISHED":

@@ -138,3 +138,19 @@ class Tracker:
         except Exception:  # no run.json: the run was killed before it wrote one
             return None
         return json.loads(text)
+
+
+def latest_per_key(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the newest record per `run_key`: a `--force` re-run or a retry after a failure
+    replaces the older run instead of counting as another seed."""
+    ordered = sorted(records, key=lambda r: str((r.get("provenance") or {}).get("started") or ""), reverse=True)
+    seen: set[str] = set()
+    out = []
+    for r in ordered:
+        key = r.get("run_key")
+        if key and key in seen:
+            continue
+        if key:
+            seen.add(key)
+        out.append(r)
+    return out

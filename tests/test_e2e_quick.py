@@ -1,0 +1,46 @@
+"""`slimbench run --profile quick` on the real standard tasks, from an empty cache, checked through MLflow."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slimbench.methods import METHODS
+from slimbench.suite.cli import main
+from slimbench.suite.tracking import Tracker
+from slimbench.tasks import get_task
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_profile_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tasks = ["fashion-mnist", "rotten-tomatoes"]
+    builtins = [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
+    code = main(["run", "--profile", "quick", "--results-dir", str(tmp_path), "--no-progress",
+                 "--tasks", ",".join(tasks)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    tracker = Tracker(None, "slimbench", tmp_path)
+    records = [tracker.run_json(r.info.run_id) for r in tracker.runs()]
+    assert {(r["task"]["name"], r["method"]["name"]) for r in records} == {(t, m) for t in tasks for m in builtins}
+    for rec in records:
+        assert rec["status"] in ("FINISHED", "UNSUPPORTED"), (rec["method"]["name"], rec["error"])
+        if rec["status"] != "FINISHED":
+            continue
+        m = rec["metrics"]
+        assert m["size_bytes"] > 0 and m["flops_dense"] > 0 and 0 <= m["accuracy"] <= 1
+        assert {(x["device"], x["batch_size"]) for x in rec["latency"]} >= {
+            ("cpu", bs) for bs in get_task(rec["task"]["name"], "quick").config.latency_batch_sizes}
+    base = {r["task"]["name"]: r for r in records if r["method"]["name"] == "baseline"}
+    floor = get_task("fashion-mnist", "quick").config.min_accuracy
+    assert base["fashion-mnist"]["metrics"]["accuracy"] >= floor
+    # the MiniLM baseline keeps its attention FLOPs (CPU SDPA is counted)
+    assert base["rotten-tomatoes"]["metrics"]["flops_dense"] > 1e8
+
+    assert main(["results", "--results-dir", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == len(records)
+    site = tmp_path / "site"
+    assert main(["leaderboard", "--results-dir", str(tmp_path), "--out", str(site)]) == 0
+    assert (site / "index.html").exists()
