@@ -1,6 +1,6 @@
 # The two commands of the README: `make bench` (default benchmark, offline, CPU) and `make test`.
 VENV ?= .venv
-STAMPS := .stamps
+STAMPS := $(VENV)/.stamps
 DEPS := pyproject.toml setup.py requirements/torch.txt scripts/setup.sh
 
 .PHONY: bench test quick setup clean-cache

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     results_dir = Path(getattr(args, "results_dir", None) or "results")
     tracker = Tracker(uri=getattr(args, "tracking_uri", None),
-                      experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir)
+                      experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir,
+                      create=False)
     runs = load_runs(tracker)
     title = getattr(args, "title", None) or "slimbench leaderboard"
     target = Path(out) if out is not None else results_dir / "leaderboard"

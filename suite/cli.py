@@ -171,7 +171,7 @@ def cmd_results(args) -> int:
     from slimbench.suite.summary import render, rows_from_records
     from slimbench.suite.tracking import Tracker
 
-    tracker = Tracker(None, args.experiment, args.results_dir)
+    tracker = Tracker(None, args.experiment, args.results_dir, create=False)
     runs = tracker.runs()
     records = []
     for run in runs:

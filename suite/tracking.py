@@ -60,13 +60,20 @@ class Tracker:
     """Thin wrapper over MlflowClient with slimbench's conventions."""
 
     def __init__(self, uri: str | None = None, experiment: str = EXPERIMENT,
-                 results_dir: Path = DEFAULT_RESULTS):
+                 results_dir: Path = DEFAULT_RESULTS, create: bool = True):
+        """`create=False` is for readers (results, leaderboard): a missing experiment is an
+        error naming the ones that exist, never a new empty experiment."""
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri(results_dir)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
+        if exp is None and not create:
+            from slimbench.suite.config import ConfigError
+            names = sorted(e.name for e in self.client.search_experiments())
+            raise ConfigError(f"no MLflow experiment {experiment!r} at {self.uri}; existing: "
+                              f"{', '.join(names) or '(none: run `slimbench run` first)'}")
         if exp is None:
             location = None
             if self.uri.startswith("sqlite:"):  # keep artifacts beside the database
