@@ -1,0 +1,180 @@
+"""PyTorch's own eager static int8 for `torch.static_int8` (method: `methods_ptq.StaticInt8`).
+
+Scope: nn.Linear layers only. Full eager-mode static quantization needs every op between two
+quantized layers to have a quantized twin (functional adds, LayerNorm, GELU, softmax, timm's
+and transformers' custom blocks do not), so each Linear is made its own quantized island:
+QuantStub -> Linear -> DeQuantStub, with the engine's default qconfig (HistogramObserver on
+activations, per-channel symmetric MinMax on weights). torch.ao `prepare` inserts the
+observers, the calibration set runs once, `convert` yields the stock quantized::linear module.
+
+The converted module keeps its weights as engine packed params, which safetensors cannot
+store; `StaticInt8Linear` keeps what `convert` produced as plain tensors (int8 weight,
+per-channel scales / zero-points, input and output scale / zero-point) and repacks them
+lazily, so it computes bit-for-bit what the converted torch.ao module computes.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from slimbench.methods.modules import named_layers, replace_module
+from slimbench.methods.quant.common import linear_cost, restore_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
+    from slimbench.methods.quant.methods_ptq import StaticInt8Config
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str):
+    """Run under `engine` (packed params are engine specific), then put the global setting back."""
+    before = torch.backends.quantized.engine
+    if before != engine:
+        torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        if torch.backends.quantized.engine != before:
+            torch.backends.quantized.engine = before
+
+
+class _Island(nn.Module):
+    """QuantStub -> Linear -> DeQuantStub: the unit torch.ao prepares and converts."""
+
+    def __init__(self, lin: nn.Linear, qconfig):
+        from torch.ao.quantization import DeQuantStub, QuantStub
+        super().__init__()
+        self.quant, self.lin, self.dequant = QuantStub(), lin, DeQuantStub()
+        self.qconfig = qconfig
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.dequant(self.lin(self.quant(x.float()))).to(x.dtype)
+
+
+class StaticInt8Linear(nn.Module):
+    """A converted torch.ao static int8 Linear held as plain tensors.
+
+    Buffers: `weight_int8` int8 [out, in], `weight_scale` fp32 [out], `weight_zero_point`
+    int32 [out], `input_scale` / `output_scale` fp32 [], `input_zero_point` /
+    `output_zero_point` int32 [] (quint8 activations), `bias` fp32.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, engine: str = "x86"):
+        super().__init__()
+        self.in_features, self.out_features, self.engine = in_features, out_features, engine
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.register_buffer("weight_zero_point", torch.zeros(out_features, dtype=torch.int32))
+        for side in ("input", "output"):
+            self.register_buffer(f"{side}_scale", torch.ones(()))
+            self.register_buffer(f"{side}_zero_point", torch.zeros((), dtype=torch.int32))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed = None
+
+    @classmethod
+    def from_converted(cls, island: nn.Module, engine: str) -> "StaticInt8Linear":
+        """Copy the qparams torch.ao's `convert` produced (island.quant: Quantize, island.lin: nnq.Linear)."""
+        ql = island.lin
+        qw = ql.weight()
+        q = cls(ql.in_features, ql.out_features, ql.bias() is not None, engine)
+        q.weight_int8.copy_(qw.int_repr())
+        if qw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            q.weight_scale.copy_(qw.q_per_channel_scales().float())
+            q.weight_zero_point.copy_(qw.q_per_channel_zero_points().to(torch.int32))
+        else:  # a per-tensor qconfig: broadcast to the per-channel layout
+            q.weight_scale.fill_(qw.q_scale())
+            q.weight_zero_point.fill_(qw.q_zero_point())
+        q.input_scale.fill_(float(island.quant.scale))
+        q.input_zero_point.fill_(int(island.quant.zero_point))
+        q.output_scale.fill_(float(ql.scale))
+        q.output_zero_point.fill_(int(ql.zero_point))
+        if ql.bias() is not None:
+            q.bias.copy_(ql.bias().detach().float())
+        return q
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._packed = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _prepacked(self):
+        if self._packed is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                qw = torch._make_per_channel_quantized_tensor(
+                    self.weight_int8, self.weight_scale.double(), self.weight_zero_point.long(), 0)
+            packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+            self._packed = (packed, float(self.input_scale), int(self.input_zero_point),
+                            float(self.output_scale), int(self.output_zero_point))
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with quantized_engine(self.engine):
+            packed, in_s, in_z, out_s, out_z = self._prepacked()
+            qx = torch.quantize_per_tensor(x.float().contiguous(), in_s, in_z, torch.quint8)
+            return torch.ops.quantized.linear(qx, packed, out_s, out_z).dequantize().to(x.dtype)
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return linear_cost(self, inputs)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}"
+
+
+def _calibrate(model: nn.Module, islands: dict[str, _Island], ctx: "CompressionContext", owner: str) -> None:
+    was_training, batches = model.training, 0
+    model.eval()
+    try:
+        with torch.no_grad():
+            for inputs, _ in ctx.calibration():
+                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
+                batches += 1
+    finally:
+        model.train(was_training)
+    if batches == 0:
+        raise ValueError(f"{owner}: static activation quantization needs calibration data, "
+                         "but the calibration set yielded no batches")
+    unseen = [n for n, isl in islands.items() if isl.calls == 0]
+    if unseen:
+        raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
+                         "skip them or check the model's forward")
+
+
+def quantize_model(model: nn.Module, cfg: "StaticInt8Config", owner: str, ctx: "CompressionContext") -> nn.Module:
+    """Wrap each Linear, prepare -> calibrate -> convert with torch.ao, keep plain-tensor twins."""
+    import torch.ao.quantization as tq
+
+    layers = named_layers(model, (nn.Linear,), cfg.skip)
+    if not layers:
+        raise ValueError(f"{owner} found no nn.Linear layer to quantize (skip={cfg.skip!r})")
+    with quantized_engine(cfg.engine), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager-mode deprecation notices
+        qconfig = tq.get_default_qconfig(cfg.engine)
+        islands = {}
+        for name, lin in layers:
+            islands[name] = _Island(lin, qconfig)
+            replace_module(model, name, islands[name])
+            tq.prepare(islands[name], inplace=True)
+        _calibrate(model, islands, ctx, owner)
+        for name, isl in islands.items():
+            tq.convert(isl, inplace=True)
+            replace_module(model, name, StaticInt8Linear.from_converted(isl, cfg.engine))
+    return model
+
+
+def rebuild(model: nn.Module, meta: dict, cfg: "StaticInt8Config") -> nn.Module:
+    """Swap in empty StaticInt8Linear layers where the artifact has them, ready for load_state_dict."""
+    for name in restore_names(meta, model, cfg.skip):
+        lin = model.get_submodule(name)
+        replace_module(model, name, StaticInt8Linear(lin.in_features, lin.out_features, lin.bias is not None,
+                                                     cfg.engine))
+    return model
+
+
+def quantized_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, StaticInt8Linear)]
