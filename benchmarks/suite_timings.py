@@ -41,6 +41,7 @@ def timed(args: list[str], repeat: int = 1) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--default", action="store_true", help="also time the default profile")
+    ap.add_argument("--workdir", type=Path, help="keep each profile's results dir here (default: temporary)")
     args = ap.parse_args()
     out: dict = {"benchmark": "suite_timings", "git_commit": git_commit(),
                  "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version()},
@@ -50,11 +51,13 @@ def main() -> int:
     r["list"] = timed(["list"], repeat=3)
     profiles = ["quick"] + (["default"] if args.default else [])
     for profile in profiles:
-        tmp = Path(tempfile.mkdtemp(prefix=f"slimbench-{profile}-"))
+        tmp = args.workdir / profile if args.workdir else Path(tempfile.mkdtemp(prefix=f"slimbench-{profile}-"))
+        shutil.rmtree(tmp, ignore_errors=True)  # an empty baseline cache: the target includes training
         try:
             r[profile] = timed(["run", "--profile", profile, "--results-dir", str(tmp), "--no-progress"])
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not args.workdir:
+                shutil.rmtree(tmp, ignore_errors=True)
     out["pass"] = (r["help"]["best_s"] <= 2.0 and r["list"]["best_s"] <= 2.0 and r["quick"]["best_s"] <= 180.0)
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname() or "unknown")
     path = ROOT / "results" / "benchmarks" / f"suite-timings-{host}.json"
