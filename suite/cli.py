@@ -104,6 +104,7 @@ def cmd_run(args) -> int:
     skipped = [r for r in results if r.status == "SKIPPED"]
     for r in skipped:
         records.append(harness.tracker.run_json(r.run_id))
+    records += _missing_baselines(harness, records)
     rows = rows_from_records(records)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -114,6 +115,20 @@ def cmd_run(args) -> int:
         log(f"{len(failed)} run(s) FAILED: " + "; ".join(f"{r.spec.task}/{r.spec.method}: {r.error}" for r in failed))
         return 1
     return 0
+
+
+def _missing_baselines(harness, records: list) -> list:
+    """Deltas need the task's baseline: fetch it from MLflow when this invocation did not run it."""
+    have = {(r["task"]["name"], r["task"]["profile"]) for r in records if r and r["method"]["name"] == "baseline"}
+    extra = []
+    for task, profile in {(r["task"]["name"], r["task"]["profile"]) for r in records if r} - have:
+        runs = harness.tracker.client.search_runs(
+            [harness.tracker.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=(f"tags.`slimbench.task` = '{task}' and tags.`slimbench.method` = 'baseline' and "
+                           f"tags.`slimbench.profile` = '{profile}' and attributes.status = 'FINISHED'"))
+        if runs and (rec := harness.tracker.run_json(runs[0].info.run_id)):
+            extra.append(rec)
+    return extra
 
 
 def cmd_list(args) -> int:

@@ -8,12 +8,21 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @dataclass(frozen=True)
 class ProgressConfig:
     enabled: bool | None = None  # None: only on a terminal
+
+
+def track(iterable: Iterable, desc: str, total: int | None = None,
+          cfg: ProgressConfig = ProgressConfig(), unit: str = "batch") -> Iterator:
+    """Yield from `iterable` while advancing a progress bar (for loops that methods own)."""
+    with bar(desc, total, cfg, unit) as update:
+        for item in iterable:
+            yield item
+            update(1)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from slimbench.suite.config import to_dict
-from slimbench.suite.progress import ProgressConfig
+from slimbench.suite.progress import ProgressConfig, track
 
 LATENCY_PROFILES = {  # (warmup, min_runs, min_seconds, max_seconds) per profile
     "quick": (2, 5, 0.2, 2.0),
@@ -227,7 +227,8 @@ class Harness:
         record["baseline"] = {k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info}
         cfg = task.config
         ctx = CompressionContext(
-            task=task, calibration=lambda: task.calibration_batches(),
+            task=task, calibration=lambda: track(task.calibration_batches(), f"{task.name} calibration",
+                                                 -(-cfg.calibration_size // 64), self.opts.progress),
             train_batches=lambda: task.train_stream(cfg.finetune.batch_size, seed),
             trainer=self.trainer, teacher=baseline, device=torch.device(self.device), seed=seed,
             budget_steps=cfg.finetune.steps, lr=cfg.finetune.lr)
