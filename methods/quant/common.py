@@ -4,7 +4,10 @@ Imported only when a method runs; the torch-free config checks are in `options`.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
 
 import torch
 from torch import nn
@@ -125,3 +128,26 @@ def snr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
     ref, out = ref.double(), out.double()
     noise = (ref - out).pow(2).sum().clamp(min=1e-300)
     return float(10 * torch.log10(ref.pow(2).sum() / noise))
+
+
+def calibration_pass(model: nn.Module, ctx: "CompressionContext", owner: str, purpose: str,
+                     reached: Callable[[], list[str]]) -> int:
+    """Run the task's calibration batches through `model` once (eval, no grad) so hooks the
+    caller installed can observe activations. Raises if there was no data, or if
+    `reached()` lists layers the calibration never reached. Returns the batch count."""
+    was_training, batches = model.training, 0
+    model.eval()
+    try:
+        with torch.no_grad():
+            for inputs, _ in ctx.calibration():
+                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
+                batches += 1
+    finally:
+        model.train(was_training)
+    if batches == 0:
+        raise ValueError(f"{owner}: {purpose} needs calibration data, but the calibration set yielded no batches")
+    unseen = reached()
+    if unseen:
+        raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
+                         "skip them or check the model's forward")
+    return batches

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
+from slimbench.methods.quant.common import WEIGHT_LAYERS, calibration_pass, fan_in, fan_in_name, swap_named, targets
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear, granularity_for, quantize_weight
 from slimbench.methods.quant.options import require_divides
 
@@ -83,24 +83,12 @@ def collect_hessians(model: nn.Module, layers: list[tuple[str, nn.Module]], ctx:
     """One calibration pass over the unmodified model -> {layer: H [groups, k, k]}."""
     acc = {n: HessianAccumulator(m) for n, m in layers}
     handles = [m.register_forward_pre_hook(acc[n]) for n, m in layers]
-    was_training, batches = model.training, 0
-    model.eval()
     try:
-        with torch.no_grad():
-            for inputs, _ in ctx.calibration():
-                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
-                batches += 1
+        calibration_pass(model, ctx, owner, "GPTQ (each layer's Hessian)",
+                         lambda: [n for n, a in acc.items() if a.H is None])
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
-    if batches == 0:
-        raise ValueError(f"{owner}: GPTQ needs calibration data to estimate each layer's Hessian, "
-                         "but the calibration set yielded no batches")
-    unseen = [n for n, a in acc.items() if a.H is None]
-    if unseen:
-        raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
-                         "skip them or check the model's forward")
     return {n: a.H for n, a in acc.items()}
 
 

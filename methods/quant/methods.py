@@ -43,6 +43,7 @@ class MinMax(Method):
     description = ("Weight-only min-max quantization of Linear and Conv2d layers (2/3/4/8-bit, "
                    "per-tensor/channel/group), bit-packed.")
     config_cls = MinMaxConfig
+    grid_name = "min-max"  # how the codes were chosen; the storage format is shared (GPTQ reuses it)
 
     def compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.linear import quantize_model
@@ -53,7 +54,7 @@ class MinMax(Method):
         c = self.config
         gran = f"{c.granularity}{f' g{c.group_size}' if c.granularity == 'group' else ''}"
         conv = f"{c.conv_granularity}{f' g{c.group_size}' if c.conv_granularity == 'group' else ''}"
-        return {"format": f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'} min-max, "
+        return {"format": f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'} {self.grid_name}, "
                           f"linear {gran}, conv {conv}, bit-packed uint8 codes + fp16 scales"
                           + ("" if c.symmetric else " + uint8 zeros"),
                 "layers": quantized_names(model)}

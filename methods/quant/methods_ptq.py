@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
+from slimbench.methods.quant.methods import MinMax
 from slimbench.methods.quant.options import DEFAULT_SKIP, SKIP_HELP, check_bits
 from slimbench.suite.config import check
 
@@ -56,30 +57,16 @@ class GPTQConfig(MethodConfig):
 
 
 @register_method("quant.gptq")
-class GPTQ(Method):
+class GPTQ(MinMax):
     family = "quantization"
     description = ("GPTQ: second-order (Hessian from calibration inputs) weight-only quantization of Linear and "
                    "Conv2d onto the quant.minmax grid and bit-packed format.")
     config_cls = GPTQConfig
+    grid_name = "GPTQ"
 
     def compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.gptq import quantize_model
         return quantize_model(model, self.config, self.name, ctx)
-
-    def artifact_meta(self, model) -> dict[str, Any]:
-        from slimbench.methods.quant.linear import quantized_names
-        c = self.config
-        gran = f"{c.granularity}{f' g{c.group_size}' if c.granularity == 'group' else ''}"
-        conv = f"{c.conv_granularity}{f' g{c.group_size}' if c.conv_granularity == 'group' else ''}"
-        return {"format": f"GPTQ {c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'}, linear {gran}, "
-                          f"conv {conv}, bit-packed uint8 codes + fp16 scales"
-                          + ("" if c.symmetric else " + uint8 zeros"),
-                "layers": quantized_names(model)}
-
-    def restore(self, model, tensors, meta):
-        from slimbench.methods.quant.linear import rebuild
-        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
-        return model
 
 
 # ---------------------------------------------------------------- torch.static_int8

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from slimbench.methods.modules import named_layers, replace_module
-from slimbench.methods.quant.common import linear_cost, restore_names
+from slimbench.methods.quant.common import calibration_pass, linear_cost, restore_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -127,22 +127,8 @@ class StaticInt8Linear(nn.Module):
 
 
 def _calibrate(model: nn.Module, islands: dict[str, _Island], ctx: "CompressionContext", owner: str) -> None:
-    was_training, batches = model.training, 0
-    model.eval()
-    try:
-        with torch.no_grad():
-            for inputs, _ in ctx.calibration():
-                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
-                batches += 1
-    finally:
-        model.train(was_training)
-    if batches == 0:
-        raise ValueError(f"{owner}: static activation quantization needs calibration data, "
-                         "but the calibration set yielded no batches")
-    unseen = [n for n, isl in islands.items() if isl.calls == 0]
-    if unseen:
-        raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
-                         "skip them or check the model's forward")
+    calibration_pass(model, ctx, owner, "static activation quantization",
+                     lambda: [n for n, isl in islands.items() if isl.calls == 0])
 
 
 def quantize_model(model: nn.Module, cfg: "StaticInt8Config", owner: str, ctx: "CompressionContext") -> nn.Module:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from slimbench.methods.quant.common import eligible, linear_cost, restore_names, swap_named, targets
+from slimbench.methods.quant.common import (calibration_pass, eligible, linear_cost, restore_names, swap_named,
+                                            targets)
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -144,24 +145,12 @@ def calibrate(model: nn.Module, layers: list[tuple[str, nn.Linear]], ctx: "Compr
     gen = torch.Generator().manual_seed(ctx.seed)
     obs = {n: _RangeObserver(cfg.samples_per_batch, 64 * cfg.samples_per_batch, gen) for n, _ in layers}
     handles = [m.register_forward_pre_hook(obs[n]) for n, m in layers]
-    was_training, batches = model.training, 0
-    model.eval()
     try:
-        with torch.no_grad():
-            for inputs, _ in ctx.calibration():
-                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
-                batches += 1
+        calibration_pass(model, ctx, owner, "static activation quantization",
+                         lambda: [n for n, o in obs.items() if o.count == 0])
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
-    if batches == 0:
-        raise ValueError(f"{owner}: static activation quantization needs calibration data, "
-                         "but the calibration set yielded no batches")
-    unseen = [n for n, o in obs.items() if o.count == 0]
-    if unseen:
-        raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
-                         "skip them or check the model's forward")
     return {n: o.scale(cfg.calibration, cfg.percentile) for n, o in obs.items()}
 
 
