@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import WEIGHT_LAYERS, calibration_pass, fan_in, fan_in_name, swap_named, targets
-from slimbench.methods.quant.linear import QuantConv2d, QuantLinear, granularity_for, quantize_weight
-from slimbench.methods.quant.options import require_divides
+from slimbench.methods.quant.common import calibration_pass, fan_in, swap_named
+from slimbench.methods.quant.linear import QuantConv2d, QuantLinear, granularity_for, quantize_weight, target_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -219,13 +218,7 @@ def _quantized_twin(layer: nn.Module, H: torch.Tensor, cfg: "GPTQConfig") -> Qua
 
 def quantize_model(model: nn.Module, cfg: "GPTQConfig", owner: str, ctx: "CompressionContext") -> nn.Module:
     """Check group sizes, collect all Hessians in one pass, then swap each layer for its GPTQ twin."""
-    layers = targets(model, cfg.skip, owner, WEIGHT_LAYERS)
-    for name, layer in layers:
-        k = fan_in(layer)
-        if granularity_for(layer, cfg) == "group" and cfg.group_size < k:
-            hint = " (or use conv_granularity=channel)" if isinstance(layer, nn.Conv2d) else \
-                " (or use granularity=channel)"
-            require_divides(owner, name, "group_size", cfg.group_size, k, fan_in_name(layer), hint)
+    layers = target_layers(model, cfg, owner)
     hessians = collect_hessians(model, layers, ctx, owner)
     swap_named(model, [n for n, _ in layers], lambda name, layer: _quantized_twin(layer, hessians.pop(name), cfg))
     return model

@@ -195,8 +195,8 @@ def _make(cfg: "MinMaxConfig", fill: bool):
     return make
 
 
-def quantize_model(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> nn.Module:
-    """Swap every eligible Linear / Conv2d for its min-max quantized twin (checks groups first)."""
+def target_layers(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> list[tuple[str, nn.Module]]:
+    """The layers to quantize, after checking every group size divides its row (before any work)."""
     layers = targets(model, cfg.skip, owner, WEIGHT_LAYERS)
     for name, layer in layers:
         k = fan_in(layer)
@@ -204,6 +204,12 @@ def quantize_model(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> nn.Modu
             hint = " (or use conv_granularity=channel)" if isinstance(layer, nn.Conv2d) else \
                 " (or use granularity=channel)"
             require_divides(owner, name, "group_size", cfg.group_size, k, fan_in_name(layer), hint)
+    return layers
+
+
+def quantize_model(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> nn.Module:
+    """Swap every eligible Linear / Conv2d for its min-max quantized twin (checks groups first)."""
+    layers = target_layers(model, cfg, owner)
     swap_named(model, [n for n, _ in layers], _make(cfg, fill=True))
     return model
 
