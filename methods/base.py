@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
     from slimbench.suite.trainer import Trainer
-    from slimbench.tasks.base import Task
+    from slimbench.tasks.base import Task, TrainRecipe
 
 FAMILIES = ("reference", "quantization", "pruning", "distillation", "low-rank", "nas")
 
@@ -51,6 +51,8 @@ class CompressionContext:
         seed: the run's seed.
         budget_steps: the task's fine-tuning budget in optimizer steps for this profile.
         lr: the task's fine-tuning learning rate for this profile.
+        finetune: the task's whole fine-tuning recipe (schedule, warm-up, weight decay); use
+            `recipe()` so every method trains under the same rules.
     """
 
     task: "Task"
@@ -62,6 +64,15 @@ class CompressionContext:
     seed: int
     budget_steps: int
     lr: float
+    finetune: "TrainRecipe | None" = None
+
+    def recipe(self, steps: int | None = None) -> "TrainRecipe":
+        """The task's fine-tuning recipe, optionally with a share of the budget (`steps`)."""
+        import dataclasses as dc
+
+        from slimbench.tasks.base import TrainRecipe
+        base = self.finetune or TrainRecipe(steps=self.budget_steps, lr=self.lr)
+        return dc.replace(base, steps=self.budget_steps if steps is None else steps, lr=self.lr)
 
 
 class Method:

@@ -231,7 +231,7 @@ class Harness:
                                                  -(-cfg.calibration_size // 64), self.opts.progress),
             train_batches=lambda: task.train_stream(cfg.finetune.batch_size, seed),
             trainer=self.trainer, teacher=baseline, device=torch.device(self.device), seed=seed,
-            budget_steps=cfg.finetune.steps, lr=cfg.finetune.lr)
+            budget_steps=cfg.finetune.steps, lr=cfg.finetune.lr, finetune=cfg.finetune)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         compressed = method.compress(copy.deepcopy(baseline).to(self.device), ctx)

@@ -165,8 +165,6 @@ def quantize_model(model: nn.Module, cfg: "KMeansConfig", owner: str, seed: int)
 
 def finetune_codebooks(model: nn.Module, ctx: "CompressionContext", desc: str) -> None:
     """Train only the centroids (in fp32, stored back as fp16); every other weight is frozen."""
-    from slimbench.tasks.base import TrainRecipe
-
     books = [m for m in model.modules() if isinstance(m, CodebookLinear)]
     frozen = {p: p.requires_grad for p in model.parameters()}
     for p in frozen:
@@ -174,7 +172,7 @@ def finetune_codebooks(model: nn.Module, ctx: "CompressionContext", desc: str) -
     for m in books:
         m.codebook = nn.Parameter(m.codebook.detach().float(), requires_grad=True)
     try:
-        recipe = TrainRecipe(steps=ctx.budget_steps, lr=ctx.lr)
+        recipe = ctx.recipe()
         ctx.trainer.fit(model, ctx.train_batches(), recipe, ctx.seed, params=[m.codebook for m in books], desc=desc)
     finally:
         for m in books:

@@ -56,11 +56,7 @@ def train(model: nn.Module, ctx: "CompressionContext", steps: int, batches: Iter
     """Fine-tune the fake-quant model (weights, biases, step sizes) with the shared trainer."""
     if steps <= 0:
         return
-    from slimbench.tasks.base import TrainRecipe
-
-    cfg = getattr(getattr(ctx.task, "config", None), "finetune", None)
-    recipe = TrainRecipe(steps=steps, lr=ctx.lr, batch_size=getattr(cfg, "batch_size", 64))
-    ctx.trainer.fit(model, batches, recipe, ctx.seed, desc=desc)
+    ctx.trainer.fit(model, batches, ctx.recipe(steps), ctx.seed, desc=desc)
 
 
 def convert(model: nn.Module) -> nn.Module:
