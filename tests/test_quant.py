@@ -1,7 +1,7 @@
 """Quantization methods: packing, storage honesty, accuracy, save/restore, config errors.
 
-quant.minmax and quant.kmeans quantize nn.Linear and nn.Conv2d layers, quant.w8a8 only
-nn.Linear. Layers are small and tests few: the CPU is shared.
+quant.minmax, quant.kmeans and quant.w8a8 quantize nn.Linear and nn.Conv2d layers (W8A8 on convs and
+zero-point activations: test_quant_w8a8.py). Layers are small and tests few: the CPU is shared.
 """
 from __future__ import annotations
 

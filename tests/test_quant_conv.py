@@ -105,16 +105,6 @@ def _task(kind, build):
     return types.SimpleNamespace(config=cfg, build_model=build)
 
 
-def test_w8a8_unsupported_on_cnn_only():
-    w8a8 = create_method("quant.w8a8")
-    reason = w8a8.supports(_task("vision", TinyCNN), "cpu")
-    assert reason and "nn.Linear" in reason and "convolutional" in reason
-    assert create_method("quant.w8a8:skip=").supports(_task("vision", TinyCNN), "cpu") is None  # fc is eligible
-    assert w8a8.supports(_task("nlp", TinyCNN), "cpu") is None  # only vision models are inspected
-    with pytest.raises(ValueError, match="quant.w8a8 found no nn.Linear layer"):
-        w8a8.compress(TinyCNN(), ctx_for())
-
-
 def _quantized_names(model):
     return {n for n, _ in eligible(model, DEFAULT_SKIP, WEIGHT_LAYERS)}
 

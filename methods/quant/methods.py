@@ -114,13 +114,17 @@ class KMeans(Method):
 @dataclass(frozen=True)
 class W8A8Config(MethodConfig):
     activations: Literal["dynamic", "static"] = field(default="dynamic", metadata={
-        "help": "dynamic: per-token scales at run time; static: one calibrated scale per layer"})
+        "help": "dynamic: per-token (per output position for a conv) scales at run time; "
+                "static: one calibrated scale per layer"})
+    act_symmetric: bool = field(default=True, metadata={
+        "help": "symmetric int8 activations; false: [min, max] with a zero point (suits one-signed, "
+                "e.g. post-ReLU, activations; the GEMM is corrected with zero point x weight row sums)"})
     calibration: Literal["minmax", "percentile", "mse"] = field(default="percentile", metadata={
         "help": "how static activation ranges are set from calibration data"})
     percentile: float = field(default=99.99, metadata={
-        "help": "percentile of |x| used as the clip (calibration=percentile)"})
+        "help": "percentile of |x| used as the clip (calibration=percentile); asymmetric: of x, both tails"})
     samples_per_batch: int = field(default=4096, metadata={
-        "help": "|x| values sampled per layer per calibration batch (percentile / mse)"})
+        "help": "activation values sampled per layer per calibration batch (percentile / mse)"})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
 
     def __post_init__(self):
@@ -131,31 +135,33 @@ class W8A8Config(MethodConfig):
 @register_method("quant.w8a8")
 class W8A8(Method):
     family = "quantization"
-    description = "int8 weights (per-channel) x int8 activations (per-token dynamic or calibrated static), Linear only."
+    description = ("int8 weights (per-channel) x int8 activations (per-token dynamic or calibrated static, "
+                   "symmetric or zero-point), Linear and Conv2d (groups=1, via im2col).")
     config_cls = W8A8Config
 
     def __init__(self, config: W8A8Config | None = None):
         super().__init__(config)
-        self._has_linear: dict[str, bool] = {}  # per task model: supports() is asked once per device
+        self._has_target: dict[str, bool] = {}  # per task model: supports() is asked once per device
 
     def supports(self, task, device):
-        """Unsupported on a vision task whose model has no nn.Linear outside the skip list (a CNN).
+        """Unsupported on a vision task whose model has nothing W8A8 can take outside the skip list
+        (no nn.Linear and no groups=1, zero-padded nn.Conv2d).
 
-        Only vision models are inspected: building one is cheap and a CNN is the case where
-        there is nothing to quantize; a run that fails later still raises from compress."""
+        Only vision models are inspected: building one is cheap; a run that fails later still
+        raises from compress."""
         config = getattr(task, "config", None)
         if getattr(config, "kind", None) != "vision":
             return None
         key = config.baseline_key()
-        if key not in self._has_linear:
+        if key not in self._has_target:
             from slimbench.methods.quant.w8a8 import has_targets
             try:
-                self._has_linear[key] = has_targets(task.build_model(), self.config.skip)
+                self._has_target[key] = has_targets(task.build_model(), self.config.skip)
             except Exception:  # cannot tell: let compress report the real problem
                 return None
-        if not self._has_linear[key]:
-            return (f"{self.name} quantizes nn.Linear layers; this task's model is convolutional "
-                    "(no nn.Linear left outside the skip list)")
+        if not self._has_target[key]:
+            return (f"{self.name} quantizes nn.Linear and groups=1 nn.Conv2d layers; this task's model has "
+                    "none outside the skip list")
         return None
 
     def compress(self, model, ctx: CompressionContext):
@@ -163,9 +169,13 @@ class W8A8(Method):
         return quantize_model(model, self.config, self.name, ctx)
 
     def artifact_meta(self, model) -> dict[str, Any]:
-        from slimbench.methods.quant.w8a8 import quantized_names
-        return {"format": f"int8 per-channel weights + fp32 scales, {self.config.activations} int8 activations",
-                "layers": quantized_names(model)}
+        """`kept_fp32`: convs outside the skip list left in fp32 (grouped / depthwise, non-zero
+        padding), with the reason, so a reader sees they were not silently quantized."""
+        from slimbench.methods.quant.w8a8 import kept_fp32, quantized_names
+        c = self.config
+        acts = f"{c.activations} {'symmetric' if c.act_symmetric else 'asymmetric (zero-point)'} int8 activations"
+        return {"format": f"int8 per-channel weights + fp32 scales, {acts}",
+                "layers": quantized_names(model), "kept_fp32": kept_fp32(model, c.skip)}
 
     def restore(self, model, tensors, meta):
         from slimbench.methods.quant.w8a8 import rebuild

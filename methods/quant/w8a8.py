@@ -1,25 +1,30 @@
 """W8A8 layers for `quant.w8a8` (method: `methods.W8A8`): int8 weights (per output channel) x int8 activations, int32 accumulation.
 
 Activations are quantized per token at run time (`dynamic`) or with one per-tensor scale
-per layer fixed from calibration data (`static`: min-max, a percentile of |x|, or the clip
-that minimises quantization MSE). The CPU path runs the integer GEMM through
-`torch._int_mm` (exact int32); on CUDA a Triton kernel fuses both scales into the epilogue.
+per layer fixed from calibration data (`static`: min-max, a percentile, or the clip that
+minimises quantization MSE); symmetric by default, or asymmetric (a zero point, so one-signed
+activations such as post-ReLU ones use the full int8 range). nn.Conv2d runs as im2col
+(`F.unfold`) then the same integer GEMM, so one output position is one "token". The CPU path
+runs the GEMM through `torch._int_mm` (exact int32); on CUDA a Triton kernel fuses both scales
+into the epilogue.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.quant.common import (calibration_pass, eligible, linear_cost, restore_names, swap_named,
-                                            targets)
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, calibration_pass, conv_cost, eligible,
+                                            fan_in, linear_cost, swap_named)
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
     from slimbench.methods.quant.methods import W8A8Config
 
 QMAX = 127
+UNFOLD_CHUNK = 1 << 24  # im2col elements materialised at once (bounds a conv's extra memory)
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +37,21 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_static(x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.round(x.float() / scale.float()).clamp(-QMAX, QMAX).to(torch.int8)
     return q, scale.float().expand(x.shape[0])
+
+
+def asym_params(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[lo, hi] (widened to hold 0, so zero padding and exact zeros stay exact) -> 256 int8 levels:
+    fp32 scale and int32 zero point z in [-128, 127], x ~ scale * (q - z)."""
+    lo, hi = lo.float().clamp(max=0), hi.float().clamp(min=0)
+    scale = ((hi - lo) / 255).clamp(min=1e-10)
+    zero = (torch.round(-lo / scale) - 128).clamp(-128, 127).to(torch.int32)
+    return scale, zero
+
+
+def quantize_asym(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """x [m, k] with per-row (or broadcast scalar) scale / zero -> int8 [m, k]."""
+    s, z = (scale[:, None], zero[:, None]) if scale.dim() else (scale, zero)
+    return (torch.round(x.float() / s) + z).clamp(-128, 127).to(torch.int8)
 
 
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -51,82 +71,208 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double().t()).to(torch.int32)
 
 
-class W8A8Linear(nn.Module):
-    """Buffers: `weight` int8 [out, in] (K-major, as the GEMM wants), `weight_scale` fp32 [out],
-    `input_scale` fp32 [] (static mode only), `bias`."""
+class W8A8Base(nn.Module):
+    """The integer GEMM shared by the Linear and Conv2d layers, over x2 [M, K] and weight [N, K].
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, static: bool):
-        super().__init__()
-        self.in_features, self.out_features, self.static = in_features, out_features, static
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out_features))
+    Buffers: `weight` int8 [out, K] (K-major, as the GEMM wants), `weight_scale` fp32 [out],
+    `input_scale` fp32 [] (static only), `input_zero` int32 [] (static asymmetric only), `bias`.
+    Asymmetric mode also keeps `weight_rowsum` int32 [out] for the zero-point correction; it is
+    derived from `weight` at load, not stored in the artifact (non-persistent).
+    """
+
+    def _init_buffers(self, k: int, n: int, bias: bool, static: bool, symmetric: bool) -> None:
+        self.in_features, self.out_features, self.static, self.symmetric = k, n, static, symmetric
+        self.register_buffer("weight", torch.zeros(n, k, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(n))
         self.register_buffer("input_scale", torch.ones(()) if static else None)
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_buffer("input_zero", torch.zeros((), dtype=torch.int32) if static and not symmetric else None)
+        self.register_buffer("bias", torch.zeros(n) if bias else None)
+        self.register_buffer("weight_rowsum", None if symmetric else torch.zeros(n, dtype=torch.int32),
+                             persistent=False)
 
-    @classmethod
-    def from_linear(cls, lin: nn.Linear, input_scale: float | None) -> "W8A8Linear":
-        q = cls(lin.in_features, lin.out_features, lin.bias is not None, input_scale is not None)
-        w = lin.weight.detach().float()
+    def _fill(self, w2: torch.Tensor, bias: torch.Tensor | None, act: tuple | None):
+        w = w2.detach().float()
         scale = (w.abs().amax(1) / QMAX).clamp(min=1e-10)
-        q.weight.copy_(torch.round(w / scale[:, None]).clamp(-QMAX, QMAX).to(torch.int8))
-        q.weight_scale.copy_(scale)
-        if input_scale is not None:
-            q.input_scale.fill_(input_scale)
-        if lin.bias is not None:
-            q.bias = lin.bias.detach().clone()
-        return q.to(lin.weight.device)
+        self.weight.copy_(torch.round(w / scale[:, None]).clamp(-QMAX, QMAX).to(torch.int8))
+        self.weight_scale.copy_(scale)
+        if act is not None:
+            self.input_scale.fill_(act[0])
+            if not self.symmetric:
+                self.input_zero.fill_(int(act[1]))
+        if bias is not None:
+            self.bias = bias.detach().clone().float()
+        self._update_rowsum()
+        return self.to(w2.device)
+
+    def _update_rowsum(self) -> None:
+        if not self.symmetric:
+            self.weight_rowsum = self.weight.sum(1, dtype=torch.int32)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._update_rowsum()
+
+    def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x2 [M, K] -> (int8 [M, K], scale [M], zero point [M] or None when symmetric)."""
+        if self.symmetric:
+            q, s = quantize_static(x2, self.input_scale) if self.static else quantize_per_token(x2)
+            return q, s, None
+        if self.static:
+            s, z = self.input_scale.float(), self.input_zero
+            return quantize_asym(x2, s, z), s.expand(x2.shape[0]), z.expand(x2.shape[0])
+        s, z = asym_params(x2.float().amin(-1), x2.float().amax(-1))
+        return quantize_asym(x2, s, z), s, z
+
+    def integer_acc(self, xq: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
+        """sum_k (q - z) * w exactly: int32 GEMM minus z x row sums (int64, no overflow)."""
+        acc = int8_matmul(xq, self.weight)
+        if zero is None:
+            return acc
+        return acc.long() - zero.long()[:, None] * self.weight_rowsum.long()[None, :]
 
     def kernel_forward(self, x2: torch.Tensor) -> torch.Tensor:
         """Triton path for x2 [M, K]: quantize activations, int8 GEMM with fused scales + bias.
 
-        Used for CUDA tensors; tests call it on CPU tensors under the Triton interpreter."""
+        Asymmetric activations are quantized in torch and the zero-point term is subtracted after
+        the GEMM in fp32 (sx*z x sw*rowsum, a rank-1 update). Used for CUDA tensors; tests call it
+        on CPU tensors under the Triton interpreter."""
         from slimbench.methods.quant.kernels import w8a8 as kern
 
-        xq, xs = kern.quantize_act(x2, self.input_scale)
         out = x2.dtype if x2.dtype in (torch.float16, torch.bfloat16) else torch.float32
-        return kern.int8_gemm(xq, self.weight, xs, self.weight_scale, self.bias, out_dtype=out)
+        if self.symmetric:
+            xq, xs = kern.quantize_act(x2, self.input_scale)
+            return kern.int8_gemm(xq, self.weight, xs, self.weight_scale, self.bias, out_dtype=out)
+        xq, xs, z = self.quantize_input(x2)
+        y = kern.int8_gemm(xq, self.weight, xs, self.weight_scale, self.bias, out_dtype=torch.float32)
+        y -= (xs * z.float())[:, None] * (self.weight_scale * self.weight_rowsum.float())[None, :]
+        return y.to(out)
+
+    def gemm(self, x2: torch.Tensor) -> torch.Tensor:
+        """x2 [M, K] float -> y [M, out], bias included: fp32 on the CPU; on CUDA the kernel writes
+        the activation dtype directly (no extra cast passes over the output)."""
+        if x2.is_cuda:
+            return self.kernel_forward(x2)
+        xq, xs, z = self.quantize_input(x2)
+        y = self.integer_acc(xq, z).float() * xs[:, None] * self.weight_scale[None, :]
+        return y if self.bias is None else y + self.bias.float()
+
+    def w8a8_repr(self) -> str:
+        return f"static={self.static}, symmetric={self.symmetric}"
+
+
+class W8A8Linear(W8A8Base):
+    def __init__(self, in_features: int, out_features: int, bias: bool, static: bool, symmetric: bool = True):
+        super().__init__()
+        self._init_buffers(in_features, out_features, bias, static, symmetric)
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, input_scale: float | None, input_zero: int | None = None,
+                    symmetric: bool = True) -> "W8A8Linear":
+        q = cls(lin.in_features, lin.out_features, lin.bias is not None, input_scale is not None, symmetric)
+        return q._fill(lin.weight, lin.bias, None if input_scale is None else (input_scale, input_zero))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features)
-        if x.is_cuda:
-            y = self.kernel_forward(x2)
-        else:
-            xq, xs = quantize_static(x2, self.input_scale) if self.static else quantize_per_token(x2)
-            acc = int8_matmul(xq, self.weight)
-            y = acc.float() * xs[:, None] * self.weight_scale[None, :]
-            if self.bias is not None:
-                y = y + self.bias.float()
+        y = self.gemm(x.reshape(-1, self.in_features))
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, static={self.static}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.w8a8_repr()}"
+
+
+class W8A8Conv2d(ConvGeometry, W8A8Base):
+    """A Conv2d (groups == 1, zero padding) as im2col + the int8 GEMM: `weight` is the
+    [out, in*kh*kw] view, each output position's input patch is one activation row (its own
+    scale in dynamic mode). `in_features` is that row length, as `conv_cost` expects."""
+
+    def __init__(self, conv: nn.Conv2d, static: bool, symmetric: bool = True):
+        super().__init__()
+        self.init_geometry(conv)
+        self._init_buffers(fan_in(conv), conv.out_channels, conv.bias is not None, static, symmetric)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, input_scale: float | None, input_zero: int | None = None,
+                  symmetric: bool = True) -> "W8A8Conv2d":
+        q = cls(conv, input_scale is not None, symmetric)
+        w2 = conv.weight.reshape(conv.out_channels, -1)
+        return q._fill(w2, conv.bias, None if input_scale is None else (input_scale, input_zero))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # unbatched [C, H, W], as nn.Conv2d accepts
+            return self.forward(x[None])[0]
+        n, _, h, w = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        ph, pw = self.padding
+        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        per_image = self.in_features * ho * wo
+        outs = []
+        for xb in x.split(max(1, UNFOLD_CHUNK // max(per_image, 1))):
+            cols = F.unfold(xb, self.kernel_size, self.dilation, self.padding, self.stride)  # [b, K, L]
+            outs.append(self.gemm(cols.transpose(1, 2).reshape(-1, self.in_features)))
+        y = torch.cat(outs).to(x.dtype).reshape(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+        return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return conv_cost(self, output)
+
+    def extra_repr(self) -> str:
+        return f"{self.conv_repr()}, {self.w8a8_repr()}"
+
+
+def conv_unsupported(layer: nn.Module) -> str | None:
+    """Why an nn.Conv2d stays fp32 under W8A8 (None: it is quantized)."""
+    if not isinstance(layer, nn.Conv2d):
+        return None
+    if layer.groups != 1:
+        return f"groups={layer.groups}: grouped/depthwise conv has no single int8 GEMM"
+    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        return f"padding={layer.padding!r}, padding_mode={layer.padding_mode!r}: im2col path needs explicit zeros"
+    return None
+
+
+def select(model: nn.Module, skip) -> tuple[list[tuple[str, nn.Module]], dict[str, str]]:
+    """(layers W8A8 quantizes, {name: reason} for eligible-looking convs kept in fp32)."""
+    layers, kept = [], {}
+    for name, layer in eligible(model, skip, WEIGHT_LAYERS):
+        reason = conv_unsupported(layer)
+        if reason:
+            kept[name] = reason
+        else:
+            layers.append((name, layer))
+    return layers, kept
 
 
 class _RangeObserver:
-    """Running |x| max plus a seeded uniform sample of |x| for percentile / MSE clipping."""
+    """Running signed min / max plus a seeded uniform sample of x for percentile / MSE clipping."""
 
     def __init__(self, per_batch: int, cap: int, gen: torch.Generator):
-        self.absmax, self.samples, self.per_batch, self.cap, self.gen = 0.0, [], per_batch, cap, gen
+        self.lo, self.hi, self.samples, self.per_batch, self.cap, self.gen = 0.0, 0.0, [], per_batch, cap, gen
         self.count = 0
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
-        a = args[0].detach().float().abs().reshape(-1)
-        self.absmax = max(self.absmax, float(a.max()) if a.numel() else 0.0)
+        a = args[0].detach().float().reshape(-1)
+        if a.numel():
+            self.lo, self.hi = min(self.lo, float(a.min())), max(self.hi, float(a.max()))
         self.count += 1
         if sum(s.numel() for s in self.samples) < self.cap and a.numel():
             idx = torch.randint(0, a.numel(), (min(self.per_batch, a.numel()),), generator=self.gen)
             self.samples.append(a[idx.to(a.device)].cpu())
 
+    @property
+    def absmax(self) -> float:
+        return max(-self.lo, self.hi)
+
     def scale(self, method: str, percentile: float) -> float:
+        """Symmetric per-tensor scale: clip |x| at the chosen point, / 127."""
         if method == "minmax" or not self.samples:
             clip = self.absmax
         elif method == "percentile":
-            clip = float(torch.quantile(torch.cat(self.samples), percentile / 100))
+            clip = float(torch.quantile(torch.cat(self.samples).abs(), percentile / 100))
         else:
-            clip = self._mse_clip(torch.cat(self.samples))
+            clip = self._mse_clip(torch.cat(self.samples).abs())
         return max(clip, 1e-8) / QMAX
 
     def _mse_clip(self, a: torch.Tensor, grid: int = 80) -> float:
@@ -138,10 +284,28 @@ class _RangeObserver:
                 best, best_err = self.absmax * r, err
         return best
 
+    def asym(self, method: str, percentile: float, grid: int = 80) -> tuple[float, int]:
+        """Asymmetric per-tensor (scale, zero point) from a clipped [lo, hi]: min-max, the
+        (100-p, p) percentiles, or both ends shrunk by the factor with the least MSE."""
+        lo, hi = torch.tensor(self.lo), torch.tensor(self.hi)
+        if method == "percentile" and self.samples:
+            x = torch.cat(self.samples)
+            lo, hi = torch.quantile(x, 1 - percentile / 100), torch.quantile(x, percentile / 100)
+        elif method == "mse" and self.samples:
+            x, best_err = torch.cat(self.samples), float("inf")
+            for r in torch.linspace(1.0, 0.05, grid).tolist():
+                s, z = asym_params(torch.tensor(self.lo * r), torch.tensor(self.hi * r))
+                err = float(((quantize_asym(x, s, z).float() - z) * s - x).pow(2).mean())
+                if err < best_err:
+                    best_err, lo, hi = err, torch.tensor(self.lo * r), torch.tensor(self.hi * r)
+        s, z = asym_params(lo, hi)
+        return float(s), int(z)
 
-def calibrate(model: nn.Module, layers: list[tuple[str, nn.Linear]], ctx: "CompressionContext",
-              cfg: "W8A8Config", owner: str) -> dict[str, float]:
-    """Run the calibration batches once, observing every target layer's input -> static scales."""
+
+def calibrate(model: nn.Module, layers: list[tuple[str, nn.Module]], ctx: "CompressionContext",
+              cfg: "W8A8Config", owner: str) -> dict[str, tuple[float, int | None]]:
+    """Run the calibration batches once, observing every target layer's input -> static
+    (scale, zero point or None). A conv's hook sees its NCHW input, i.e. the values im2col copies."""
     gen = torch.Generator().manual_seed(ctx.seed)
     obs = {n: _RangeObserver(cfg.samples_per_batch, 64 * cfg.samples_per_batch, gen) for n, _ in layers}
     handles = [m.register_forward_pre_hook(obs[n]) for n, m in layers]
@@ -151,28 +315,53 @@ def calibrate(model: nn.Module, layers: list[tuple[str, nn.Linear]], ctx: "Compr
     finally:
         for h in handles:
             h.remove()
-    return {n: o.scale(cfg.calibration, cfg.percentile) for n, o in obs.items()}
+    if cfg.act_symmetric:
+        return {n: (o.scale(cfg.calibration, cfg.percentile), None) for n, o in obs.items()}
+    return {n: o.asym(cfg.calibration, cfg.percentile) for n, o in obs.items()}
+
+
+def _make(cfg: "W8A8Config", scales: dict | None):
+    """Factory for swap_named: filled from the float layer (compress) or empty (restore, scales None)."""
+    static, sym = cfg.activations == "static", cfg.act_symmetric
+
+    def make(name: str, layer: nn.Module) -> W8A8Base:
+        if scales is None:
+            if isinstance(layer, nn.Conv2d):
+                return W8A8Conv2d(layer, static, sym)
+            return W8A8Linear(layer.in_features, layer.out_features, layer.bias is not None, static, sym)
+        act = scales.get(name, (None, None))
+        if isinstance(layer, nn.Conv2d):
+            return W8A8Conv2d.from_conv(layer, *act, symmetric=sym)
+        return W8A8Linear.from_linear(layer, *act, symmetric=sym)
+    return make
 
 
 def quantize_model(model: nn.Module, cfg: "W8A8Config", owner: str, ctx: "CompressionContext") -> nn.Module:
-    """Swap every eligible nn.Linear for a W8A8Linear (calibrating first in static mode)."""
-    layers = targets(model, cfg.skip, owner)
+    """Swap every eligible nn.Linear / nn.Conv2d for its W8A8 twin (calibrating first in static mode)."""
+    layers, kept = select(model, cfg.skip)
+    if not layers:
+        why = "".join(f"; {n} kept fp32: {r}" for n, r in kept.items())
+        raise ValueError(f"{owner} found no nn.Linear or nn.Conv2d layer to quantize (skip={tuple(cfg.skip)!r}){why}")
     scales = calibrate(model, layers, ctx, cfg, owner) if cfg.activations == "static" else {}
-    swap_named(model, [n for n, _ in layers], lambda name, lin: W8A8Linear.from_linear(lin, scales.get(name)))
+    swap_named(model, [n for n, _ in layers], _make(cfg, scales))
     return model
 
 
 def rebuild(model: nn.Module, meta: dict, cfg: "W8A8Config") -> nn.Module:
     """Swap in empty W8A8 layers where the artifact has them, ready for load_state_dict."""
-    static = cfg.activations == "static"
-    swap_named(model, restore_names(meta, model, cfg.skip),
-               lambda _, lin: W8A8Linear(lin.in_features, lin.out_features, lin.bias is not None, static))
+    names = meta["layers"] if meta.get("layers") is not None else [n for n, _ in select(model, cfg.skip)[0]]
+    swap_named(model, names, _make(cfg, None))
     return model
 
 
 def has_targets(model: nn.Module, skip) -> bool:
-    return bool(eligible(model, skip))
+    return bool(select(model, skip)[0])
+
+
+def kept_fp32(model: nn.Module, skip) -> dict[str, str]:
+    """Convs outside the skip list that W8A8 left in fp32, with the reason (for artifact_meta)."""
+    return select(model, skip)[1]
 
 
 def quantized_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, W8A8Linear)]
+    return [n for n, m in model.named_modules() if isinstance(m, W8A8Base)]
