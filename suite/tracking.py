@@ -150,14 +150,10 @@ class Tracker:
 def latest_per_key(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep the newest record per `run_key`: a `--force` re-run or a retry after a failure
     replaces the older run instead of counting as another seed."""
-    ordered = sorted(records, key=lambda r: str((r.get("provenance") or {}).get("started") or ""), reverse=True)
-    seen: set[str] = set()
-    out = []
-    for r in ordered:
-        key = r.get("run_key")
-        if key and key in seen:
-            continue
-        if key:
-            seen.add(key)
-        out.append(r)
-    return out
+    newest: dict[str, int] = {}
+    for i, r in enumerate(records):
+        key, started = r.get("run_key"), str((r.get("provenance") or {}).get("started") or "")
+        if key and (key not in newest or started > str(records[newest[key]]["provenance"].get("started") or "")):
+            newest[key] = i
+    keep = set(newest.values())
+    return [r for i, r in enumerate(records) if not r.get("run_key") or i in keep]  # input order kept
