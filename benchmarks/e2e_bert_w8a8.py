@@ -107,28 +107,13 @@ def compress(model, spec: str, device):
 
 
 def time_ms(fn, torch, reps: int, warmup: int, cuda: bool = True) -> dict:
-    """Median (and spread) of `fn` in ms: CUDA events on a GPU, perf_counter on the CPU."""
-    import time
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return {"median_ms": times[len(times) // 2], "min_ms": times[0], "p90_ms": times[int(0.9 * (len(times) - 1))],
-            "reps": reps}
+    """Median and p90 of `fn` in ms through the suite's own latency protocol (CUDA events on a GPU,
+    perf_counter on the CPU), exactly `reps` timed calls after `warmup`."""
+    from slimbench.suite.measure.latency import LatencyConfig, measure_latency
+
+    cfg = LatencyConfig(warmup=warmup, min_runs=reps, min_seconds=0.0, max_seconds=1e9)
+    stats = measure_latency(fn, "cuda" if cuda else "cpu", cfg)
+    return {"median_ms": stats.median_ms, "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "reps": stats.runs}
 
 
 def graph_runner(model, ids, torch):

@@ -88,6 +88,18 @@ class ConvGeometry:
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}")
 
 
+class DequantConv(ConvGeometry):
+    """Shared forward of weight-only convs stored like a DequantLinear over the [out, fan_in] view:
+    dequantize, reshape to 4-d, then the original conv."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight_4d(self.dequantize().to(x.dtype), x)
+        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return conv_cost(self, output)
+
+
 class DequantLinear(nn.Module):
     """Shared forward of weight-only Linear layers: a GPU kernel on the packed form when one
     applies (`kernel_forward` returns None otherwise), else dequantize then `F.linear`

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, DequantLinear, conv_cost, fan_in,
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, DequantConv, DequantLinear, fan_in,
                                             fan_in_name, restore_names, swap_named, targets)
 from slimbench.methods.quant.options import require_divides
 
@@ -123,7 +123,7 @@ class CodebookLinear(DequantLinear):
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, dim={self.dim}"
 
 
-class CodebookConv2d(ConvGeometry, CodebookLinear):
+class CodebookConv2d(DequantConv, CodebookLinear):
     """A Conv2d stored exactly like a CodebookLinear over its [out, in/groups*kh*kw] weight view;
     the forward looks the weight up then runs `F.conv2d` with the original geometry."""
 
@@ -134,13 +134,6 @@ class CodebookConv2d(ConvGeometry, CodebookLinear):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, bits: int, dim: int, iters: int, seed: int) -> "CodebookConv2d":
         return cls(conv, bits, dim).fill(conv.weight, conv.bias, iters, seed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight_4d(self.dequantize().to(x.dtype), x)
-        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
-
-    def slim_cost(self, inputs, output) -> dict[str, int]:
-        return conv_cost(self, output)
 
     def extra_repr(self) -> str:
         return f"{self.conv_repr()}, bits={self.bits}, dim={self.dim}"

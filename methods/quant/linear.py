@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, DequantLinear, conv_cost, fan_in,
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, DequantConv, DequantLinear, fan_in,
                                             fan_in_name, restore_names, swap_named, targets)
 from slimbench.methods.quant.options import require_divides
 
@@ -148,7 +148,7 @@ class QuantLinear(DequantLinear):
                 f"granularity={self.granularity}, group_size={self.group_size}, symmetric={self.symmetric}")
 
 
-class QuantConv2d(ConvGeometry, QuantLinear):
+class QuantConv2d(DequantConv, QuantLinear):
     """A Conv2d stored exactly like a QuantLinear over its [out, in/groups*kh*kw] weight view.
 
     The forward dequantizes then runs `F.conv2d` with the original stride, padding, dilation
@@ -165,13 +165,6 @@ class QuantConv2d(ConvGeometry, QuantLinear):
     def from_conv(cls, conv: nn.Conv2d, bits: int, granularity: str, group_size: int,
                   symmetric: bool) -> "QuantConv2d":
         return cls(conv, bits, granularity, group_size, symmetric).fill(conv.weight, conv.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight_4d(self.dequantize().to(x.dtype), x)
-        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
-
-    def slim_cost(self, inputs, output) -> dict[str, int]:
-        return conv_cost(self, output)
 
     def extra_repr(self) -> str:
         return (f"{self.conv_repr()}, bits={self.bits}, granularity={self.granularity}, "
