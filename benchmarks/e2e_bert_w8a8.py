@@ -97,13 +97,17 @@ def build_model(shape: dict, device, dtype):
 
 
 def compress(model, spec: str, device):
-    """Quantize through the suite's front door; dynamic W8A8 reads nothing from the context."""
+    """Quantize through the suite's front door; dynamic W8A8 reads nothing from the context.
+
+    The suite wraps a CUDA model to compute in fp16 (`compute=auto`); this model is fp16
+    already and returns a HF output object, so the quantized model inside is used as is."""
     from slimbench.methods import CompressionContext, create_method
+    from slimbench.methods.quant.compute import unwrap
 
     method = create_method(spec)
     ctx = CompressionContext(task=None, calibration=lambda: iter(()), train_batches=lambda: iter(()),
                              trainer=None, teacher=None, device=device, seed=0, budget_steps=0, lr=0.0)
-    return method.compress(model, ctx)
+    return unwrap(method.compress(model, ctx))[0]
 
 
 def time_ms(fn, torch, reps: int, warmup: int, cuda: bool = True) -> dict:

@@ -88,6 +88,11 @@ class ConvGeometry:
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}")
 
 
+class PackedStorage:
+    """Marks layers whose tensors are a storage format (codes, scales, codebooks): casting a
+    model's compute dtype (`compute.wrap`) leaves them alone."""
+
+
 class DequantConv(ConvGeometry):
     """Shared forward of weight-only convs stored like a DequantLinear over the [out, fan_in] view:
     dequantize, reshape to 4-d, then the original conv."""
@@ -100,7 +105,7 @@ class DequantConv(ConvGeometry):
         return conv_cost(self, output)
 
 
-class DequantLinear(nn.Module):
+class DequantLinear(PackedStorage, nn.Module):
     """Shared forward of weight-only Linear layers: a GPU kernel on the packed form when one
     applies (`kernel_forward` returns None otherwise), else dequantize then `F.linear`
     (the CPU reference path). Subclasses define `dequantize()` and `kernel_forward(x2)`."""

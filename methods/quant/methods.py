@@ -10,10 +10,50 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
+from slimbench.methods.quant.compute import COMPUTE_HELP, Compute
 from slimbench.methods.quant.options import DEFAULT_SKIP, SKIP_HELP, check_bits
 from slimbench.suite.config import check
 
 Granularity = Literal["tensor", "channel", "group"]
+_COMPUTES = ("auto", "fp32", "fp16", "bf16")
+
+
+class QuantMethod(Method):
+    """A quantization method whose model runs in `config.compute` (see `compute`).
+
+    Subclasses implement `_compress`, `_meta` (of the unwrapped model) and `_rebuild` (empty
+    packed layers swapped into a skeleton); the dtype wrapping, its record in the artifact
+    and the state-dict round trip live here once."""
+
+    family = "quantization"
+
+    def _compress(self, model, ctx: CompressionContext):
+        raise NotImplementedError
+
+    def _meta(self, model) -> dict[str, Any]:
+        return {}
+
+    def _rebuild(self, model, meta: dict[str, Any]):
+        raise NotImplementedError
+
+    def compress(self, model, ctx: CompressionContext):
+        from slimbench.methods.quant.compute import wrap
+        return wrap(self._compress(model, ctx), self.config.compute, ctx.device)
+
+    def artifact_meta(self, model) -> dict[str, Any]:
+        from slimbench.methods.quant.compute import unwrap
+        inner, dtype = unwrap(model)
+        return {**self._meta(inner), "compute_dtype": dtype}
+
+    def restore(self, model, tensors, meta):
+        from slimbench.methods.quant.compute import rewrap
+        restored = rewrap(self._rebuild(model, meta), meta)
+        restored.load_state_dict(tensors, strict=True)
+        return restored
+
+
+def check_compute(compute: str) -> None:
+    check(compute in _COMPUTES, f"compute={compute!r} is not valid; choose one of {', '.join(_COMPUTES)}")
 
 
 # ---------------------------------------------------------------- quant.minmax
@@ -31,25 +71,26 @@ class MinMaxConfig(MethodConfig):
                 "default because conv rows (9*C, ...) rarely divide group_size; group uses group_size"})
     symmetric: bool = field(default=True, metadata={"help": "symmetric (no zero-point) or asymmetric min-max"})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+    compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
     def __post_init__(self):
         check_bits(self.bits)
         check(self.group_size >= 1, f"group_size={self.group_size!r} must be >= 1")
+        check_compute(self.compute)
 
 
 @register_method("quant.minmax")
-class MinMax(Method):
-    family = "quantization"
+class MinMax(QuantMethod):
     description = ("Weight-only min-max quantization of Linear and Conv2d layers (2/3/4/8-bit, "
                    "per-tensor/channel/group), bit-packed.")
     config_cls = MinMaxConfig
     grid_name = "min-max"  # how the codes were chosen; the storage format is shared (GPTQ reuses it)
 
-    def compress(self, model, ctx: CompressionContext):
+    def _compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.linear import quantize_model
         return quantize_model(model, self.config, self.name)
 
-    def artifact_meta(self, model) -> dict[str, Any]:
+    def _meta(self, model) -> dict[str, Any]:
         from slimbench.methods.quant.linear import quantized_names
         c = self.config
         gran = f"{c.granularity}{f' g{c.group_size}' if c.granularity == 'group' else ''}"
@@ -59,10 +100,9 @@ class MinMax(Method):
                           + ("" if c.symmetric else " + uint8 zeros"),
                 "layers": quantized_names(model)}
 
-    def restore(self, model, tensors, meta):
+    def _rebuild(self, model, meta):
         from slimbench.methods.quant.linear import rebuild
-        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
-        return model
+        return rebuild(model, meta, self.config)
 
 
 # ---------------------------------------------------------------- quant.kmeans
@@ -77,36 +117,36 @@ class KMeansConfig(MethodConfig):
     finetune: bool = field(default=False, metadata={
         "help": "train the centroids (indices fixed) for the task's fine-tuning budget"})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+    compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
     def __post_init__(self):
         check_bits(self.bits)
         check(self.dim >= 1, f"dim={self.dim!r} must be >= 1")
         check(self.iters >= 0, f"iters={self.iters!r} must be >= 0")
+        check_compute(self.compute)
 
 
 @register_method("quant.kmeans")
-class KMeans(Method):
-    family = "quantization"
+class KMeans(QuantMethod):
     description = "Per-layer k-means codebook (scalar or vector) for Linear and Conv2d, packed indices + fp16 codebook."
     config_cls = KMeansConfig
 
-    def compress(self, model, ctx: CompressionContext):
+    def _compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.kmeans import finetune_codebooks, quantize_model
         quantize_model(model, self.config, self.name, ctx.seed)
         if self.config.finetune and ctx.budget_steps > 0:
             finetune_codebooks(model, ctx, desc=f"{self.name} codebooks")
         return model
 
-    def artifact_meta(self, model) -> dict[str, Any]:
+    def _meta(self, model) -> dict[str, Any]:
         from slimbench.methods.quant.kmeans import quantized_names
         c = self.config
         return {"format": f"k-means codebook, {c.bits}-bit indices over {c.dim}-dim vectors, fp16 codebook",
                 "layers": quantized_names(model)}
 
-    def restore(self, model, tensors, meta):
+    def _rebuild(self, model, meta):
         from slimbench.methods.quant.kmeans import rebuild
-        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
-        return model
+        return rebuild(model, meta, self.config)
 
 
 # ---------------------------------------------------------------- quant.w8a8
@@ -126,15 +166,16 @@ class W8A8Config(MethodConfig):
     samples_per_batch: int = field(default=4096, metadata={
         "help": "activation values sampled per layer per calibration batch (percentile / mse)"})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+    compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
     def __post_init__(self):
         check(0 < self.percentile <= 100, f"percentile={self.percentile!r} must be in (0, 100]")
         check(self.samples_per_batch >= 1, f"samples_per_batch={self.samples_per_batch!r} must be >= 1")
+        check_compute(self.compute)
 
 
 @register_method("quant.w8a8")
-class W8A8(Method):
-    family = "quantization"
+class W8A8(QuantMethod):
     description = ("int8 weights (per-channel) x int8 activations (per-token dynamic or calibrated static, "
                    "symmetric or zero-point), Linear and Conv2d (groups=1, via im2col).")
     config_cls = W8A8Config
@@ -164,11 +205,11 @@ class W8A8(Method):
                     "none outside the skip list")
         return None
 
-    def compress(self, model, ctx: CompressionContext):
+    def _compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.w8a8 import quantize_model
         return quantize_model(model, self.config, self.name, ctx)
 
-    def artifact_meta(self, model) -> dict[str, Any]:
+    def _meta(self, model) -> dict[str, Any]:
         """`kept_fp32`: convs outside the skip list left in fp32 (grouped / depthwise, non-zero
         padding), with the reason, so a reader sees they were not silently quantized."""
         from slimbench.methods.quant.w8a8 import kept_fp32, quantized_names
@@ -177,7 +218,6 @@ class W8A8(Method):
         return {"format": f"int8 per-channel weights + fp32 scales, {acts}",
                 "layers": quantized_names(model), "kept_fp32": kept_fp32(model, c.skip)}
 
-    def restore(self, model, tensors, meta):
+    def _rebuild(self, model, meta):
         from slimbench.methods.quant.w8a8 import rebuild
-        rebuild(model, meta, self.config).load_state_dict(tensors, strict=True)
-        return model
+        return rebuild(model, meta, self.config)

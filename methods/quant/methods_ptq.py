@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
-from slimbench.methods.quant.methods import MinMax
+from slimbench.methods.quant.compute import COMPUTE_HELP, Compute
+from slimbench.methods.quant.methods import MinMax, check_compute
 from slimbench.methods.quant.options import DEFAULT_SKIP, SKIP_HELP, check_bits
 from slimbench.suite.config import check
 
@@ -46,6 +47,7 @@ class GPTQConfig(MethodConfig):
         "help": "quantize columns in order of decreasing Hessian diagonal; group scales are then fixed "
                 "from the original weights (static groups) so storage stays contiguous"})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+    compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
     def __post_init__(self):
         check_bits(self.bits)
@@ -54,6 +56,7 @@ class GPTQConfig(MethodConfig):
         check(self.group_size >= 1, f"group_size={self.group_size!r} must be >= 1")
         check(0 <= self.damp <= 1, f"damp={self.damp!r} must be in [0, 1] (fraction of the mean Hessian diagonal)")
         check(self.block_size >= 1, f"block_size={self.block_size!r} must be >= 1")
+        check_compute(self.compute)
 
 
 @register_method("quant.gptq")
@@ -64,7 +67,7 @@ class GPTQ(MinMax):
     config_cls = GPTQConfig
     grid_name = "GPTQ"
 
-    def compress(self, model, ctx: CompressionContext):
+    def _compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.gptq import quantize_model
         return quantize_model(model, self.config, self.name, ctx)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
-from slimbench.methods.quant.methods import Granularity, MinMax, MinMaxConfig
+from slimbench.methods.base import CompressionContext, MethodConfig, register_method
+from slimbench.methods.quant.compute import COMPUTE_HELP, Compute
+from slimbench.methods.quant.methods import Granularity, MinMax, MinMaxConfig, QuantMethod, check_compute
 from slimbench.methods.quant.options import DEFAULT_SKIP, SKIP_HELP, SUPPORTED_BITS, check_bits
 from slimbench.suite.config import check
 
@@ -28,6 +29,7 @@ class _TrainedQuantConfig(MethodConfig):
 
     def __post_init__(self):
         check(self.group_size >= 1, f"group_size={self.group_size!r} must be >= 1")
+        check_compute(self.compute)
 
     @property
     def final_bits(self) -> int:
@@ -37,25 +39,24 @@ class _TrainedQuantConfig(MethodConfig):
         """The quant.minmax config whose packed format (and restore) this method produces."""
         return MinMaxConfig(bits=self.final_bits if bits is None else bits, granularity=self.granularity,
                             group_size=self.group_size, conv_granularity=self.conv_granularity,
-                            symmetric=True, skip=self.skip)
+                            symmetric=True, skip=self.skip, compute=self.compute)
 
 
-class _TrainedQuant(Method):
+class _TrainedQuant(QuantMethod):
     """Shared artifact / restore: identical to quant.minmax with `minmax_config()`."""
 
-    family = "quantization"
     simulated = False  # the result is real packed low-bit storage, not fake-quant
 
     def _as_minmax(self) -> MinMax:
         return MinMax(self.config.minmax_config())
 
-    def artifact_meta(self, model) -> dict[str, Any]:
-        meta = self._as_minmax().artifact_meta(model)
+    def _meta(self, model) -> dict[str, Any]:
+        meta = self._as_minmax()._meta(model)
         meta["format"] = f"{self.name}: LSQ-learned scales, " + meta["format"]
         return meta
 
-    def restore(self, model, tensors, meta):
-        return self._as_minmax().restore(model, tensors, meta)
+    def _rebuild(self, model, meta):
+        return self._as_minmax()._rebuild(model, meta)
 
 
 # ---------------------------------------------------------------- quant.qat
@@ -67,6 +68,7 @@ class QATConfig(_TrainedQuantConfig):
     group_size: int = field(default=128, metadata={"help": _GROUP_HELP})
     conv_granularity: Granularity = field(default="channel", metadata={"help": _CONV_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+    compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
     def __post_init__(self):
         check_bits(self.bits)
@@ -83,7 +85,7 @@ class QAT(_TrainedQuant):
                    "fine-tuning budget, then stored bit-packed like quant.minmax.")
     config_cls = QATConfig
 
-    def compress(self, model, ctx: CompressionContext):
+    def _compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.qat import compress_qat
         return compress_qat(model, ctx, self.config.minmax_config(), self.name)
 
@@ -99,6 +101,7 @@ class ProgressiveConfig(_TrainedQuantConfig):
     group_size: int = field(default=128, metadata={"help": _GROUP_HELP})
     conv_granularity: Granularity = field(default="channel", metadata={"help": _CONV_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
+    compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
     def __post_init__(self):
         check(len(self.schedule) >= 1, "schedule is empty; give at least one bit-width, e.g. 8;4")
@@ -120,6 +123,6 @@ class Progressive(_TrainedQuant):
                    "budget split across stages, final stage stored bit-packed like quant.minmax.")
     config_cls = ProgressiveConfig
 
-    def compress(self, model, ctx: CompressionContext):
+    def _compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.progressive import compress_progressive
         return compress_progressive(model, ctx, self.config.minmax_config(), self.config.schedule, self.name)

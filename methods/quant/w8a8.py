@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, calibration_pass, conv_cost, eligible,
-                                            fan_in, linear_cost, swap_named)
+from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, PackedStorage, calibration_pass, conv_cost,
+                                            eligible, fan_in, linear_cost, swap_named)
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -71,7 +71,7 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double().t()).to(torch.int32)
 
 
-class W8A8Base(nn.Module):
+class W8A8Base(PackedStorage, nn.Module):
     """The integer GEMM shared by the Linear and Conv2d layers, over x2 [M, K] and weight [N, K].
 
     Buffers: `weight` int8 [out, K] (K-major, as the GEMM wants), `weight_scale` fp32 [out],

@@ -8,11 +8,20 @@ from torch import nn
 
 
 class CastInputs(nn.Module):
-    """Runs a model in a low-precision dtype: casts float inputs in and logits back to fp32."""
+    """Runs a model in a low-precision dtype: casts float inputs in and logits back to fp32.
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype):
+    `keep`: module types whose own tensors are left as they are (quantized layers, whose
+    scales and codebooks are part of their storage format); everything else is cast."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, keep: type | tuple[type, ...] = ()):
         super().__init__()
-        self.model = model.to(dtype)
+        if keep:
+            for m in model.modules():
+                if not isinstance(m, keep):
+                    m._apply(lambda t: t.to(dtype) if t.is_floating_point() else t, recurse=False)
+            self.model = model
+        else:
+            self.model = model.to(dtype)
         self.dtype = dtype
 
     def forward(self, **inputs):
