@@ -2,7 +2,7 @@
 # One device-tool call's worth of GPU benchmarking, inside a wall-clock budget.
 #
 #   bash benchmarks/gpu_session.sh            # on the lent GPU machine, from the repo root
-#   BUDGET=420 QUICK=1 STOCK_KERNELS=.carry/stock_kernels.py bash benchmarks/gpu_session.sh
+#   BUDGET=480 QUICK=1 STOCK_KERNELS=.carry/stock_kernels.py bash benchmarks/gpu_session.sh
 #
 # Why one script: device time is scarce (about 15 minutes a task, starts included), so every
 # measurement that must share a machine (our kernels, the stock-kernel anchors, the end-to-end
@@ -11,14 +11,14 @@
 # `set -u` without `set -e`). Everything worth keeping is copied flat into $OUT, which the
 # device tool sends back (at most 8 files): session.log, stock-kernels.txt, the result JSONs.
 #
-# Environment: BUDGET (seconds, default 420), QUICK=1 (quant_kernels without its config
+# Environment: BUDGET (seconds, default 480), QUICK=1 (quant_kernels without its config
 # sweep), STOCK_KERNELS (path to shared/bench/stock_kernels.py; ../shared does not travel, so
 # carry a copy), PYTHON (default python3), OUT (set by the device tool; a local folder otherwise).
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
-BUDGET=${BUDGET:-420}
+BUDGET=${BUDGET:-480}
 PY=${PYTHON:-python3}
 OUT=${OUT:-$ROOT/results/tmp/gpu-session}
 RESERVE=15  # seconds kept back for copying results into $OUT
@@ -90,7 +90,12 @@ fi
 # (e) the whole model: fp16 BERT-base vs quant.w8a8 -> results/benchmarks/e2e-bert-w8a8-<gpu>.json
 step e2e_bert_w8a8 150 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
 
-# (f) bring results back: only files this session wrote, flat, within the tool's 8-file limit.
+# (f) every built-in quantization method through the harness's CUDA path (compress for CUDA,
+# artifact round trip, kernel-call counts, eager + CUDA-graph latency, peak memory)
+#   -> results/benchmarks/cuda-methods-<gpu>.json
+step cuda_methods 90 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
+
+# (g) bring results back: only files this session wrote, flat, within the tool's 8-file limit.
 n=0
 while IFS= read -r f; do
     (( n >= 6 )) && { echo "not copied (file limit): $f"; continue; }

@@ -71,3 +71,30 @@ def test_quant_kernels_bows_out_without_cuda():
     proc = _run([sys.executable, str(BENCH / "quant_kernels.py")], timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no CUDA device" in proc.stdout
+
+
+def test_cuda_methods_dry_run(tmp_path):
+    """The harness-path benchmark runs every listed method end to end on the CPU: artifacts
+    round-trip, outputs track the fp32 model, FP8 is reported unsupported (not faked)."""
+    proc = _run([sys.executable, str(BENCH / "cuda_methods.py"), "--dry-run", "--out", str(tmp_path)], timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rec = json.loads((tmp_path / "cuda-methods-cpu.json").read_text())
+    rows = {(r["model"].split("/")[0], r["method"]): r for r in rec["rows"]}
+    assert len(rows) == 10 and rec["dry_run"] is True
+    for task in ("fashion-mnist", "rotten-tomatoes"):
+        assert rows[(task, "quant.fp8")]["status"] == "unsupported"
+        for spec, min_db in (("baseline", 100), ("quant.w8a8", 25), ("quant.minmax", 10)):
+            row = rows[(task, spec)]
+            assert row["status"] == "ok", row
+            for entry in row["batches"].values():
+                assert entry["snr_db"] >= min_db and entry["eager_ms"] > 0 and entry["kernel_calls"] == {}
+        assert rows[(task, "quant.minmax")]["size_bytes"] < rows[(task, "baseline")]["size_bytes"]
+        assert rows[(task, "quant.minmax")]["compute_dtype"] == "float32"  # auto on the CPU
+
+
+def test_cuda_methods_bows_out_without_cuda():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: cuda_methods.py would run the full benchmark")
+    proc = _run([sys.executable, str(BENCH / "cuda_methods.py")], timeout=60)
+    assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
