@@ -101,6 +101,37 @@ def test_int8_gemm_epilogue(kern, m, k, n, cfg):
 
 
 @needs_interpreter
+@pytest.mark.parametrize("m,k,n", [(5, 64, 40), (130, 32, 72), (33, 160, 24)])
+def test_int8_gemm_tma_persistent(kern, m, k, n):
+    """The persistent TMA variant: more tiles than programs (the tile loop), ragged M/N/K edges
+    (the descriptors zero-fill loads and clip stores), exact int32 accumulation, bias + cast."""
+    from slimbench.methods.quant.w8a8 import int8_matmul
+
+    g = torch.Generator().manual_seed(k)
+    a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=g)
+    b = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
+    sa, sb = (torch.rand(m, generator=g) + 0.1) / 100, (torch.rand(n, generator=g) + 0.1) / 100
+    bias = torch.randn(n, generator=g)
+    ref = int8_matmul(a, b).float() * sa[:, None] * sb[None, :]
+    cfg = kern["w8a8"].GemmConfig(16, 16, 32, 2, 4, 1, "tma")
+    assert kern["w8a8"].tma_ok(a, b, torch.float32)
+    out = kern["w8a8"].int8_gemm(a, b, sa, sb, None, torch.float32, cfg)
+    assert torch.equal(out, ref)
+    out = kern["w8a8"].int8_gemm(a, b, sa, sb, bias, torch.float16, cfg)
+    assert out.dtype == torch.float16 and rel_err(out, ref + bias) < 1e-2
+
+
+def test_int8_gemm_tma_falls_back_and_rejects_unknown(kern):
+    """K not a multiple of 16 cannot be described to TMA: the plain kernel runs instead."""
+    a = torch.randint(-127, 128, (4, 24), dtype=torch.int8)
+    b = torch.randint(-127, 128, (8, 24), dtype=torch.int8)
+    assert not kern["w8a8"].tma_ok(a, b, torch.float32)
+    with pytest.raises(ValueError, match="kernel='wgmma'.*'plain', 'tma'"):
+        kern["w8a8"].int8_gemm(a, b, torch.ones(4), torch.ones(8), None, torch.float32,
+                               kern["w8a8"].GemmConfig(16, 16, 32, 2, 4, 1, "wgmma"))
+
+
+@needs_interpreter
 @pytest.mark.parametrize("static", [False, True])
 def test_w8a8_linear_kernel_path(kern, static):
     from slimbench.methods.quant.w8a8 import W8A8Linear
@@ -128,26 +159,76 @@ def test_w4a16_matches_dequant_reference(kern, gran, group, sym, split, dtype):
     scale = q.scale.expand(72, 1) if gran == "tensor" else q.scale
     zero = None if q.zero is None else (q.zero.expand(72, 1) if gran == "tensor" else q.zero)
     bk = kern["_util"].pow2_at_most(group, 128)
-    cfg = kern["w4a16"].W4Config(16, 64, bk, split, 4, 1)
-    out = kern["w4a16"].w4a16_linear(x, q.qweight, scale, zero, q._kernel_group(), q.bias, cfg)
-    assert out.dtype == dtype and out.shape == (5, 72) and rel_err(out, ref) < 1e-2
+    W = kern["w4a16"].W4Config
+    for cfg in [W(16, 64, bk, split, 4, 1)] + ([W(4, 16, 1024, 1, 4, 1, "gemv")] if group % 32 == 0 else []):
+        out = kern["w4a16"].w4a16_linear(x, q.qweight, scale, zero, q._kernel_group(), q.bias, cfg)
+        assert out.dtype == dtype and out.shape == (5, 72) and rel_err(out, ref) < 1e-2, cfg
     with torch.no_grad():
         assert rel_err(q.kernel_forward(x), q(x)) < 1e-2  # the module's dispatch, default config
 
 
+def rand_w4(n: int, k: int, group: int, sym: bool, g: torch.Generator):
+    """Fresh random packed 4-bit weights, fp16 group scales, uint8 zeros (or None) and the fp32 dequant."""
+    from slimbench.methods.quant import packing
+
+    codes = torch.randint(0, 16, (n, k), generator=g)
+    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.005).half()
+    zero = None if sym else torch.randint(0, 16, (n, k // group), generator=g).to(torch.uint8)
+    z = torch.full(scale.shape, 8.0) if zero is None else zero.float()
+    w = ((codes.float().view(n, -1, group) - z[..., None]) * scale.float()[..., None]).view(n, k)
+    return packing.pack(codes, 4), scale, zero, w
+
+
+W4_CASES = [  # m, k, n, group, sym, dtype, bias, config (W4Config fields)
+    # dot: BLOCK_K a multiple of the group with a K tail, N tail, bias, zeros, bf16 (upcast in the interpreter)
+    (16, 352, 40, 32, False, torch.bfloat16, True, (16, 16, 64, 1, 1, 1)),
+    (3, 352, 40, 32, True, torch.float16, False, (16, 32, 128, 2, 2, 1)),    # split-K over 4-group tiles
+    (40, 256, 24, 64, False, torch.float16, True, (64, 16, 128, 1, 1, 1)),   # BLOCK_M > 32: per-weight scale
+    (1, 384, 40, 128, True, torch.bfloat16, True, (16, 16, 64, 1, 1, 1)),    # BLOCK_K divides the group
+    # gemv: K tail (K % BLOCK_K), rows beyond M in a program, 2- and 4-row programs, non-power-of-2 group
+    (1, 1536, 40, 128, True, torch.float16, True, (1, 16, 1024, 1, 4, 1, "gemv")),
+    (3, 1536, 40, 32, False, torch.bfloat16, False, (2, 16, 1024, 1, 4, 1, "gemv")),
+    (3, 2048, 24, 64, False, torch.float16, True, (4, 8, 2048, 1, 2, 1, "gemv")),
+    (1, 384, 40, 384, False, torch.bfloat16, True, (1, 16, 1024, 1, 4, 1, "gemv")),
+]
+
+
 @needs_interpreter
-def test_w4a16_dispatch_and_split_heuristic(kern, monkeypatch):
+@pytest.mark.parametrize("m,k,n,group,sym,dtype,bias,cfg", W4_CASES)
+def test_w4a16_kernels_vs_torch(kern, m, k, n, group, sym, dtype, bias, cfg):
+    g = torch.Generator().manual_seed(m * k + n)
+    qweight, scale, zero, w = rand_w4(n, k, group, sym, g)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g) if bias else None
+    ref = F.linear(x.float(), w.to(dtype).float(), b)
+    out = kern["w4a16"].w4a16_linear(x, qweight, scale, zero, group, b, kern["w4a16"].W4Config(*cfg))
+    assert out.dtype == dtype and out.shape == (m, n) and rel_err(out, ref) < 1e-2
+
+
+@needs_interpreter
+def test_w4a16_default_configs_and_errors(kern, monkeypatch):
     from slimbench.methods.quant.linear import QuantLinear
 
+    w4 = kern["w4a16"]
     q3 = QuantLinear.from_linear(nn.Linear(128, 16), 3, "group", 128, True)
     assert q3.kernel_forward(torch.randn(2, 128).half()) is None  # 3-bit: dequantize-then-matmul
-    monkeypatch.setattr(kern["w4a16"], "interpreting", lambda: False)
-    small = kern["w4a16"].default_config(1, 11008, 4096, 128)
-    assert small.split_k > 1 and 128 % small.block_k == 0
-    assert kern["w4a16"].default_config(4096, 3072, 768, 128).split_k == 1
+    monkeypatch.setattr(w4, "interpreting", lambda: False)
+    gemv = w4.default_config(1, 11008, 4096, 128)  # decode: one launch, no split-K atomics
+    assert gemv.kernel == "gemv" and gemv.block_m == 1 and gemv.block_k % w4.CHUNK == 0
+    m16 = w4.default_config(16, 11008, 4096, 128)
+    assert m16.kernel == "dot" and m16.split_k == 1 and m16.block_k % 128 == 0
+    assert m16.block_n >= 16 * m16.num_warps  # warps must not decode the same weights twice
+    assert w4.default_config(1, 11008, 4096, 16).kernel == "dot"  # gemv needs group % 32 == 0
+    assert w4.default_config(1, 64, 4096, 128).split_k > 1  # a few tiles only: split K
+    assert w4.default_config(4096, 3072, 768, 128).split_k == 1
+    qweight, scale = torch.zeros(8, 48, dtype=torch.uint8), torch.ones(8, 2).half()
     with pytest.raises(ValueError, match="group_size"):
-        kern["w4a16"].w4a16_linear(torch.randn(2, 96).half(), torch.zeros(8, 48, dtype=torch.uint8),
-                                   torch.ones(8, 2).half(), None, 40)
+        w4.w4a16_linear(torch.randn(2, 96).half(), qweight, scale, None, 40)
+    with pytest.raises(ValueError, match="gemv"):
+        w4.w4a16_linear(torch.randn(2, 96).half(), qweight, torch.ones(8, 6).half(), None, 16,
+                        config=w4.W4Config(1, 16, 1024, 1, 4, 1, "gemv"))
+    with pytest.raises(ValueError, match="block_k"):
+        w4.w4a16_linear(torch.randn(2, 96).half(), qweight, scale, None, 48, config=w4.W4Config(16, 16, 32))
 
 
 # ---------------------------------------------------------------- codebook GEMV
@@ -166,3 +247,48 @@ def test_codebook_gemv(kern, bits, k, m, dtype, bias):
     with torch.no_grad():
         assert rel_err(c.kernel_forward(x), c(x)) < 1e-2
         assert c.kernel_forward(torch.randn(17, k).to(dtype)) is None  # large batches: dense matmul
+
+
+CB_CASES = [  # bits, m, k, n, dtype, bias, config (GemvConfig fields)
+    (2, 1, 4096, 40, torch.float16, True, (16, 2048, 4, 1, "lanes", "select")),
+    # K and row tails; 'select16' (packed 16-bit FMAs, PTX) runs as 'select' in the interpreter
+    (2, 3, 2080, 24, torch.bfloat16, False, (16, 2048, 4, 1, "lanes", "select16", 2)),
+    (2, 3, 1040, 24, torch.float16, True, (8, 2048, 2, 1, "lanes", "gather", 4)),
+    (4, 1, 1288, 40, torch.float16, True, (16, 1024, 4, 1, "lanes", "gather")),
+    (4, 3, 1032, 24, torch.bfloat16, False, (16, 1024, 4, 1, "lanes", "gather", 4)),
+    (2, 16, 250, 40, torch.float16, True, (16, 64, 4, 1, "dot", "select", 16)),
+    (2, 3, 250, 40, torch.bfloat16, False, (32, 128, 4, 1, "dot", "gather", 16)),
+    (4, 16, 249, 40, torch.bfloat16, True, (16, 64, 4, 1, "dot", "gather", 16)),
+]
+
+
+@needs_interpreter
+@pytest.mark.parametrize("bits,m,k,n,dtype,bias,cfg", CB_CASES)
+def test_codebook_kernels_vs_torch(kern, bits, m, k, n, dtype, bias, cfg):
+    from slimbench.methods.quant import packing
+
+    g = torch.Generator().manual_seed(bits * k + m)
+    idx = torch.randint(0, 2 ** bits, (n, k), generator=g)
+    table = torch.randn(2 ** bits, 1, generator=g).half()
+    x = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g) if bias else None
+    ref = F.linear(x.float(), table.float()[idx, 0].to(dtype).float(), b)
+    out = kern["codebook"].codebook_gemv(x, packing.pack(idx, bits), table, bits, b, kern["codebook"].GemvConfig(*cfg))
+    assert out.dtype == dtype and out.shape == (m, n) and rel_err(out, ref) < 1e-2
+
+
+@needs_interpreter
+def test_codebook_default_configs_and_errors(kern, monkeypatch):
+    cb = kern["codebook"]
+    monkeypatch.setattr(cb, "interpreting", lambda: False)
+    decode2 = cb.default_config(1, 11008, 4096, 2)
+    assert (decode2.kernel, decode2.decode) == ("lanes", "select")
+    assert cb.default_config(1, 11008, 4096, 4).decode == "gather"
+    assert cb.default_config(16, 11008, 4096, 2).kernel == "dot"  # one decode for all rows
+    assert cb.default_config(1, 11008, 250, 2).kernel == "dot"  # K not whole code words
+    x, codes, table = torch.randn(1, 64).half(), torch.zeros(8, 32, dtype=torch.uint8), torch.randn(16, 1).half()
+    with pytest.raises(ValueError, match="select"):
+        cb.codebook_gemv(x, codes, table, 4, config=cb.GemvConfig(16, 64, 4, 1, "dot", "select", 16))
+    with pytest.raises(ValueError, match="lanes"):
+        cb.codebook_gemv(torch.randn(1, 60).half(), torch.zeros(8, 30, dtype=torch.uint8), table, 4,
+                         config=cb.GemvConfig(16, 1024, 4, 1, "lanes"))

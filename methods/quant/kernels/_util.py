@@ -31,3 +31,28 @@ def round_half_even(v):
     tie = (r - v) == 0.5
     odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
     return tl.where(tie & odd, r - 1.0, r)
+
+
+def as_words(t):
+    """A contiguous view of `t` (last dim a whole number of 32-bit words) as int32, copying only
+    when its data is not 4-byte aligned: the GEMV kernels load packed codes and fp16/bf16 pairs
+    as whole 32-bit words."""
+    import torch
+
+    t = t.contiguous()
+    if t.data_ptr() % 4:
+        t = t.clone()
+    return t.view(torch.int32)
+
+
+@triton.jit
+def unpack_pair(p, BF16: tl.constexpr):
+    """int32 holding two 16-bit floats (element 2i in the low half) -> (lo, hi) as fp32.
+
+    fp16 halves become one HADD2.F32 each on sm_80+ (no conversion-pipe instruction); bf16 is a shift."""
+    if BF16:
+        return (p << 16).to(tl.float32, bitcast=True), (p & -65536).to(tl.float32, bitcast=True)
+    else:
+        lo = (p & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        hi = (p >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        return lo, hi

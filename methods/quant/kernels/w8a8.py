@@ -59,6 +59,7 @@ class GemmConfig:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    kernel: str = "plain"  # "plain": one program per tile, pointer loads; "tma": see _int8_gemm_tma_kernel
 
 
 def default_config(m: int, n: int, k: int) -> GemmConfig:
@@ -114,6 +115,72 @@ def _int8_gemm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, bias_ptr, c_ptr, M, N, K,
     tl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _int8_gemm_tma_kernel(a_desc, b_desc, c_desc, as_ptr, bs_ptr, bias_ptr, M, N, K,
+                          HAS_BIAS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          GROUP_M: tl.constexpr):
+    """Persistent variant for Hopper: one program per SM walks the tiles (no tail wave, the
+    epilogue of one tile overlaps the loads of the next) and moves A, B and C through tensor
+    descriptors, i.e. the TMA bulk-copy engine, which zero-fills and clips at the edges, so
+    neither the main loop nor the store needs masks. Same maths as `_int8_gemm_kernel`."""
+    start = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    width = GROUP_M * grid_n
+    for tile in tl.range(start, grid_m * grid_n, NUM_PROGRAMS, flatten=True):
+        first_m = (tile // width) * GROUP_M
+        size_m = min(grid_m - first_m, GROUP_M)
+        pid_m = first_m + (tile % width) % size_m
+        pid_n = (tile % width) // size_m
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+        for kt in range(k_tiles):
+            a = a_desc.load([off_m, kt * BLOCK_K])
+            b = b_desc.load([off_n, kt * BLOCK_K])
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+        offs_m = off_m + tl.arange(0, BLOCK_M)
+        offs_n = off_n + tl.arange(0, BLOCK_N)
+        a_s = tl.load(as_ptr + offs_m, mask=offs_m < M, other=0.0)
+        b_s = tl.load(bs_ptr + offs_n, mask=offs_n < N, other=0.0)
+        c = acc.to(tl.float32) * a_s[:, None] * b_s[None, :]
+        if HAS_BIAS:
+            c += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        c_desc.store([off_m, off_n], c.to(c_desc.dtype))
+
+
+def tma_ok(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> bool:
+    """TMA descriptors need 16-byte-aligned bases and row strides (K % 16 for int8, N * itemsize)."""
+    esize = torch.empty(0, dtype=out_dtype).element_size()
+    return (a.is_contiguous() and b.is_contiguous() and a.shape[1] % 16 == 0
+            and (b.shape[0] * esize) % 16 == 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0)
+
+
+def _num_programs(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a few programs still exercise the persistent tile loop
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _launch_tma(a, b, a_scale, b_scale, bias, c, cfg: "GemmConfig") -> None:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    m, k = a.shape
+    n = b.shape[0]
+    a_desc = TensorDescriptor.from_tensor(a, [cfg.block_m, cfg.block_k])
+    b_desc = TensorDescriptor.from_tensor(b, [cfg.block_n, cfg.block_k])
+    c_desc = TensorDescriptor.from_tensor(c, [cfg.block_m, cfg.block_n])
+    tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
+    programs = min(tiles, _num_programs(a.device))
+    _int8_gemm_tma_kernel[(programs,)](
+        a_desc, b_desc, c_desc, a_scale, b_scale, bias if bias is not None else a_scale, m, n, k,
+        HAS_BIAS=bias is not None, NUM_PROGRAMS=programs,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
 def int8_gemm(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
               bias: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float16,
               config: GemmConfig | None = None) -> torch.Tensor:
@@ -125,6 +192,11 @@ def int8_gemm(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: 
                          f"and {b.dtype} {tuple(b.shape)}")
     cfg = config or default_config(m, n, k)
     c = torch.empty(m, n, dtype=out_dtype, device=a.device)
+    if cfg.kernel not in ("plain", "tma"):
+        raise ValueError(f"int8_gemm: kernel={cfg.kernel!r} is not one of 'plain', 'tma'")
+    if cfg.kernel == "tma" and tma_ok(a, b, out_dtype):
+        _launch_tma(a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias, c, cfg)
+        return c
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
     _int8_gemm_kernel[grid](
         a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias if bias is not None else c, c,
