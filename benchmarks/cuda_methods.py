@@ -16,7 +16,8 @@ of the logits against the fp32 model (random weights: it catches broken paths, n
 loss). A method that fails is recorded with its error and the next one runs.
 
 Writes cuda-methods-<gpu>.json under --out (default results/benchmarks; --dry-run writes only
-when --out is given). Exits 1 if a method that should run failed.
+when --out is given) after every row (`complete` says whether all ran). Exits 1 if a method
+that should run failed.
 """
 from __future__ import annotations
 
@@ -165,7 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     gpu = "cpu" if args.dry_run else torch.cuda.get_device_name()
     print(f"slimbench: {how}; device {gpu}", flush=True)
     specs = args.methods.split(",") if args.methods else DRY_SPECS if args.dry_run else SPECS
+    import triton
     rows, failed = [], 0
+    result = {"device": gpu, "torch": torch.__version__, "triton": triton.__version__, "dry_run": args.dry_run,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+              "complete": False}
+    out_dir = args.out or (None if args.dry_run else str(ROOT / "results" / "benchmarks"))
+    path = None
+    if out_dir:
+        slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
+        path = Path(out_dir) / f"cuda-methods-{slug}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
     for name, model, make_inputs, batches in build_models(args.dry_run):
         for spec in [s for s in specs if s]:
             try:
@@ -176,14 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                        "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
             rows.append(row)
             print(summary_line(row), flush=True)
-    import triton
-    result = {"device": gpu, "torch": torch.__version__, "triton": triton.__version__, "dry_run": args.dry_run,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "rows": rows}
-    out_dir = args.out or (None if args.dry_run else str(ROOT / "results" / "benchmarks"))
-    if out_dir:
-        slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
-        path = Path(out_dir) / f"cuda-methods-{slug}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+            if path:  # after every row: a timeout keeps what was measured
+                path.write_text(json.dumps(result, indent=1))
+    result["complete"] = True
+    if path:
         path.write_text(json.dumps(result, indent=1))
         print(f"wrote {path}")
     print(f"{len(rows)} rows, {failed} failed")

@@ -72,7 +72,7 @@ step shim 60 "$PY" -c "import slimbench.methods, slimbench.methods.quant.w8a8 as
 # (c) our Triton kernels: correctness first, then timings -> results/benchmarks/quant-kernels-<gpu>.json
 QK_ARGS=(--out results/benchmarks)
 [ "${QUICK:-0}" = 1 ] && QK_ARGS+=(--quick)
-step quant_kernels 200 "$PY" benchmarks/quant_kernels.py "${QK_ARGS[@]}"
+step quant_kernels 240 "$PY" benchmarks/quant_kernels.py "${QK_ARGS[@]}"
 
 # (d) stock PyTorch kernels, same machine and run, as anchors for the ratios above.
 STOCK=""
@@ -88,12 +88,12 @@ else
 fi
 
 # (e) the whole model: fp16 BERT-base vs quant.w8a8 -> results/benchmarks/e2e-bert-w8a8-<gpu>.json
-step e2e_bert_w8a8 150 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
+step e2e_bert_w8a8 120 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
 
 # (f) every built-in quantization method through the harness's CUDA path (compress for CUDA,
 # artifact round trip, kernel-call counts, eager + CUDA-graph latency, peak memory)
 #   -> results/benchmarks/cuda-methods-<gpu>.json
-step cuda_methods 90 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
+step cuda_methods 60 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
 
 # (g) bring results back: only files this session wrote, flat, within the tool's 8-file limit.
 n=0
