@@ -244,9 +244,57 @@ def test_kmeans_codebook_finetune_trains_only_centroids():
     assert torch.equal(q.body[0].codes, ref_codes)  # the indices stay fixed
 
 
+class _LrSpy(Trainer):
+    """The shared trainer, recording the recipe it was given."""
+
+    def fit(self, model, batches, recipe, seed, **kw):
+        self.recipe = recipe
+        return super().fit(model, batches, recipe, seed, **kw)
+
+
+def test_kmeans_finetune_moves_centroids_and_lowers_train_loss(toy_task, toy_baseline):
+    """On the toy task's own fine-tuning recipe (5 steps at lr 1e-3) every layer's centroids move
+    and the training loss drops well below the un-tuned codebooks'. The peak lr is rel_lr x the
+    centroid RMS, not the task's lr: with the task's lr (rel_lr ~0.01 here) the loss fell 4.6%,
+    with the default 0.03 about 9%."""
+    import copy
+
+    import torch.nn.functional as F
+
+    cfg = toy_task.config
+    fixed = list(toy_task.loader("train", 256))
+
+    def run(spec):
+        spy = _LrSpy()
+        ctx = CompressionContext(task=toy_task, calibration=toy_task.calibration_batches,
+                                 train_batches=lambda: toy_task.train_stream(cfg.finetune.batch_size, 0),
+                                 trainer=spy, teacher=toy_baseline, device=torch.device("cpu"), seed=0,
+                                 budget_steps=cfg.finetune.steps, lr=cfg.finetune.lr, finetune=cfg.finetune)
+        q = create_method(spec).compress(copy.deepcopy(toy_baseline), ctx).eval()
+        with torch.no_grad():
+            loss = sum(float(F.cross_entropy(q(**x), y, reduction="sum")) for x, y in fixed) / 1024
+        return q, {n: m for n, m in q.named_modules() if isinstance(m, CodebookLinear)}, loss, spy
+
+    _, plain, loss0, _ = run("quant.kmeans:bits=2")
+    q, tuned, loss1, spy = run("quant.kmeans:bits=2,finetune=true")
+    assert set(tuned) == set(plain) and len(plain) == 3
+    rms = torch.cat([m.codebook.float().flatten() for m in plain.values()]).pow(2).mean().sqrt()
+    assert spy.recipe.lr == pytest.approx(0.03 * float(rms), rel=1e-3)  # not the task's 1e-3
+    assert spy.recipe.steps == cfg.finetune.steps and spy.recipe.schedule == cfg.finetune.schedule
+    for n, m in tuned.items():
+        assert m.codebook.dtype == torch.float16 and not m.codebook.requires_grad
+        assert torch.equal(m.codes, plain[n].codes)  # indices fixed
+        moved = (m.codebook.float() - plain[n].codebook.float()).abs() / plain[n].codebook.float().abs()
+        assert moved.median() > 0.04, n  # ~6% after the fp16 store; the task's lr moved them 2-2.5%
+    assert loss1 < 0.94 * loss0, (loss0, loss1)  # 0.912 x; the task's lr gave 0.954 x
+
+
 def test_kmeans_bad_configs():
     with pytest.raises(ConfigError, match=r"bits=6 .*2, 3, 4, 8"):
         create_method("quant.kmeans:bits=6")
+    for bad in ("0", "-0.1", "1.5", "nan"):
+        with pytest.raises(ConfigError, match=r"rel_lr=.* must be in \(0, 1\]"):
+            create_method(f"quant.kmeans:finetune=true,rel_lr={bad}")
     with pytest.raises(ConfigError, match=r"dim=3 .*in_features=256 .*'body.0'"):
         create_method("quant.kmeans:dim=3").compress(Tiny(), ctx_for())
     with pytest.raises(ConfigError, match=r"dim=5 .*in_channels/groups\*kh\*kw=36 .*'0'"):
