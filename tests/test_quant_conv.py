@@ -133,3 +133,70 @@ def test_default_skip_on_bert_classifier_names():
     assert "model.classifier" in linears and "model.bert.pooler.dense" in linears
     assert _quantized_names(model) == linears - {"model.classifier"}
     assert not any(isinstance(m, (QuantLinear, nn.Embedding)) for _, m in eligible(model, DEFAULT_SKIP, WEIGHT_LAYERS))
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Dropout(0.5), nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8))
+
+    def forward(self, pixel_values):
+        return self.body(pixel_values)
+
+
+@pytest.mark.parametrize("spec", ["quant.minmax:bits=2,granularity=channel", "quant.kmeans:bits=2,iters=4",
+                                  "quant.gptq:bits=2", "quant.w8a8"])
+def test_recalibrate_bn_matches_quantized_statistics(spec, tmp_path):
+    """After recalibration the first BatchNorm holds exactly the statistics of its quantized
+    input over the calibration set (cumulative average of the per-batch mean and unbiased
+    variance); later ones are re-estimated too (their inputs pass earlier BatchNorms in train
+    mode, as in AdaBN, so they are only checked to have moved)."""
+    g = torch.Generator().manual_seed(3)
+    calib = [({"pixel_values": torch.randn(8, 3, 6, 6, generator=g) * 2 + 1}, torch.zeros(8)) for _ in range(3)]
+    ctx = CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(()),
+                             trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=0, budget_steps=0, lr=0.0)
+    plain = create_method(spec).compress(ConvBN().eval(), ctx)
+    method = create_method(spec + ("," if ":" in spec else ":") + "recalibrate_bn=true")
+    model = method.compress(ConvBN().eval(), ctx)
+    assert method.artifact_meta(model)["bn_recalibrated_layers"] == 2
+    assert "bn_recalibrated_layers" not in create_method(spec).artifact_meta(plain)
+    assert not model.training and model.body[1].momentum == 0.1  # modes and momentum restored
+    x = torch.cat([b[0]["pixel_values"] for b in calib])
+    with torch.no_grad():
+        feats = [model.body[0](b[0]["pixel_values"]) for b in calib]  # the quantized conv's outputs
+        mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+        var = torch.stack([f.transpose(0, 1).flatten(1).var(1) for f in feats]).mean(0)
+        torch.testing.assert_close(model.body[1].running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model.body[1].running_var, var, rtol=1e-4, atol=1e-5)
+        for idx in (1, 5):
+            assert not torch.equal(plain.body[idx].running_mean, model.body[idx].running_mean)
+        restored = method.restore(ConvBN(), load_file_state(model, tmp_path), json.loads(json.dumps(
+            method.artifact_meta(model))))
+        assert torch.equal(restored.eval()(x), model(x))
+
+
+def load_file_state(model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file(model.state_dict(), str(path))
+    return load_file(str(path))
+
+
+def test_recalibrate_bn_without_batchnorm_or_data():
+    ctx = CompressionContext(task=None, calibration=lambda: iter(()), train_batches=lambda: iter(()),
+                             trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=0, budget_steps=0, lr=0.0)
+    method = create_method("quant.minmax:recalibrate_bn=true,skip=")
+    model = method.compress(TinyLinear(), ctx)
+    assert method.artifact_meta(model)["bn_recalibrated_layers"] == 0  # nothing to do: not an error
+    with pytest.raises(ValueError, match="recalibrate_bn needs calibration data"):
+        create_method("quant.minmax:recalibrate_bn=true").compress(ConvBN(), ctx)
+
+
+class TinyLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(32, 32)
+
+    def forward(self, x):
+        return self.a(x)

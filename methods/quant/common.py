@@ -168,3 +168,37 @@ def calibration_pass(model: nn.Module, ctx: "CompressionContext", owner: str, pu
         raise ValueError(f"{owner}: calibration never reached layer(s) {', '.join(unseen)}; "
                          "skip them or check the model's forward")
     return batches
+
+
+def recalibrate_batchnorm(model: nn.Module, ctx: "CompressionContext", owner: str) -> int:
+    """Re-estimate every BatchNorm's running mean/variance on the calibration set.
+
+    Why: quantized weights shift each conv's output distribution, and the BatchNorm after it
+    keeps normalizing with the fp32 model's statistics. A forward pass over calibration data
+    with fresh cumulative statistics (momentum None) fixes that without training a single
+    weight. Only BatchNorm layers are put in train mode (dropout stays off). Returns the number
+    of layers re-estimated (0 for a model without BatchNorm: nothing to do)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return 0
+    was_training = model.training
+    saved = [(m, m.momentum) for m in bns]
+    model.eval()
+    batches = 0
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all calibration batches
+            m.train()
+        with torch.no_grad():
+            for inputs, _ in ctx.calibration():
+                model(**{k: v.to(ctx.device) for k, v in inputs.items()})
+                batches += 1
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+    if batches == 0:
+        raise ValueError(f"{owner}: recalibrate_bn needs calibration data, but the calibration set yielded no batches")
+    return len(bns)
+

@@ -22,10 +22,12 @@ class QuantMethod(Method):
     """A quantization method whose model runs in `config.compute` (see `compute`).
 
     Subclasses implement `_compress`, `_meta` (of the unwrapped model) and `_rebuild` (empty
-    packed layers swapped into a skeleton); the dtype wrapping, its record in the artifact
-    and the state-dict round trip live here once."""
+    packed layers swapped into a skeleton); the dtype wrapping, its record in the artifact,
+    the optional BatchNorm re-estimation (configs with a `recalibrate_bn` field) and the
+    state-dict round trip live here once."""
 
     family = "quantization"
+    _bn_layers: int | None = None  # BatchNorm layers re-estimated by the last compress (None: not asked)
 
     def _compress(self, model, ctx: CompressionContext):
         raise NotImplementedError
@@ -38,18 +40,29 @@ class QuantMethod(Method):
 
     def compress(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.compute import wrap
-        return wrap(self._compress(model, ctx), self.config.compute, ctx.device)
+        model = self._compress(model, ctx)
+        if getattr(self.config, "recalibrate_bn", False):
+            from slimbench.methods.quant.common import recalibrate_batchnorm
+            self._bn_layers = recalibrate_batchnorm(model, ctx, self.name)
+        return wrap(model, self.config.compute, ctx.device)
 
     def artifact_meta(self, model) -> dict[str, Any]:
         from slimbench.methods.quant.compute import unwrap
         inner, dtype = unwrap(model)
-        return {**self._meta(inner), "compute_dtype": dtype}
+        meta = {**self._meta(inner), "compute_dtype": dtype}
+        if self._bn_layers is not None:
+            meta["bn_recalibrated_layers"] = self._bn_layers
+        return meta
 
     def restore(self, model, tensors, meta):
         from slimbench.methods.quant.compute import rewrap
         restored = rewrap(self._rebuild(model, meta), meta)
         restored.load_state_dict(tensors, strict=True)
         return restored
+
+
+BN_HELP = ("re-estimate BatchNorm running statistics on the calibration set after quantizing (no weight is "
+           "trained); a no-op for models without BatchNorm")
 
 
 def check_compute(compute: str) -> None:
@@ -70,6 +83,7 @@ class MinMaxConfig(MethodConfig):
         "help": "nn.Conv2d scales, over the weight viewed as [out, in/groups*kh*kw]; per output channel by "
                 "default because conv rows (9*C, ...) rarely divide group_size; group uses group_size"})
     symmetric: bool = field(default=True, metadata={"help": "symmetric (no zero-point) or asymmetric min-max"})
+    recalibrate_bn: bool = field(default=False, metadata={"help": BN_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
     compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
@@ -124,6 +138,7 @@ class KMeansConfig(MethodConfig):
                 "fine-tuning recipe sets steps, schedule, warm-up and weight decay; its lr, sized for whole "
                 "models, is not used: on rotten-tomatoes (5e-5, 0.07% of the RMS) 100 steps moved the "
                 "centroids ~1.4%"})
+    recalibrate_bn: bool = field(default=False, metadata={"help": BN_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
     compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
@@ -174,6 +189,7 @@ class W8A8Config(MethodConfig):
         "help": "percentile of |x| used as the clip (calibration=percentile); asymmetric: of x, both tails"})
     samples_per_batch: int = field(default=4096, metadata={
         "help": "activation values sampled per layer per calibration batch (percentile / mse)"})
+    recalibrate_bn: bool = field(default=False, metadata={"help": BN_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
     compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 

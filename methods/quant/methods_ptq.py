@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
 from slimbench.methods.quant.compute import COMPUTE_HELP, Compute
-from slimbench.methods.quant.methods import MinMax, check_compute
+from slimbench.methods.quant.methods import BN_HELP, MinMax, check_compute
 from slimbench.methods.quant.options import DEFAULT_SKIP, SKIP_HELP, check_bits
 from slimbench.suite.config import check
 
@@ -46,6 +46,7 @@ class GPTQConfig(MethodConfig):
     act_order: bool = field(default=False, metadata={
         "help": "quantize columns in order of decreasing Hessian diagonal; group scales are then fixed "
                 "from the original weights (static groups) so storage stays contiguous"})
+    recalibrate_bn: bool = field(default=False, metadata={"help": BN_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
     compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
 
