@@ -56,3 +56,13 @@ def unpack_pair(p, BF16: tl.constexpr):
         lo = (p & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
         hi = (p >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
         return lo, hi
+
+
+@triton.jit
+def store_lane_sums(acc, row, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS: tl.constexpr):
+    """Lane-parallel GEMV epilogue: reduce acc [BLOCK_N, LANES] over lanes, add bias, store row `row`."""
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rn).to(tl.float32)
+    tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=(offs_n < N) & (row < M))
+

@@ -30,7 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from slimbench.methods.quant.kernels._util import as_words, interpreting, pow2_cover, unpack_pair
+from slimbench.methods.quant.kernels._util import (as_words, interpreting, pow2_cover, store_lane_sums,
+                                                  unpack_pair)
 
 LANES_WORDS = 128  # int32 words per row per chunk in the lanes kernel: 4 per lane
 
@@ -188,11 +189,25 @@ def _lanes_row(acc, w0, w1, w2, w3, xp, row_ok, word, KW, cb_ptr, c0, c1, c2, c3
 
 
 @triton.jit
-def _lanes_store(acc, row, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS: tl.constexpr):
-    y = tl.sum(acc, axis=1)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + rn).to(tl.float32)
-    tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=(offs_n < N) & (row < M))
+def _centroids(cb_ptr, tab_ptr, SELECT: tl.constexpr, ASM: tl.constexpr):
+    """The 2-bit select decode's table, loaded once per program: four fp32 centroids (tl.where
+    spelling) or two int32 words of packed 16-bit centroids (PRMT); placeholders otherwise."""
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    c3 = 0.0
+    tab_lo = 0
+    tab_hi = 0
+    if SELECT:
+        if ASM:
+            tab_lo = tl.load(tab_ptr)
+            tab_hi = tl.load(tab_ptr + 1)
+        else:
+            c0 = tl.load(cb_ptr).to(tl.float32)
+            c1 = tl.load(cb_ptr + 1).to(tl.float32)
+            c2 = tl.load(cb_ptr + 2).to(tl.float32)
+            c3 = tl.load(cb_ptr + 3).to(tl.float32)
+    return c0, c1, c2, c3, tab_lo, tab_hi
 
 
 @triton.jit
@@ -210,21 +225,7 @@ def _codebook_lanes_kernel(x_ptr, c_ptr, cb_ptr, tab_ptr, bias_ptr, out_ptr, M, 
     rn = tl.where(offs_n < N, offs_n, 0)
     lane = tl.arange(0, LANES)[None, :]
     offs_w = tl.arange(0, CW)[None, :]
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    c3 = 0.0
-    tab_lo = 0
-    tab_hi = 0
-    if SELECT:
-        if ASM:
-            tab_lo = tl.load(tab_ptr)
-            tab_hi = tl.load(tab_ptr + 1)
-        else:
-            c0 = tl.load(cb_ptr).to(tl.float32)
-            c1 = tl.load(cb_ptr + 1).to(tl.float32)
-            c2 = tl.load(cb_ptr + 2).to(tl.float32)
-            c3 = tl.load(cb_ptr + 3).to(tl.float32)
+    c0, c1, c2, c3, tab_lo, tab_hi = _centroids(cb_ptr, tab_ptr, SELECT, ASM)
     acc0 = tl.zeros([BLOCK_N, LANES], dtype=tl.float32)
     acc1 = tl.zeros([BLOCK_N, LANES], dtype=tl.float32)
     acc2 = tl.zeros([BLOCK_N, LANES], dtype=tl.float32)
@@ -252,12 +253,12 @@ def _codebook_lanes_kernel(x_ptr, c_ptr, cb_ptr, tab_ptr, bias_ptr, out_ptr, M, 
                                   c0, c1, c2, c3, tab_lo, tab_hi, BITS, SELECT, ASM, X_BF16, EVEN_K)
                 acc3 = _lanes_row(acc3, w0, w1, w2, w3, xp + 3 * stride_xm, r0 + 3 < M, word, KW, cb_ptr,
                                   c0, c1, c2, c3, tab_lo, tab_hi, BITS, SELECT, ASM, X_BF16, EVEN_K)
-    _lanes_store(acc0, r0, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+    store_lane_sums(acc0, r0, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
     if BLOCK_M > 1:
-        _lanes_store(acc1, r0 + 1, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+        store_lane_sums(acc1, r0 + 1, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
     if BLOCK_M > 2:
-        _lanes_store(acc2, r0 + 2, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
-        _lanes_store(acc3, r0 + 3, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+        store_lane_sums(acc2, r0 + 2, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+        store_lane_sums(acc3, r0 + 3, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
 
 
 @triton.jit
@@ -275,20 +276,7 @@ def _codebook_dot_kernel(x_ptr, c_ptr, cb_ptr, tab_ptr, bias_ptr, out_ptr, M, N,
     rn = tl.where(offs_n < N, offs_n, 0)
     offs_k = tl.arange(0, BLOCK_K)
     offs_b = tl.arange(0, BLOCK_K // PER)
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    c3 = 0.0
-    tab_lo = 0
-    tab_hi = 0
-    if SELECT and ASM:
-        tab_lo = tl.load(tab_ptr)
-        tab_hi = tl.load(tab_ptr + 1)
-    elif SELECT:
-        c0 = tl.load(cb_ptr).to(tl.float32)
-        c1 = tl.load(cb_ptr + 1).to(tl.float32)
-        c2 = tl.load(cb_ptr + 2).to(tl.float32)
-        c3 = tl.load(cb_ptr + 3).to(tl.float32)
+    c0, c1, c2, c3, tab_lo, tab_hi = _centroids(cb_ptr, tab_ptr, SELECT, ASM)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         x = tl.load(x_ptr + rm[:, None] * stride_xm + (k0 + offs_k)[None, :], mask=(k0 + offs_k)[None, :] < K,

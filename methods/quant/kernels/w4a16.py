@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from slimbench.methods.quant.kernels._util import (as_words, interpreting, pow2_at_most, pow2_cover,
-                                                  unpack_pair)
+                                                  store_lane_sums, unpack_pair)
 
 CHUNK = 1024  # gemv: weights per row per 16-byte load of each of 32 lanes
 
@@ -258,14 +258,6 @@ def _gemv_row(acc, w0, w1, w2, w3, xp, row_ok, word, KW, s, zb, ASM: tl.constexp
 
 
 @triton.jit
-def _gemv_store(acc, row, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS: tl.constexpr):
-    y = tl.sum(acc, axis=1)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + rn).to(tl.float32)
-    tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=(offs_n < N) & (row < M))
-
-
-@triton.jit
 def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K,
                        stride_xm, stride_wn, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
                        GROUP: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -315,12 +307,12 @@ def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, K,
                                  ASM, X_BF16, EVEN_K)
                 acc3 = _gemv_row(acc3, w0, w1, w2, w3, xp + 3 * stride_xm, m0 + 3 < M, word, KW, s, zb,
                                  ASM, X_BF16, EVEN_K)
-    _gemv_store(acc0, m0, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+    store_lane_sums(acc0, m0, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
     if BLOCK_M > 1:
-        _gemv_store(acc1, m0 + 1, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+        store_lane_sums(acc1, m0 + 1, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
     if BLOCK_M > 2:
-        _gemv_store(acc2, m0 + 2, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
-        _gemv_store(acc3, m0 + 3, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+        store_lane_sums(acc2, m0 + 2, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+        store_lane_sums(acc3, m0 + 3, M, offs_n, rn, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
 
 
 # ---------------------------------------------------------------- launcher
