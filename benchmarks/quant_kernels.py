@@ -142,6 +142,18 @@ def correctness(torch, F) -> dict[str, dict]:
     return out
 
 
+def w8a8_alternatives(G, m: int) -> list:
+    """Sweep for the int8 GEMM beside the default: plain tiles, and from M >= 64 the persistent
+    TMA kernel (wgmma wants 64-row tiles)."""
+    alts = [G(128, 256, 128, 8, 8, 3), G(128, 128, 128, 8, 4, 4), G(256, 128, 128, 8, 8, 3),
+            G(64, 128, 128, 8, 4, 4), G(64, 256, 128, 8, 8, 3), G(16, 128, 256, 8, 4, 4)]
+    if m >= 64:
+        alts += [G(128, 256, 128, 8, 8, 3, "tma"), G(128, 256, 64, 8, 8, 4, "tma"),
+                 G(128, 128, 128, 8, 8, 4, "tma"), G(128, 128, 128, 8, 4, 4, "tma"),
+                 G(256, 128, 64, 8, 8, 3, "tma")]
+    return alts
+
+
 def w4a16_alternatives(W, m: int) -> list:
     """Sweep for W4A16 g128 beside the default: split-K tiles (the previous default family, now
     with the magic-number decode), single-launch dot tiles (BLOCK_N >= 16 * num_warps), the
@@ -237,18 +249,11 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
         wq = torch.randint(-127, 128, (n, k), device="cuda", dtype=torch.int8)
         ws = torch.rand(n, device="cuda") / 100
         xq, xs = w8a8.quantize_act(x)
-        G = w8a8.GemmConfig
-        alts = [G(128, 256, 128, 8, 8, 3), G(128, 128, 128, 8, 4, 4), G(256, 128, 128, 8, 8, 3),
-                G(64, 128, 128, 8, 4, 4), G(64, 256, 128, 8, 8, 3), G(16, 128, 256, 8, 4, 4)]
-        if m >= 64:  # the persistent TMA kernel (wgmma wants 64-row tiles)
-            alts += [G(128, 256, 128, 8, 8, 3, "tma"), G(128, 256, 64, 8, 8, 4, "tma"),
-                     G(128, 128, 128, 8, 8, 4, "tma"), G(128, 128, 128, 8, 4, 4, "tma"),
-                     G(256, 128, 64, 8, 8, 3, "tma")]
         ref8 = (torch._int_mm(xq, wq.t()).float() * xs[:, None] * ws[None, :]).half() if m > 16 else \
             ((xq.float() @ wq.float().t()) * xs[:, None] * ws[None, :]).half()
         sweep("w8a8 int8_gemm", shape, base,
               checked(lambda c: (lambda: w8a8.int8_gemm(xq, wq, xs, ws, None, torch.float16, c)), ref8),
-              w8a8.default_config(m, n, k), alts)
+              w8a8.default_config(m, n, k), w8a8_alternatives(w8a8.GemmConfig, m))
 
         def quant_gemm():
             a, a_scale = w8a8.quantize_act(x)

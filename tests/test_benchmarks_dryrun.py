@@ -98,3 +98,21 @@ def test_cuda_methods_bows_out_without_cuda():
         pytest.skip("CUDA present: cuda_methods.py would run the full benchmark")
     proc = _run([sys.executable, str(BENCH / "cuda_methods.py")], timeout=60)
     assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_kernels_compile_for_hopper(tmp_path):
+    """Every kernel variant compiles for sm_90 here, inline PTX included (the interpreter never
+    runs it), on the Hopper paths: int8 wgmma (IGMMA) in the GEMM, TMA in the persistent one."""
+    env = {k: v for k, v in ENV.items() if k != "TRITON_INTERPRET"}
+    proc = _run([sys.executable, str(BENCH / "compile_sm90.py"), "--out", str(tmp_path)], timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "compile-sm90.json").read_text())["rows"]
+    assert rows and all(r["ok"] for r in rows)
+    by_kernel = {}
+    for r in rows:
+        by_kernel.setdefault(r["kernel"], []).append(r)
+    assert {"_int8_gemm_kernel", "_int8_gemm_tma_kernel", "_quant_act_kernel", "_w4a16_gemv_kernel",
+            "_w4a16_dot_kernel", "_codebook_lanes_kernel", "_codebook_dot_kernel"} <= set(by_kernel)
+    assert all(r["tma"] and "IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_tma_kernel"])
+    assert any("IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_kernel"])
+    assert not any(r["spills"] for r in rows)
