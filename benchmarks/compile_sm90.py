@@ -111,6 +111,12 @@ def configs(full: bool):
             name = "_int8_gemm_tma_kernel" if cfg.kernel == "tma" else "_int8_gemm_kernel"
             out.append((f"w8a8 {m}x{k}x{n} {cfg}", w8a8, name,
                         lambda a=a, b=b, sa=sa, sb=sb, cfg=cfg: w8a8.int8_gemm(a, b, sa, sb, None, torch.float16, cfg)))
+        if m >= 64:  # the fused-MLP epilogue (w8a8_fuse): GELU, then int8 with the consumer's scale
+            for cfg in (w8a8.default_config(m, n, k, gelu=True), w8a8.GemmConfig(128, 128, 128, 8, 8, 3, "tma")):
+                name = "_int8_gemm_tma_kernel" if cfg.kernel == "tma" else "_int8_gemm_kernel"
+                out.append((f"w8a8 +gelu+int8 out {m}x{k}x{n} {cfg}", w8a8, name,
+                            lambda a=a, b=b, sa=sa, sb=sb, cfg=cfg: w8a8.int8_gemm(
+                                a, b, sa, sb, None, torch.float16, cfg, act="gelu", out_scale=torch.ones(()))))
         x = torch.zeros(m, k, dtype=torch.float16)
         out.append((f"w8a8.quantize_act {m}x{k}", w8a8, "_quant_act_kernel", lambda x=x: w8a8.quantize_act(x)))
         qw = torch.zeros(n, k // 2, dtype=torch.uint8)

@@ -96,8 +96,9 @@ def build_model(shape: dict, device, dtype):
     return model.to(dtype).eval()
 
 
-def compress(model, spec: str, device):
-    """Quantize through the suite's front door; dynamic W8A8 reads nothing from the context.
+def compress(model, spec: str, device, calib=()):
+    """Quantize through the suite's front door; dynamic W8A8 reads nothing from the context,
+    static W8A8 calibrates on `calib` (batches of random token ids).
 
     The suite wraps a CUDA model to compute in fp16 (`compute=auto`); this model is fp16
     already and returns a HF output object, so the quantized model inside is used as is."""
@@ -105,7 +106,7 @@ def compress(model, spec: str, device):
     from slimbench.methods.quant.compute import unwrap
 
     method = create_method(spec)
-    ctx = CompressionContext(task=None, calibration=lambda: iter(()), train_batches=lambda: iter(()),
+    ctx = CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(()),
                              trainer=None, teacher=None, device=device, seed=0, budget_steps=0, lr=0.0)
     return unwrap(method.compress(model, ctx))[0]
 
@@ -221,6 +222,8 @@ def run(args) -> tuple[dict, int]:
                   f"w8a8 {m['w8a8']['median_ms']:8.3f} ms  "
                   f"speedup {m['speedup']:.3f}x  (fp16 rerun differs {m['noise_pct']:.1f}%)", flush=True)
 
+        variants = {spec: variant(spec, base, ids, ref, modes, shape, device, args, torch) for spec in args.extra_spec}
+
     headline = modes["eager"]["speedup"]
     result = {
         "benchmark": "e2e-bert-w8a8", "dry_run": dry,
@@ -233,16 +236,48 @@ def run(args) -> tuple[dict, int]:
         "method_spec": args.spec, "quantized_layers": len(qnames),
         "timing": {"warmup": warmup, "reps": reps, "timer": "perf_counter" if dry else "cuda events"},
         "accuracy": accuracy, "min_snr_db": args.min_snr_db, "outputs_agree": ok,
-        "modes": modes, "speedup": headline, "speedup_mode": "eager",
+        "modes": modes, "speedup": headline, "speedup_mode": "eager", "variants": variants,
         "target_speedup": TARGET_SPEEDUP, "meets_target": bool(headline >= TARGET_SPEEDUP),
     }
     return result, 0 if ok else 1
+
+
+def variant(spec, base, ids, ref, modes, shape, device, args, torch) -> dict:
+    """Another W8A8 spec (default: static activations with the MLP activation fused into the
+    GEMM epilogue), timed against the fp16 numbers already taken; a failure is recorded."""
+    dry = args.dry_run
+    reps, warmup = (3, 1) if dry else (args.reps, args.warmup)
+    gen = torch.Generator().manual_seed(2)
+    calib = [({"input_ids": torch.randint(0, base.config.vocab_size, (shape["batch"], shape["seq"]),
+                                          generator=gen).to(device)}, None) for _ in range(4)]
+    try:
+        model = compress(copy.deepcopy(base), spec, device, calib)
+        with torch.no_grad():
+            got = model(input_ids=ids, output_hidden_states=True)
+            out = {"snr_db_last_hidden": snr_db(got.hidden_states[-1], ref.hidden_states[-1])}
+            t = time_ms(lambda: model(input_ids=ids), torch, reps, warmup, not dry)
+            out["eager"] = {"w8a8": t, "speedup": modes["eager"]["fp16"]["median_ms"] / t["median_ms"]}
+            if "cuda_graph" in modes and "error" not in modes["cuda_graph"]:
+                g, _ = graph_runner(model, ids, torch)
+                t = time_ms(g, torch, reps, warmup)
+                out["cuda_graph"] = {"w8a8": t, "speedup": modes["cuda_graph"]["fp16"]["median_ms"] / t["median_ms"]}
+        from slimbench.methods.quant.w8a8_fuse import fused_meta
+        out["fused_layers"] = len(fused_meta(model))
+    except Exception as exc:
+        out = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    line = out.get("error") or " ".join(f"{m} {out[m]['speedup']:.3f}x" for m in ("eager", "cuda_graph") if m in out)
+    print(f"  variant {spec}: {line}" + (f"; snr {out['snr_db_last_hidden']:.1f} dB, {out['fused_layers']} fused"
+                                          if "error" not in out else ""), flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny model on CPU; writes nothing unless --out")
     ap.add_argument("--spec", default="quant.w8a8", help="method spec (default skip keeps the classifier)")
+    ap.add_argument("--extra-spec", action="append", default=None,
+                    help="further specs timed against the same fp16 numbers (repeatable; default: "
+                         "quant.w8a8:activations=static,fuse_act=true)")
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch", type=int, default=0, help="override batch (default 32)")
@@ -251,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-snr-db", type=float, default=20.0)
     ap.add_argument("--out", default=None, help="results folder (default results/benchmarks; none in --dry-run)")
     args = ap.parse_args(argv)
+    if args.extra_spec is None:
+        args.extra_spec = ["quant.w8a8:activations=static,fuse_act=true"]
     result, rc = run(args)
     if not result:
         return rc

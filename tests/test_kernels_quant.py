@@ -121,6 +121,33 @@ def test_int8_gemm_tma_persistent(kern, m, k, n):
     assert out.dtype == torch.float16 and rel_err(out, ref + bias) < 1e-2
 
 
+@needs_interpreter
+@pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("kernel", ["plain", "tma"])
+def test_int8_gemm_fused_activation_and_requantization(kern, act, kernel):
+    """The epilogue of a fused producer (w8a8_fuse): activation, then the consumer's static int8
+    quantization, against torch (`apply_act` + `quantize_static`), through the layer's own paths."""
+    from slimbench.methods.quant.w8a8 import W8A8Linear, apply_act, quantize_static
+
+    g = torch.Generator().manual_seed(7)
+    lin = nn.Linear(64, 48)
+    x = torch.randn(37, 64, generator=g)
+    q = W8A8Linear.from_linear(lin, float(x.abs().max() / 127))
+    cfg = kern["w8a8"].GemmConfig(16, 16, 32, 2, 4, 1, kernel)
+    xq, xs = kern["w8a8"].quantize_act(x, q.input_scale)
+    ref = apply_act(q.gemm(x), act)  # the CPU path: exact int32 GEMM, scales, bias, then the activation
+    y = kern["w8a8"].int8_gemm(xq, q.weight, xs, q.weight_scale, q.bias, torch.float32, cfg, act=act)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    out_scale = torch.tensor(float(ref.abs().max() / 127))
+    codes = kern["w8a8"].int8_gemm(xq, q.weight, xs, q.weight_scale, q.bias, torch.float16, cfg, act=act,
+                                   out_scale=out_scale)
+    want = quantize_static(ref, out_scale)[0]
+    diff = (codes.int() - want.int()).abs()
+    assert codes.dtype == torch.int8 and diff.max() <= 1 and (diff > 0).float().mean() < 0.01  # rounding ties only
+    with pytest.raises(ValueError, match="act='swish' is not one of"):
+        kern["w8a8"].int8_gemm(xq, q.weight, xs, q.weight_scale, None, torch.float32, cfg, act="swish")
+
+
 def test_int8_gemm_tma_falls_back_and_rejects_unknown(kern):
     """K not a multiple of 16 cannot be described to TMA: the plain kernel runs instead."""
     a = torch.randint(-127, 128, (4, 24), dtype=torch.int8)

@@ -189,6 +189,10 @@ class W8A8Config(MethodConfig):
         "help": "percentile of |x| used as the clip (calibration=percentile); asymmetric: of x, both tails"})
     samples_per_batch: int = field(default=4096, metadata={
         "help": "activation values sampled per layer per calibration batch (percentile / mse)"})
+    fuse_act: bool = field(default=False, metadata={
+        "help": "fuse an activation module (ReLU/GELU) that sits between two quantized Linears into the first "
+                "one's GEMM epilogue, and with static activations also the second one's int8 quantization "
+                "(traced on a calibration batch; needs act_symmetric=true)"})
     recalibrate_bn: bool = field(default=False, metadata={"help": BN_HELP})
     skip: tuple[str, ...] = field(default=DEFAULT_SKIP, metadata={"help": SKIP_HELP})
     compute: Compute = field(default="auto", metadata={"help": COMPUTE_HELP})
@@ -196,6 +200,8 @@ class W8A8Config(MethodConfig):
     def __post_init__(self):
         check(0 < self.percentile <= 100, f"percentile={self.percentile!r} must be in (0, 100]")
         check(self.samples_per_batch >= 1, f"samples_per_batch={self.samples_per_batch!r} must be >= 1")
+        check(not self.fuse_act or self.act_symmetric, "fuse_act=true needs act_symmetric=true (the epilogue "
+              "quantizes symmetrically; asymmetric layers correct their zero point after the GEMM)")
         check_compute(self.compute)
 
 
@@ -240,8 +246,13 @@ class W8A8(QuantMethod):
         from slimbench.methods.quant.w8a8 import kept_fp32, quantized_names
         c = self.config
         acts = f"{c.activations} {'symmetric' if c.act_symmetric else 'asymmetric (zero-point)'} int8 activations"
-        return {"format": f"int8 per-channel weights + fp32 scales, {acts}",
+        from slimbench.methods.quant.w8a8_fuse import fused_meta
+        meta = {"format": f"int8 per-channel weights + fp32 scales, {acts}",
                 "layers": quantized_names(model), "kept_fp32": kept_fp32(model, c.skip)}
+        fused = fused_meta(model)
+        if fused:
+            meta["fused_act"] = fused
+        return meta
 
     def _rebuild(self, model, meta):
         from slimbench.methods.quant.w8a8 import rebuild

@@ -54,6 +54,28 @@ def quantize_asym(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> t
     return (torch.round(x.float() / s) + z).clamp(-128, 127).to(torch.int8)
 
 
+def apply_act(y: torch.Tensor, act: str | None) -> torch.Tensor:
+    """The activations a W8A8 GEMM can fuse (`w8a8_fuse`), in torch: the reference the kernel's
+    epilogue must match."""
+    if act is None:
+        return y
+    if act == "relu":
+        return torch.relu(y)
+    return F.gelu(y, approximate="tanh" if act == "gelu_tanh" else "none")
+
+
+def act_dtype(x: torch.Tensor) -> torch.dtype:
+    """The float dtype a layer should output for input `x`. An int8 `x` was quantized upstream by
+    a fused producer (`w8a8_fuse`), which tags it with the model's activation dtype."""
+    if x.dtype != torch.int8:
+        return x.dtype
+    dtype = getattr(x, "_slim_dtype", None)
+    if dtype is None:
+        raise RuntimeError("a W8A8 layer received an int8 tensor without its dtype tag: something between a "
+                           "fused producer and this layer replaced the tensor; compress with fuse_act=false")
+    return dtype
+
+
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a int8 [m, k] @ b int8 [n, k]^T -> exact int32 [m, n].
 
@@ -113,7 +135,12 @@ class W8A8Base(PackedStorage, nn.Module):
         self._update_rowsum()
 
     def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """x2 [M, K] -> (int8 [M, K], scale [M], zero point [M] or None when symmetric)."""
+        """x2 [M, K] -> (int8 [M, K], scale [M], zero point [M] or None when symmetric). An int8 x2
+        was already quantized with this layer's static scale by a fused producer."""
+        if x2.dtype == torch.int8:
+            if not (self.static and self.symmetric):
+                raise RuntimeError("int8 input needs a static symmetric W8A8 layer (the fused producer's scale)")
+            return x2, self.input_scale.float().expand(x2.shape[0]), None
         if self.symmetric:
             q, s = quantize_static(x2, self.input_scale) if self.static else quantize_per_token(x2)
             return q, s, None
@@ -130,31 +157,41 @@ class W8A8Base(PackedStorage, nn.Module):
             return acc
         return acc.long() - zero.long()[:, None] * self.weight_rowsum.long()[None, :]
 
-    def kernel_forward(self, x2: torch.Tensor) -> torch.Tensor:
-        """Triton path for x2 [M, K]: quantize activations, int8 GEMM with fused scales + bias.
+    def kernel_forward(self, x2: torch.Tensor, act: str | None = None, out_scale: torch.Tensor | None = None,
+                       out: torch.dtype | None = None) -> torch.Tensor:
+        """Triton path for x2 [M, K]: quantize activations, int8 GEMM with fused scales + bias
+        (+ `act`, + quantization to int8 with `out_scale`, for `w8a8_fuse`).
 
         Asymmetric activations are quantized in torch and the zero-point term is subtracted after
-        the GEMM in fp32 (sx*z x sw*rowsum, a rank-1 update). Used for CUDA tensors; tests call it
-        on CPU tensors under the Triton interpreter."""
+        the GEMM in fp32 (sx*z x sw*rowsum, a rank-1 update), so nothing after it is fused. Used
+        for CUDA tensors; tests call it on CPU tensors under the Triton interpreter."""
         from slimbench.methods.quant.kernels import w8a8 as kern
 
-        out = x2.dtype if x2.dtype in (torch.float16, torch.bfloat16) else torch.float32
+        out = out or (x2.dtype if x2.dtype in (torch.float16, torch.bfloat16) else torch.float32)
         if self.symmetric:
-            xq, xs = kern.quantize_act(x2, self.input_scale)
-            return kern.int8_gemm(xq, self.weight, xs, self.weight_scale, self.bias, out_dtype=out)
+            if x2.dtype == torch.int8:
+                xq, xs, _ = self.quantize_input(x2)
+            else:
+                xq, xs = kern.quantize_act(x2, self.input_scale)
+            return kern.int8_gemm(xq, self.weight, xs, self.weight_scale, self.bias, out_dtype=out, act=act,
+                                  out_scale=out_scale)
         xq, xs, z = self.quantize_input(x2)
         y = kern.int8_gemm(xq, self.weight, xs, self.weight_scale, self.bias, out_dtype=torch.float32)
         y -= (xs * z.float())[:, None] * (self.weight_scale * self.weight_rowsum.float())[None, :]
-        return y.to(out)
+        y = apply_act(y, act)
+        return y.to(out) if out_scale is None else quantize_static(y, out_scale)[0]
 
-    def gemm(self, x2: torch.Tensor) -> torch.Tensor:
-        """x2 [M, K] float -> y [M, out], bias included: fp32 on the CPU; on CUDA the kernel writes
-        the activation dtype directly (no extra cast passes over the output)."""
+    def gemm(self, x2: torch.Tensor, act: str | None = None, out_scale: torch.Tensor | None = None,
+             out: torch.dtype | None = None) -> torch.Tensor:
+        """x2 [M, K] (float, or int8 from a fused producer) -> y [M, out], bias included: fp32 on
+        the CPU; on CUDA the kernel writes `out` (default: the activation dtype) directly. With
+        `act` / `out_scale` (fused layers), the activation and int8 quantization follow."""
         if x2.is_cuda:
-            return self.kernel_forward(x2)
+            return self.kernel_forward(x2, act, out_scale, out)
         xq, xs, z = self.quantize_input(x2)
         y = self.integer_acc(xq, z).float() * xs[:, None] * self.weight_scale[None, :]
-        return y if self.bias is None else y + self.bias.float()
+        y = apply_act(y if self.bias is None else y + self.bias.float(), act)
+        return y if out_scale is None else quantize_static(y, out_scale)[0]
 
     def w8a8_repr(self) -> str:
         return f"static={self.static}, symmetric={self.symmetric}"
@@ -172,8 +209,9 @@ class W8A8Linear(W8A8Base):
         return q._fill(lin.weight, lin.bias, None if input_scale is None else (input_scale, input_zero))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gemm(x.reshape(-1, self.in_features))
-        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        dtype = act_dtype(x)
+        y = self.gemm(x.reshape(-1, self.in_features), out=dtype if x.dtype == torch.int8 else None)
+        return y.to(dtype).reshape(*x.shape[:-1], self.out_features)
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs)
@@ -344,6 +382,9 @@ def quantize_model(model: nn.Module, cfg: "W8A8Config", owner: str, ctx: "Compre
         raise ValueError(f"{owner} found no nn.Linear or nn.Conv2d layer to quantize (skip={tuple(cfg.skip)!r}){why}")
     scales = calibrate(model, layers, ctx, cfg, owner) if cfg.activations == "static" else {}
     swap_named(model, [n for n, _ in layers], _make(cfg, scales))
+    if cfg.fuse_act:
+        from slimbench.methods.quant.w8a8_fuse import fuse
+        fuse(model, ctx, owner)
     return model
 
 
@@ -351,6 +392,9 @@ def rebuild(model: nn.Module, meta: dict, cfg: "W8A8Config") -> nn.Module:
     """Swap in empty W8A8 layers where the artifact has them, ready for load_state_dict."""
     names = meta["layers"] if meta.get("layers") is not None else [n for n, _ in select(model, cfg.skip)[0]]
     swap_named(model, names, _make(cfg, None))
+    if meta.get("fused_act"):
+        from slimbench.methods.quant.w8a8_fuse import apply
+        apply(model, meta["fused_act"], fill=False)
     return model
 
 

@@ -62,22 +62,44 @@ class GemmConfig:
     kernel: str = "plain"  # "plain": one program per tile, pointer loads; "tma": see _int8_gemm_tma_kernel
 
 
-def default_config(m: int, n: int, k: int) -> GemmConfig:
+def default_config(m: int, n: int, k: int, gelu: bool = False) -> GemmConfig:
     """Fixed tiles by shape (no autotune): 128x256x128 for large M (the anchor's best), narrower
-    tiles for small M; under the interpreter, the biggest tiles the shape allows."""
+    tiles for small M; under the interpreter, the biggest tiles the shape allows. A GELU
+    epilogue (`gelu`) needs registers next to the accumulator: 128x128 tiles with 8 warps
+    compile for sm_90 without spills where 128x256 (and 128x128 with 4 warps) spill."""
     if interpreting():
         return GemmConfig(pow2_cover(m, 16, 128), pow2_cover(n, 16, 128), pow2_cover(k, 32, 128), 8, 4, 1)
     if m <= 64:
         return GemmConfig(pow2_cover(m, 16, 64), 128, 128, 8, 4, 4)
+    if gelu:
+        return GemmConfig(128, 128, 128, 8, 8, 3)
     if m * n <= 1 << 22:
         return GemmConfig(128, 128, 128, 8, 4, 4)
     return GemmConfig()
 
 
+ACTS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}  # epilogue activations (ACT constexpr)
+
+
 @triton.jit
-def _int8_gemm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, bias_ptr, c_ptr, M, N, K,
+def _epilogue(c, qs_ptr, ACT: tl.constexpr, QOUT: tl.constexpr):
+    """Optional activation, then optional static symmetric int8 quantization (scale at qs_ptr)
+    of the fp32 tile: what the next layer would otherwise do in two more passes over memory."""
+    if ACT == 1:
+        c = tl.maximum(c, 0.0)
+    elif ACT == 2:
+        c = 0.5 * c * (1.0 + tl.math.erf(c * 0.7071067811865476))
+    elif ACT == 3:  # tanh(u) = 2 sigmoid(2u) - 1
+        c = c * tl.sigmoid(1.5957691216057308 * (c + 0.044715 * c * c * c))
+    if QOUT:
+        c = tl.minimum(tl.maximum(round_half_even(c / tl.load(qs_ptr)), -127.0), 127.0)
+    return c
+
+
+@triton.jit
+def _int8_gemm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, bias_ptr, qs_ptr, c_ptr, M, N, K,
                       stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,
-                      HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+                      HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, ACT: tl.constexpr, QOUT: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       GROUP_M: tl.constexpr):
     pid = tl.program_id(0)
@@ -111,13 +133,15 @@ def _int8_gemm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, bias_ptr, c_ptr, M, N, K,
     c = acc.to(tl.float32) * a_s[:, None] * b_s[None, :]
     if HAS_BIAS:
         c += tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+    c = _epilogue(c, qs_ptr, ACT, QOUT)
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn, c.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _int8_gemm_tma_kernel(a_desc, b_desc, c_desc, as_ptr, bs_ptr, bias_ptr, M, N, K,
-                          HAS_BIAS: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+def _int8_gemm_tma_kernel(a_desc, b_desc, c_desc, as_ptr, bs_ptr, bias_ptr, qs_ptr, M, N, K,
+                          HAS_BIAS: tl.constexpr, ACT: tl.constexpr, QOUT: tl.constexpr,
+                          NUM_PROGRAMS: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                           GROUP_M: tl.constexpr):
     """Persistent variant for Hopper: one program per SM walks the tiles (no tail wave, the
@@ -148,6 +172,7 @@ def _int8_gemm_tma_kernel(a_desc, b_desc, c_desc, as_ptr, bs_ptr, bias_ptr, M, N
         c = acc.to(tl.float32) * a_s[:, None] * b_s[None, :]
         if HAS_BIAS:
             c += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        c = _epilogue(c, qs_ptr, ACT, QOUT)
         c_desc.store([off_m, off_n], c.to(c_desc.dtype))
 
 
@@ -164,7 +189,7 @@ def _num_programs(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _launch_tma(a, b, a_scale, b_scale, bias, c, cfg: "GemmConfig") -> None:
+def _launch_tma(a, b, a_scale, b_scale, bias, c, cfg: "GemmConfig", act: int, out_scale) -> None:
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     m, k = a.shape
@@ -175,33 +200,45 @@ def _launch_tma(a, b, a_scale, b_scale, bias, c, cfg: "GemmConfig") -> None:
     tiles = triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n)
     programs = min(tiles, _num_programs(a.device))
     _int8_gemm_tma_kernel[(programs,)](
-        a_desc, b_desc, c_desc, a_scale, b_scale, bias if bias is not None else a_scale, m, n, k,
-        HAS_BIAS=bias is not None, NUM_PROGRAMS=programs,
+        a_desc, b_desc, c_desc, a_scale, b_scale, bias if bias is not None else a_scale,
+        out_scale if out_scale is not None else a_scale, m, n, k,
+        HAS_BIAS=bias is not None, ACT=act, QOUT=out_scale is not None, NUM_PROGRAMS=programs,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def int8_gemm(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
               bias: torch.Tensor | None = None, out_dtype: torch.dtype = torch.float16,
-              config: GemmConfig | None = None) -> torch.Tensor:
-    """(a int8 [M, K] @ b int8 [N, K]^T) * a_scale[:, None] * b_scale[None, :] + bias -> [M, N]."""
+              config: GemmConfig | None = None, act: str | None = None,
+              out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """(a int8 [M, K] @ b int8 [N, K]^T) * a_scale[:, None] * b_scale[None, :] + bias -> [M, N].
+
+    `act` ('relu', 'gelu', 'gelu_tanh') is applied in the epilogue; with `out_scale` (fp32 [],
+    the next layer's static input scale) the result is quantized there too and returned as int8
+    (`out_dtype` ignored), so the activation and the quantization cost no pass over memory."""
     m, k = a.shape
     n, k2 = b.shape
     if k != k2 or a.dtype != torch.int8 or b.dtype != torch.int8:
         raise ValueError(f"int8_gemm wants int8 [M, K] x int8 [N, K]; got {a.dtype} {tuple(a.shape)} "
                          f"and {b.dtype} {tuple(b.shape)}")
-    cfg = config or default_config(m, n, k)
+    if act not in ACTS:
+        raise ValueError(f"int8_gemm: act={act!r} is not one of {', '.join(map(repr, ACTS))}")
+    cfg = config or default_config(m, n, k, gelu=act in ("gelu", "gelu_tanh"))
+    if out_scale is not None:
+        out_dtype, out_scale = torch.int8, out_scale.float().reshape(1)
     c = torch.empty(m, n, dtype=out_dtype, device=a.device)
     if cfg.kernel not in ("plain", "tma"):
         raise ValueError(f"int8_gemm: kernel={cfg.kernel!r} is not one of 'plain', 'tma'")
     if cfg.kernel == "tma" and tma_ok(a, b, out_dtype):
-        _launch_tma(a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias, c, cfg)
+        _launch_tma(a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias, c, cfg, ACTS[act],
+                    out_scale)
         return c
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
     _int8_gemm_kernel[grid](
-        a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias if bias is not None else c, c,
+        a, b, a_scale.float().contiguous(), b_scale.float().contiguous(), bias if bias is not None else c,
+        out_scale if out_scale is not None else c, c,
         m, n, k, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-        HAS_BIAS=bias is not None, EVEN_K=k % cfg.block_k == 0,
+        HAS_BIAS=bias is not None, EVEN_K=k % cfg.block_k == 0, ACT=ACTS[act], QOUT=out_scale is not None,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return c
