@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SPECS = ["baseline", "half", "torch.dynamic_int8", "quant.minmax", "quant.minmax:bits=8", "quant.gptq",
          "quant.kmeans:bits=2", "quant.kmeans:bits=4", "quant.w8a8", "quant.w8a8:activations=static",
-         "quant.fp8"]
+         "quant.w8a8:activations=static,fuse_act=true", "quant.fp8"]
 DRY_SPECS = ["baseline", "quant.minmax", "quant.kmeans:bits=2", "quant.w8a8", "quant.fp8"]
 KERNELS = {"w8a8": ["quantize_act", "int8_gemm"], "w4a16": ["w4a16_linear"], "codebook": ["codebook_gemv"]}
 
