@@ -1,6 +1,7 @@
 """Correctness, then speed, of the quantization Triton kernels against fp16 `F.linear` on a GPU.
 
     python benchmarks/quant_kernels.py [--quick] [--reps 50] [--no-flush] [--out results]
+    TRITON_INTERPRET=1 python benchmarks/quant_kernels.py --smoke --out /tmp/x   # no GPU: the code paths
 
 Checks each kernel and kernel variant against its torch reference first (a failed or raising
 check is recorded and makes the script exit 1 at the end), then times, at the shapes of
@@ -21,15 +22,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEV = "cuda"  # "cpu" under --smoke (the Triton interpreter)
 # The target shapes first: results are saved after each shape, so a timeout loses only the tail.
 SHAPES = [(8192, 8192, 8192), (1, 4096, 11008), (16, 4096, 11008), (4096, 768, 3072), (4096, 3072, 768),
           (16384, 4096, 4096), (32, 4096, 4096)]
+SMOKE_SHAPES = [(64, 128, 96), (1, 1024, 64), (16, 256, 48)]  # --smoke: every code path, tiny
 
 
 def import_slimbench() -> None:
@@ -49,7 +53,13 @@ def import_slimbench() -> None:
 
 def bench(fn, torch, reps: int, flush: bool, warm: int = 10) -> float:
     """Median ms of `fn` over `reps` CUDA-event-timed calls (L2 flushed before each if asked)."""
-    cache = torch.empty(256 << 20, dtype=torch.int8, device="cuda") if flush else None
+    if DEV == "cpu":  # --smoke: the code paths, not the numbers
+        import time
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    cache = torch.empty(256 << 20, dtype=torch.int8, device=DEV) if flush else None
     for _ in range(warm):
         fn()
     torch.cuda.synchronize()
@@ -90,9 +100,10 @@ def correctness(torch, F) -> dict[str, dict]:
         except Exception as exc:
             out[name] = {"rel_err": None, "tol": tol, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
-    for m, k, n in [(1, 4096, 1024), (77, 768, 3072), (512, 3072, 768)]:
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        lin = nn.Linear(k, n).cuda()
+    shapes = [(1, 1024, 64), (20, 128, 96)] if DEV == "cpu" else [(1, 4096, 1024), (77, 768, 3072), (512, 3072, 768)]
+    for m, k, n in shapes:
+        x = torch.randn(m, k, device=DEV, dtype=torch.float16)
+        lin = nn.Linear(k, n).to(DEV)
         xq, xs = w8a8.quantize_act(x)
         xq_ref, xs_ref = quantize_per_token(x.float().cpu())
         record(f"w8a8.quantize_act {m}x{k}", lambda: (xq.cpu().int() - xq_ref.int()).abs().max(), 1.0)
@@ -238,16 +249,16 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
         rows.append(entry)
         print(f"  {name:22s} {ms * 1e3:9.1f}us  {base_ms / ms:5.2f}x  (best {base_ms / best:5.2f}x)", flush=True)
 
-    for m, k, n in SHAPES:
+    for m, k, n in SMOKE_SHAPES if DEV == "cpu" else SHAPES:
         shape = f"{m}x{k}x{n}"
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        w = torch.randn(n, k, device="cuda", dtype=torch.float16) / k ** 0.5
+        x = torch.randn(m, k, device=DEV, dtype=torch.float16)
+        w = torch.randn(n, k, device=DEV, dtype=torch.float16) / k ** 0.5
         base = timed(lambda: F.linear(x, w))
         print(f"{shape}: fp16 F.linear {base * 1e3:.1f}us", flush=True)
         rows.append({"kernel": "fp16 F.linear", "shape": shape, "ms": base, "speedup": 1.0})
 
-        wq = torch.randint(-127, 128, (n, k), device="cuda", dtype=torch.int8)
-        ws = torch.rand(n, device="cuda") / 100
+        wq = torch.randint(-127, 128, (n, k), device=DEV, dtype=torch.int8)
+        ws = torch.rand(n, device=DEV) / 100
         xq, xs = w8a8.quantize_act(x)
         ref8 = (torch._int_mm(xq, wq.t()).float() * xs[:, None] * ws[None, :]).half() if m > 16 else \
             ((xq.float() @ wq.float().t()) * xs[:, None] * ws[None, :]).half()
@@ -266,9 +277,9 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
             rows.append({"kernel": "torch._int_mm (int32 out, no epilogue)", "shape": shape, "ms": ms,
                          "speedup": base / ms})
 
-        codes = torch.randint(0, 16, (n, k), device="cuda", dtype=torch.uint8)
+        codes = torch.randint(0, 16, (n, k), device=DEV, dtype=torch.uint8)
         qw = packing.pack(codes, 4)
-        sc = (torch.rand(n, k // 128, device="cuda") / 100).half()
+        sc = (torch.rand(n, k // 128, device=DEV) / 100).half()
         ref4 = F.linear(x, ((codes.view(n, k // 128, 128).half() - 8) * sc[..., None]).view(n, k))
         sweep("w4a16 g128", shape, base,
               checked(lambda c: (lambda: w4a16.w4a16_linear(x, qw, sc, None, 128, None, c)), ref4),
@@ -276,8 +287,8 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
 
         if m <= 16:
             for bits in (4, 2):
-                cb = torch.randn(2 ** bits, 1, device="cuda").half()
-                idx = torch.randint(0, 2 ** bits, (n, k), device="cuda")
+                cb = torch.randn(2 ** bits, 1, device=DEV).half()
+                idx = torch.randint(0, 2 ** bits, (n, k), device=DEV)
                 cq = packing.pack(idx, bits)
                 refc = F.linear(x, cb[idx, 0])
                 sweep(f"codebook_gemv {bits}-bit", shape, base,
@@ -286,7 +297,8 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
                       codebook.default_config(m, n, k, bits), codebook_alternatives(codebook.GemvConfig, m, bits))
                 del idx, refc
         del x, w, wq, codes, qw, ref4, ref8
-        torch.cuda.empty_cache()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
         save()
     return rows
 
@@ -297,17 +309,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--no-flush", action="store_true", help="do not flush L2 between timed calls")
     ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--smoke", action="store_true", help="run every check and sweep entry on tiny shapes on "
+                    "the CPU through the Triton interpreter (needs TRITON_INTERPRET=1 in the environment): "
+                    "catches errors in GPU-only code before a device session; timings are meaningless")
     args = ap.parse_args(argv)
     import torch
     import torch.nn.functional as F
 
-    if not torch.cuda.is_available():
+    global DEV
+    if args.smoke:
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            print("quant_kernels --smoke: set TRITON_INTERPRET=1 in the environment (before Python starts)")
+            return 2
+        DEV = "cpu"
+    elif not torch.cuda.is_available():
         print("quant_kernels: no CUDA device here; run this on the GPU machine. Nothing was measured.")
         return 0
     import_slimbench()
     import triton
 
-    name = torch.cuda.get_device_name()
+    name = "cpu-smoke" if args.smoke else torch.cuda.get_device_name()
     print(f"{name}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
     checks = correctness(torch, F)
     bad = [k for k, v in checks.items() if not v["ok"]]

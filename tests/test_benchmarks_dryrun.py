@@ -116,3 +116,17 @@ def test_kernels_compile_for_hopper(tmp_path):
     assert all(r["tma"] and "IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_tma_kernel"])
     assert any("IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_kernel"])
     assert not any(r["spills"] for r in rows)
+
+
+def test_quant_kernels_smoke_runs_every_path(tmp_path):
+    """quant_kernels.py --smoke: every correctness check and every sweep config of the GPU run, on
+    tiny shapes through the Triton interpreter, so the GPU-only code has run before a device does."""
+    proc = _run([sys.executable, str(BENCH / "quant_kernels.py"), "--smoke", "--out", str(tmp_path)], timeout=600,
+                env={**ENV, "TRITON_INTERPRET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "wrong result" not in proc.stdout and "Error" not in proc.stdout, proc.stdout[-3000:]
+    rec = json.loads((tmp_path / "quant-kernels-cpu-smoke.json").read_text())
+    assert rec["complete"] and rec["correctness"] and all(v["ok"] for v in rec["correctness"].values())
+    kernels = {(t["kernel"], t["shape"]) for t in rec["timings"]}
+    assert ("w8a8 int8_gemm", "64x128x96") in kernels and ("codebook_gemv 2-bit", "1x1024x64") in kernels
+    assert not any(t.get("default_error") for t in rec["timings"])
