@@ -14,7 +14,7 @@ config `quant_kernels.py` would time (about a minute per 100 on this CPU).
 
 Uses Triton internals (`create_function_from_signature`, `JITFunction._pack_args`) that move
 between releases: written against Triton 3.8; the GPU machine's 3.6 may still differ.
-Exits 1 if any config fails to compile. Writes compile-sm90.json under --out when given.
+Exits 1 if any config fails to compile or needs more shared memory than a block may have. Writes compile-sm90.json under --out when given.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SMEM_LIMIT = 232448  # bytes of shared memory one block may use on sm_90 (227 KB); compiling does not check it
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -111,6 +112,13 @@ def configs(full: bool):
             name = "_int8_gemm_tma_kernel" if cfg.kernel == "tma" else "_int8_gemm_kernel"
             out.append((f"w8a8 {m}x{k}x{n} {cfg}", w8a8, name,
                         lambda a=a, b=b, sa=sa, sb=sb, cfg=cfg: w8a8.int8_gemm(a, b, sa, sb, None, torch.float16, cfg)))
+        # what quant_kernels.correctness() launches: exact fp32 output (the 128x256 TMA tile only with fp16)
+        for cfg, dt in ((w8a8.default_config(m, n, k), torch.float32),
+                        (w8a8.GemmConfig(128, 128, 128, 8, 8, 3, "tma"), torch.float32),
+                        (w8a8.GemmConfig(kernel="tma"), torch.float16)):
+            name = "_int8_gemm_tma_kernel" if cfg.kernel == "tma" else "_int8_gemm_kernel"
+            out.append((f"w8a8 {str(dt)[6:]} out {m}x{k}x{n} {cfg}", w8a8, name,
+                        lambda a=a, b=b, sa=sa, sb=sb, cfg=cfg, dt=dt: w8a8.int8_gemm(a, b, sa, sb, None, dt, cfg)))
         if m >= 64:  # the fused-MLP epilogue (w8a8_fuse): GELU, then int8 with the consumer's scale
             for cfg in (w8a8.default_config(m, n, k, gelu=True), w8a8.GemmConfig(128, 128, 128, 8, 8, 3, "tma")):
                 name = "_int8_gemm_tma_kernel" if cfg.kernel == "tma" else "_int8_gemm_kernel"
@@ -158,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, module, name, launch in configs(args.all):
         try:
             for row in compile_launch(module, name, launch):
+                if row["shared_bytes"] > SMEM_LIMIT:
+                    raise RuntimeError(f"needs {row['shared_bytes']} B of shared memory; sm_90 allows {SMEM_LIMIT}")
                 rows.append({"config": label, "ok": True, **row})
                 print(f"ok   {label}: regs {row['regs']} smem {row['shared_bytes']} spills {row['spills']} "
                       f"tc {','.join(row['tensor_core']) or '-'} tma {row['tma']}", flush=True)

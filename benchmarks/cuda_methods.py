@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SPECS = ["baseline", "half", "torch.dynamic_int8", "quant.minmax", "quant.minmax:bits=8", "quant.gptq",
          "quant.kmeans:bits=2", "quant.kmeans:bits=4", "quant.w8a8", "quant.w8a8:activations=static",
          "quant.w8a8:activations=static,fuse_act=true", "quant.fp8"]
-DRY_SPECS = ["baseline", "quant.minmax", "quant.kmeans:bits=2", "quant.w8a8", "quant.fp8"]
+DRY_SPECS = ["baseline", "quant.minmax", "quant.kmeans:bits=2", "quant.w8a8",
+             "quant.w8a8:activations=static,fuse_act=true", "quant.fp8"]
 KERNELS = {"w8a8": ["quantize_act", "int8_gemm"], "w4a16": ["w4a16_linear"], "codebook": ["codebook_gemv"]}
 
 
@@ -112,7 +113,7 @@ def run_one(spec, name, model, make_inputs, batches, dev, args) -> dict:
     calib = [(make_inputs(16), torch.zeros(16, dtype=torch.long)) for _ in range(4)]
     ctx = CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(calib),
                              trainer=Trainer(), teacher=model, device=dev, seed=0, budget_steps=0, lr=0.0)
-    compressed = method.compress(copy.deepcopy(model), ctx)
+    compressed = method.compress(copy.deepcopy(model).to(dev), ctx)  # as the harness: on the run's device
     with tempfile.TemporaryDirectory() as tmp:
         info = save_artifact(compressed, method, Path(tmp))
         restored = load_artifact(Path(tmp), copy.deepcopy(model), method).eval().to(dev)
@@ -204,8 +205,9 @@ def summary_line(row: dict) -> str:
     parts = []
     for bs, e in row["batches"].items():
         calls = sum(e["kernel_calls"].values())
+        eager = "n/a" if e.get("eager_ms") is None else f"{e['eager_ms']:.3f}"
         graph = f"/{e['graph_ms']:.3f}g" if e.get("graph_ms") else ""
-        parts.append(f"bs{bs} {e['eager_ms']:.3f}{graph}ms snr {e['snr_db']:.1f} k{calls}")
+        parts.append(f"bs{bs} {eager}{graph}ms snr {e['snr_db']:.1f} k{calls}")
     return head + f" {row['size_bytes'] / 1e6:7.3f}MB " + "; ".join(parts)
 
 

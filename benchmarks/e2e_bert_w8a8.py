@@ -222,7 +222,7 @@ def run(args) -> tuple[dict, int]:
                   f"w8a8 {m['w8a8']['median_ms']:8.3f} ms  "
                   f"speedup {m['speedup']:.3f}x  (fp16 rerun differs {m['noise_pct']:.1f}%)", flush=True)
 
-        variants = {spec: variant(spec, base, ids, ref, modes, shape, device, args, torch) for spec in args.extra_spec}
+    variants = {spec: variant(spec, base, ids, ref, modes, shape, device, args, torch) for spec in args.extra_spec}
 
     headline = modes["eager"]["speedup"]
     result = {

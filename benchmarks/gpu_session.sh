@@ -72,28 +72,29 @@ step shim 60 "$PY" -c "import slimbench.methods, slimbench.methods.quant.w8a8 as
 # (c) our Triton kernels: correctness first, then timings -> results/benchmarks/quant-kernels-<gpu>.json
 QK_ARGS=(--out results/benchmarks)
 [ "${QUICK:-0}" = 1 ] && QK_ARGS+=(--quick)
-step quant_kernels 240 "$PY" benchmarks/quant_kernels.py "${QK_ARGS[@]}"
+step quant_kernels 220 "$PY" benchmarks/quant_kernels.py "${QK_ARGS[@]}"
 
-# (d) stock PyTorch kernels, same machine and run, as anchors for the ratios above.
+# (d) the whole model: fp16 BERT-base vs quant.w8a8 -> results/benchmarks/e2e-bert-w8a8-<gpu>.json
+step e2e_bert_w8a8 120 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
+
+# (e) every built-in quantization method through the harness's CUDA path (compress for CUDA,
+# artifact round trip, kernel-call counts, eager + CUDA-graph latency, peak memory)
+#   -> results/benchmarks/cuda-methods-<gpu>.json
+step cuda_methods 60 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
+
+# (f) stock PyTorch kernels, same machine and run, as anchors (last: quant_kernels.py times fp16
+# F.linear itself, so our ratios do not depend on this step)
 STOCK=""
 for c in "${STOCK_KERNELS:-}" .carry/stock_kernels.py shared/bench/stock_kernels.py ../shared/bench/stock_kernels.py; do
     if [ -n "$c" ] && [ -f "$c" ]; then STOCK=$c; break; fi
 done
 if [ -n "$STOCK" ]; then
-    step stock_kernels 60 bash -c '"$0" "$1" 2>&1 | tee "$2"; exit "${PIPESTATUS[0]}"' \
+    step stock_kernels 50 bash -c '"$0" "$1" 2>&1 | tee "$2"; exit "${PIPESTATUS[0]}"' \
         "$PY" "$STOCK" "$OUT/stock-kernels.txt"
 else
     echo "=== stock_kernels: not found (copy /work/shared/bench/stock_kernels.py to .carry/ and carry it)"
     SUMMARY+=("$(printf '%-16s not found' stock_kernels)")
 fi
-
-# (e) the whole model: fp16 BERT-base vs quant.w8a8 -> results/benchmarks/e2e-bert-w8a8-<gpu>.json
-step e2e_bert_w8a8 120 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
-
-# (f) every built-in quantization method through the harness's CUDA path (compress for CUDA,
-# artifact round trip, kernel-call counts, eager + CUDA-graph latency, peak memory)
-#   -> results/benchmarks/cuda-methods-<gpu>.json
-step cuda_methods 60 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
 
 # (g) bring results back: only files this session wrote, flat, within the tool's 8-file limit.
 n=0

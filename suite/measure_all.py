@@ -64,6 +64,7 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
     from slimbench.suite.provenance import device_name
 
     warmup, min_runs, min_s, max_s = profile
+    dtype = compute_dtype(model)
     points = [(d, bs) for d in latency_devices for bs in task.config.latency_batch_sizes]
     with bar(f"{task.name} latency", len(points), progress, unit="cfg") as update:
         for dev in latency_devices:
@@ -87,8 +88,23 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
                                           "batch_size": bs, "median_ms": stats.median_ms,
                                           "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
                                           "std_ms": stats.std_ms, "runs": stats.runs,
-                                          "threads": stats.threads})
+                                          "threads": stats.threads, "dtype": dtype})
                 record["memory"].append({"device": dev.split(":")[0], "device_name": device_name(dev),
-                                         "batch_size": bs, "peak_bytes": peak_memory(call, dev)})
+                                         "batch_size": bs, "peak_bytes": peak_memory(call, dev), "dtype": dtype})
                 update(1)
         model.to("cpu")
+
+
+def compute_dtype(model: torch.nn.Module) -> str:
+    """The dtype the model computes in, recorded with each latency and memory point: a model
+    compressed for CUDA runs in fp16 (`compute=auto`) on every device it is timed on, the CPU
+    included, and a reader must be able to see that."""
+    dtype = getattr(model, "dtype", None)  # CastInputs (half, quantization compute=) and HF models say it
+    if not isinstance(dtype, torch.dtype):  # else: the float dtype holding most parameters
+        counts: dict[torch.dtype, int] = {}
+        for p in model.parameters():
+            if p.is_floating_point():
+                counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+        dtype = max(counts, key=counts.get) if counts else torch.float32
+    return str(dtype).removeprefix("torch.")
+

@@ -19,8 +19,8 @@ RUN_SCHEMA (run.json, version 1):
      "metrics": {"accuracy", "balanced_accuracy", "size_bytes", "params_total",
                  "params_nonzero", "flops_dense", "flops_effective", "weights_bytes"},
      "latency": [{"device", "batch_size", "median_ms", "p90_ms", "mean_ms", "std_ms",
-                  "runs", "threads"}],
-     "memory": [{"device", "batch_size", "peak_bytes"}],
+                  "runs", "threads", "dtype"}],
+     "memory": [{"device", "batch_size", "peak_bytes", "dtype"}],
      "provenance": {"git_commit", "slimbench", "torch", "cuda", "device_name", "cpu_model",
                     "threads", "python", "platform", "mlflow_run_id", "started", "duration_s"},
      "error": str | null}

@@ -80,10 +80,11 @@ def test_cuda_methods_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rec = json.loads((tmp_path / "cuda-methods-cpu.json").read_text())
     rows = {(r["model"].split("/")[0], r["method"]): r for r in rec["rows"]}
-    assert len(rows) == 10 and rec["dry_run"] is True
+    assert len(rows) == 12 and rec["dry_run"] is True
     for task in ("fashion-mnist", "rotten-tomatoes"):
         assert rows[(task, "quant.fp8")]["status"] == "unsupported"
-        for spec, min_db in (("baseline", 100), ("quant.w8a8", 25), ("quant.minmax", 10)):
+        for spec, min_db in (("baseline", 100), ("quant.w8a8", 25), ("quant.minmax", 10),
+                             ("quant.w8a8:activations=static,fuse_act=true", 20)):
             row = rows[(task, spec)]
             assert row["status"] == "ok", row
             for entry in row["batches"].values():
@@ -116,6 +117,7 @@ def test_kernels_compile_for_hopper(tmp_path):
     assert all(r["tma"] and "IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_tma_kernel"])
     assert any("IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_kernel"])
     assert not any(r["spills"] for r in rows)
+    assert max(r["shared_bytes"] for r in rows) <= 232448  # sm_90's per-block limit (the script enforces it too)
 
 
 def test_quant_kernels_smoke_runs_every_path(tmp_path):

@@ -39,6 +39,7 @@ def test_run_tracks_measurements_in_mlflow(tmp_path, monkeypatch, capsys):
         assert m["size_bytes"] == sum(f.stat().st_size for f in local.iterdir())
         assert run.data.params["task"] == "toy" and run.data.tags["slimbench.git_commit"]
         assert rec["provenance"]["mlflow_run_id"] == run.info.run_id and rec["command"].startswith("slimbench run")
+        assert {e["dtype"] for e in rec["latency"] + rec["memory"]} == {"float32"}  # what was timed
     by_method = {rec["method"]["name"]: rec for _, rec in runs}
     assert by_method["torch.dynamic_int8"]["metrics"]["size_bytes"] < by_method["baseline"]["metrics"]["size_bytes"] / 2
     out = capsys.readouterr().out

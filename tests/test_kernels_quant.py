@@ -148,11 +148,15 @@ def test_int8_gemm_fused_activation_and_requantization(kern, act, kernel):
         kern["w8a8"].int8_gemm(xq, q.weight, xs, q.weight_scale, None, torch.float32, cfg, act="swish")
 
 
-def test_int8_gemm_tma_falls_back_and_rejects_unknown(kern):
-    """K not a multiple of 16 cannot be described to TMA: the plain kernel runs instead."""
+def test_int8_gemm_tma_refuses_unaligned_and_unknown(kern):
+    """K not a multiple of 16 cannot be described to TMA: an explicit TMA request says so
+    (a sweep must never time the plain kernel under the TMA label)."""
     a = torch.randint(-127, 128, (4, 24), dtype=torch.int8)
     b = torch.randint(-127, 128, (8, 24), dtype=torch.int8)
     assert not kern["w8a8"].tma_ok(a, b, torch.float32)
+    with pytest.raises(ValueError, match="kernel='tma' needs .* K=24"):
+        kern["w8a8"].int8_gemm(a, b, torch.ones(4), torch.ones(8), None, torch.float32,
+                               kern["w8a8"].GemmConfig(16, 16, 32, 2, 4, 1, "tma"))
     with pytest.raises(ValueError, match="kernel='wgmma'.*'plain', 'tma'"):
         kern["w8a8"].int8_gemm(a, b, torch.ones(4), torch.ones(8), None, torch.float32,
                                kern["w8a8"].GemmConfig(16, 16, 32, 2, 4, 1, "wgmma"))

@@ -99,3 +99,28 @@ def test_fused_hf_bert_mlp():
     inputs = {"input_ids": torch.randint(0, 100, (3, 12)), "attention_mask": torch.ones(3, 12, dtype=torch.long)}
     with torch.no_grad():
         assert torch.equal(fused(**inputs), plain(**inputs))
+
+
+class Ambiguous(nn.Module):
+    """One ReLU module used twice, and one GELU output read by two quantized Linears: neither
+    chain is unambiguous, so neither may be fused (a shared module would vanish from its other
+    use; two consumers would each want their own scale)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 32)
+        self.d, self.e, self.f = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 32)
+        self.relu, self.gelu = nn.ReLU(), nn.GELU()
+
+    def forward(self, x):
+        h = self.c(self.relu(self.b(self.relu(self.a(x)))))
+        g = self.gelu(self.d(h))
+        return self.e(g) + self.f(g)
+
+
+def test_ambiguous_chains_are_left_alone():
+    c = ctx()
+    model = create_method("quant.w8a8:activations=static,fuse_act=true,skip=").compress(Ambiguous(), c)
+    assert not any(isinstance(m, W8A8ActLinear) for m in model.modules())
+    assert isinstance(model.relu, nn.ReLU) and isinstance(model.gelu, nn.GELU)

@@ -81,16 +81,26 @@ class W8A8ActLinear(W8A8Linear):
 
 
 def trace(model: nn.Module, ctx: "CompressionContext") -> list[dict]:
-    """One calibration batch through `model`: each (W8A8 Linear -> activation module -> W8A8
-    Linear) chain by tensor identity (the tensors are kept alive, so ids are not reused)."""
+    """One calibration batch through `model` (eval mode): each (W8A8 Linear -> activation module
+    -> W8A8 Linear) chain by tensor identity (the tensors are kept alive, so ids are not reused).
+    Only unambiguous chains are returned: an activation module called more than once (shared,
+    so replacing it would change its other uses), an activation output read by more than one
+    W8A8 layer (each wants its own scale) or a producer feeding more than one activation is
+    left alone. Readers that are not modules (a residual add) cannot be seen here: `fuse`
+    compares the fused model with the unfused one for those."""
     produced, act_out, chains, handles, keep = {}, {}, [], [], []
+    calls: dict[str, int] = {}
+    readers: dict[int, int] = {}
+    fed: dict[str, int] = {}
     names = {m: n for n, m in model.named_modules()}
 
     def on_linear_in(module, args):
         x = args[0]
         if id(x) in act_out:
+            readers[id(x)] = readers.get(id(x), 0) + 1
             producer, act_name, kind = act_out[id(x)]
-            chains.append({"producer": producer, "act": kind, "act_module": act_name, "consumer": names[module]})
+            chains.append({"producer": producer, "act": kind, "act_module": act_name, "consumer": names[module],
+                           "_out": id(x)})
 
     def on_linear_out(module, args, out):
         keep.append(out)
@@ -98,7 +108,9 @@ def trace(model: nn.Module, ctx: "CompressionContext") -> list[dict]:
 
     def on_act(module, args, out):
         keep.append(out)
+        calls[names[module]] = calls.get(names[module], 0) + 1
         if id(args[0]) in produced:
+            fed[produced[id(args[0])]] = fed.get(produced[id(args[0])], 0) + 1
             act_out[id(out)] = (produced[id(args[0])], names[module], act_kind(module))
 
     for m in model.modules():
@@ -106,6 +118,8 @@ def trace(model: nn.Module, ctx: "CompressionContext") -> list[dict]:
             handles += [m.register_forward_pre_hook(on_linear_in), m.register_forward_hook(on_linear_out)]
         elif act_kind(m) is not None:
             handles.append(m.register_forward_hook(on_act))
+    was_training = model.training
+    model.eval()
     try:
         batch = next(iter(ctx.calibration()), None)
         if batch is None:
@@ -115,12 +129,9 @@ def trace(model: nn.Module, ctx: "CompressionContext") -> list[dict]:
     finally:
         for h in handles:
             h.remove()
-    seen, unique = set(), []
-    for c in chains:  # a producer feeds one activation; the first consumer seen wins
-        if c["producer"] not in seen:
-            seen.add(c["producer"])
-            unique.append(c)
-    return unique
+        model.train(was_training)
+    return [{k: v for k, v in c.items() if k != "_out"} for c in chains
+            if calls[c["act_module"]] == 1 and readers[c["_out"]] == 1 and fed[c["producer"]] == 1]
 
 
 def apply(model: nn.Module, fusions: list[dict], fill: bool = True) -> None:
@@ -140,8 +151,11 @@ def apply(model: nn.Module, fusions: list[dict], fill: bool = True) -> None:
         replace_module(model, f["act_module"], nn.Identity())
 
 
-def fuse(model: nn.Module, ctx: "CompressionContext", owner: str, min_snr_db: float = 40.0) -> list[dict]:
-    """Trace, fuse, and check the fused model against the unfused one on a calibration batch."""
+def fuse(model: nn.Module, ctx: "CompressionContext", owner: str, min_snr_db: float = 30.0) -> list[dict]:
+    """Trace, fuse, and check the fused model against the unfused one on a calibration batch:
+    identical on the CPU (the same torch ops in the same order); on a GPU the epilogue computes
+    the activation in fp32 where the unfused model may round to fp16 first, so there the check
+    is an SNR floor (30 dB), well above what a tensor with another reader gave in tests (3 dB)."""
     fusions = trace(model, ctx)
     for f in fusions:
         consumer = model.get_submodule(f["consumer"])
@@ -157,7 +171,8 @@ def fuse(model: nn.Module, ctx: "CompressionContext", owner: str, min_snr_db: fl
         after = model(**batch)
     model.train(was_training)
     ref, out = _logits(before).float(), _logits(after).float()
-    if not torch.equal(ref, out) and snr_db(ref, out) < min_snr_db:
+    exact = ref.device.type == "cpu"
+    if (exact and not torch.equal(ref, out)) or (not exact and snr_db(ref, out) < min_snr_db):
         raise ValueError(f"{owner}: fuse_act changed the model's output (SNR {snr_db(ref, out):.1f} dB on a "
                          "calibration batch): a fused tensor has another reader; use fuse_act=false")
     return fusions

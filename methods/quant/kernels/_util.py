@@ -26,7 +26,9 @@ def pow2_cover(n: int, lo: int, hi: int) -> int:
 
 @triton.jit
 def round_half_even(v):
-    """torch.round semantics (ties to even), so kernel codes match the CPU reference exactly."""
+    """torch.round semantics (ties to even), so kernel codes match the CPU reference; exact except
+    within an ulp of a .5 boundary, where the fp32 add `v + 0.5` itself rounds (a 1-code
+    difference the tests allow)."""
     r = tl.floor(v + 0.5)
     tie = (r - v) == 0.5
     odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
