@@ -104,11 +104,8 @@ class StaticInt8Linear(nn.Module):
 
     def _prepacked(self):
         if self._packed is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                qw = torch._make_per_channel_quantized_tensor(
-                    self.weight_int8, self.weight_scale.double(), self.weight_zero_point.long(), 0)
-            packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+            from slimbench.methods.reference.layers import prepack_int8
+            packed = prepack_int8(self.weight_int8, self.weight_scale, self.weight_zero_point, self.bias)
             self._packed = (packed, float(self.input_scale), int(self.input_zero_point),
                             float(self.output_scale), int(self.output_zero_point))
         return self._packed

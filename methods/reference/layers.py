@@ -29,6 +29,16 @@ class CastInputs(nn.Module):
         return self.model(**cast).float()
 
 
+def prepack_int8(weight_int8: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                 bias: torch.Tensor | None):
+    """Stock fbgemm/x86 packed weights from the stored int8 codes + per-channel scales (the
+    stock kernels still want a qint8 tensor; building one warns, hence the filter)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch._make_per_channel_quantized_tensor(weight_int8, scale.double(), zero_point.long(), 0)
+    return torch.ops.quantized.linear_prepack(qw, bias)
+
+
 class DynamicInt8Linear(nn.Module):
     """A Linear whose weight is int8 per-channel; runs `quantized::linear_dynamic`."""
 
@@ -57,12 +67,8 @@ class DynamicInt8Linear(nn.Module):
 
     def _prepacked(self):
         if self._packed is None:
-            with warnings.catch_warnings():  # the stock kernel still wants a qint8 tensor
-                warnings.simplefilter("ignore", UserWarning)
-                qw = torch._make_per_channel_quantized_tensor(
-                    self.weight_int8, self.weight_scale.double(),
-                    torch.zeros(self.out_features, dtype=torch.long), 0)
-            self._packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+            self._packed = prepack_int8(self.weight_int8, self.weight_scale,
+                                        torch.zeros(self.out_features, dtype=torch.long), self.bias)
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
