@@ -25,7 +25,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,21 +33,6 @@ DEV = "cuda"  # "cpu" under --smoke (the Triton interpreter)
 SHAPES = [(8192, 8192, 8192), (1, 4096, 11008), (16, 4096, 11008), (4096, 768, 3072), (4096, 3072, 768),
           (16384, 4096, 4096), (32, 4096, 4096)]
 SMOKE_SHAPES = [(64, 128, 96), (1, 1024, 64), (16, 256, 48)]  # --smoke: every code path, tiny
-
-
-def import_slimbench() -> None:
-    """Make `slimbench.*` importable from this checkout even where it is not installed."""
-    try:
-        import slimbench.methods  # noqa: F401
-        return
-    except ImportError:
-        pass
-    shim = Path(tempfile.mkdtemp(prefix="slimbench-shim-")) / "slimbench"
-    shim.mkdir()
-    for root in ("suite", "methods", "tasks", "leaderboard"):
-        if (ROOT / root).is_dir():
-            (shim / root).symlink_to(ROOT / root, target_is_directory=True)
-    sys.path.insert(0, str(shim.parent))
 
 
 def bench(fn, torch, reps: int, flush: bool, warm: int = 10) -> float:
@@ -326,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not torch.cuda.is_available():
         print("quant_kernels: no CUDA device here; run this on the GPU machine. Nothing was measured.")
         return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from e2e_bert_w8a8 import import_slimbench  # the one shim the GPU scripts share
     import_slimbench()
     import triton
 
