@@ -5,7 +5,7 @@ subpackages from the wheel; there is no `slimbench/__init__.py` (implicit namesp
 """
 from setuptools import find_packages, setup
 
-_ROOTS = ("suite", "methods", "tasks", "leaderboard")
+_ROOTS = ("core", "suite", "methods", "tasks", "leaderboard")
 
 packages, package_dir = [], {}
 for root in _ROOTS:

@@ -98,12 +98,12 @@ class KernelCounter:
 def run_one(spec, name, model, make_inputs, batches, dev, args) -> dict:
     import torch
 
-    from slimbench.methods import CompressionContext, create_method
-    from slimbench.methods.quant.common import snr_db
+    from slimbench.methods import create_method
+    from slimbench.methods.common.layers import snr_db
     from slimbench.suite.artifact import load_artifact, save_artifact
+    from slimbench.suite.context import make_context
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
     from slimbench.suite.measure.memory import peak_memory
-    from slimbench.suite.trainer import Trainer
 
     row: dict = {"model": name, "method": spec}
     method = create_method(spec)
@@ -111,14 +111,14 @@ def run_one(spec, name, model, make_inputs, batches, dev, args) -> dict:
     if reason:
         return {**row, "status": "unsupported", "reason": reason}
     calib = [(make_inputs(16), torch.zeros(16, dtype=torch.long)) for _ in range(4)]
-    ctx = CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(calib),
-                             trainer=Trainer(), teacher=model, device=dev, seed=0, budget_steps=0, lr=0.0)
+    ctx = make_context(baseline=model, device=dev, calibration=calib, train=calib, owner=spec)
     compressed = method.compress(copy.deepcopy(model).to(dev), ctx)  # as the harness: on the run's device
+    meta = getattr(compressed, "meta", {})
     with tempfile.TemporaryDirectory() as tmp:
         info = save_artifact(compressed, method, Path(tmp))
-        restored = load_artifact(Path(tmp), copy.deepcopy(model), method).eval().to(dev)
-    row.update(status="ok", size_bytes=info.size_bytes, compute_dtype=method.artifact_meta(restored).get(
-        "compute_dtype") if spec.startswith("quant.") else None, batches={})
+        # a fresh fp32 copy stands in for the task's builder: these models are not tasks
+        restored = load_artifact(Path(tmp), lambda **_: copy.deepcopy(model), method).eval().to(dev)
+    row.update(status="ok", size_bytes=info.size_bytes, compute_dtype=meta.get("compute_dtype"), batches={})
     ref_model = copy.deepcopy(model).to(dev)
     for bs in batches:
         inputs = {k: v.to(dev) for k, v in make_inputs(bs).items()}

@@ -41,7 +41,7 @@ TINY = dict(layers=2, hidden=64, heads=2, intermediate=128, batch=2, seq=16)
 def import_slimbench() -> str:
     """Make `slimbench.*` importable where it is not installed (the GPU machine); returns how.
 
-    setup.py maps suite/, methods/, tasks/, leaderboard/ into the `slimbench` namespace, so a
+    setup.py maps core/, suite/, methods/, tasks/, leaderboard/ into the `slimbench` namespace, so a
     temporary `slimbench/` folder of symlinks to them, put first on sys.path, is the same
     package without pip. If symlinks cannot be made, a namespace module whose __path__ is the
     repo root does the same job."""
@@ -56,7 +56,7 @@ def import_slimbench() -> str:
         shim = Path(tempfile.mkdtemp(prefix="slimbench-shim-")) / "slimbench"
         atexit.register(shutil.rmtree, shim.parent, True)  # symlinks only: the repo is untouched
         shim.mkdir()
-        for root in ("suite", "methods", "tasks", "leaderboard"):
+        for root in ("core", "suite", "methods", "tasks", "leaderboard"):
             if (ROOT / root).is_dir():
                 (shim / root).symlink_to(ROOT / root, target_is_directory=True)
         sys.path.insert(0, str(shim.parent))
@@ -102,13 +102,13 @@ def compress(model, spec: str, device, calib=()):
 
     The suite wraps a CUDA model to compute in fp16 (`compute=auto`); this model is fp16
     already and returns a HF output object, so the quantized model inside is used as is."""
-    from slimbench.methods import CompressionContext, create_method
-    from slimbench.methods.quant.compute import unwrap
+    from slimbench.methods import create_method
+    from slimbench.methods.common.cast import unwrap
+    from slimbench.suite.context import make_context
 
     method = create_method(spec)
-    ctx = CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(()),
-                             trainer=None, teacher=None, device=device, seed=0, budget_steps=0, lr=0.0)
-    return unwrap(method.compress(model, ctx))[0]
+    ctx = make_context(device=device, calibration=list(calib), owner=spec)
+    return unwrap(method.compress(model, ctx).model)[0]
 
 
 def time_ms(fn, torch, reps: int, warmup: int, cuda: bool = True) -> dict:
@@ -173,8 +173,8 @@ def run(args) -> tuple[dict, int]:
 
     base = build_model(shape, device, dtype)
     quant = compress(copy.deepcopy(base), args.spec, device)
-    from slimbench.methods.quant.w8a8 import quantized_names
-    qnames = quantized_names(quant)
+    from slimbench.methods.quant.w8a8 import W8A8Base
+    qnames = [n for n, m in quant.named_modules() if isinstance(m, W8A8Base)]
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, base.config.vocab_size, (shape["batch"], shape["seq"]), generator=gen).to(device)
 

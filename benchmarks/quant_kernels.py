@@ -202,7 +202,7 @@ def checked(make, ref):
 
 def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], save=lambda: None) -> list[dict]:
     """Append one entry per (kernel, shape) to `rows`, calling `save()` after each shape."""
-    from slimbench.methods.quant import packing
+    from slimbench.methods.common import storage as packing
     from slimbench.methods.quant.kernels import codebook, w4a16, w8a8
 
     def timed(fn):

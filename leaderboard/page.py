@@ -37,7 +37,8 @@ class Assets:
     @classmethod
     def load(cls) -> "Assets":
         root = resources.files(__package__)
-        return cls(css=root.joinpath("style.css").read_text(encoding="utf-8"),
+        from slimbench.leaderboard.plots import family_css
+        return cls(css=root.joinpath("style.css").read_text(encoding="utf-8") + family_css() + "\n",
                    js=root.joinpath("app.js").read_text(encoding="utf-8"))
 
     def shell(self, title: str, body: str, script: bool = False, data: Any = None) -> str:

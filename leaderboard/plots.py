@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Callable
 
+from slimbench.core.families import FAMILY_COLOURS, UNKNOWN_COLOUR, family_slug
 from slimbench.leaderboard.stats import pareto_front
 
 W, H = 460, 300
@@ -65,13 +66,19 @@ def _padded(lo: float, hi: float, log: bool) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def family_class(family: str, known: tuple[str, ...]) -> str:
-    """A CSS class from a fixed list: a run's family string never reaches an attribute raw."""
-    return f"fam-{known.index(family)}" if family in known else "fam-x"
+def family_class(family: str) -> str:
+    """A CSS class from the fixed family list: a run's family string never reaches an attribute raw."""
+    return family_slug(family)
+
+
+def family_css() -> str:
+    """One fill rule per family, from its colour in `core.families` (keyed by name, not position)."""
+    rules = [f"circle.{family_slug(f)} {{ fill: {c}; }}" for f, c in FAMILY_COLOURS.items()]
+    return "\n".join([*rules, f"circle.fam-x {{ fill: {UNKNOWN_COLOUR}; }}"])
 
 
 def scatter_svg(points: list[Point], title: str, x_label: str, fmt_x: Callable[[float], str],
-                families: tuple[str, ...] = ()) -> str:
+                ) -> str:
     """An SVG scatter of accuracy (y, %) against cost (x), Pareto front highlighted."""
     pts = [p for p in points if math.isfinite(p.cost) and math.isfinite(p.accuracy)]
     head = (f'<svg class="plot" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
@@ -106,7 +113,7 @@ def scatter_svg(points: list[Point], title: str, x_label: str, fmt_x: Callable[[
     boxes: list[tuple[float, float, float, float]] = []
     for p, on in zip(pts, front):
         cx, cy = sx(p.cost), sy(p.accuracy)
-        cls = f'pt {"front" if on else "dominated"} {family_class(p.family, families)}'
+        cls = f'pt {"front" if on else "dominated"} {family_class(p.family)}'
         out.append(f'<a href="{escape(p.href)}"><circle class="{cls}" cx="{cx:.1f}" cy="{cy:.1f}" r="5" '
                    f'data-label="{escape(p.label)}" data-href="{escape(p.href)}" data-front="{int(on)}">'
                    f'<title>{escape(p.label)}: {escape(p.detail)}{"" if on else " (dominated)"}</title>'

@@ -6,16 +6,18 @@ and run device, at one latency (device, batch size); accuracy, size and FLOPs do
 depend on the batch and repeat across a configuration's rows.
 
 Finished runs of simulated methods go to their own rows (`kind="simulated"`), and runs
-that did not finish go to `FailedRun`s, so neither can be mistaken for real results.
+that did not finish go to `FailedRun`s, so neither can be mistaken for real results. Runs are
+read through `Tracker.read_records` (search candidates are never rows); the same rows feed
+the terminal summary (`suite.summary`).
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from slimbench.core.record import device_label as _device_label
 from slimbench.leaderboard.stats import mean_ci, median
 
 BASELINE = "baseline"
@@ -32,10 +34,9 @@ def get(d: Any, *path: str, default: Any = None) -> Any:
 
 
 def device_label(run: dict[str, Any]) -> str:
-    """`cpu (AMD EPYC ...)`: latency is only comparable on the same hardware."""
-    kind = str(get(run, "device", "type", default="?"))
-    name = str(get(run, "device", "name", default=""))
-    return f"{kind} ({name})" if name and name != kind else kind
+    """`cpu (AMD EPYC ... · AVX2)`: latency is only comparable on the same hardware and instruction set,
+    so rows of different capabilities never share a section."""
+    return _device_label(get(run, "device", default={}))
 
 
 def section_key(run: dict[str, Any]) -> SectionKey:
@@ -69,6 +70,7 @@ class Row:
     compression: float | None
     flops_dense: float | None
     flops_effective: float | None
+    bops: float | None
     device: str
     batch_size: int | None
     latency_median_ms: float | None
@@ -212,6 +214,7 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         size_bytes=size, compression=_ratio(b_size, size),
         flops_dense=median(group.metric("flops_dense")),
         flops_effective=median(group.metric("flops_effective")),
+        bops=median(group.metric("bops")),
         device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
         latency_p90_ms=lat_p90.get((dev, bs)),
         speedup=_ratio(b_lat.get((dev, bs)), lat_med.get((dev, bs))),
@@ -274,47 +277,6 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
     return Board(sections=sections, pages=list(zip(pages, runs)))
 
 
-def _from_mlflow(run: Any) -> dict[str, Any]:
-    """A FAILED run.json stand-in for a run that never wrote one (killed hard, or still running).
-
-    Built from the tags and params the harness logs when a run starts (see suite.runner).
-    """
-    tags, params = dict(run.data.tags), dict(run.data.params)
-    skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile"}
-    prov: dict[str, Any] = {k.split(".", 1)[1]: v for k, v in tags.items()
-                            if k.startswith("slimbench.") and k.split(".", 1)[1] not in skip}
-    prov["mlflow_run_id"] = run.info.run_id
-    if run.info.start_time:
-        prov["started"] = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).isoformat()
-    seed = params.get("seed")
-    device = str(params.get("device", "?"))
-    return {
-        "schema": 1, "run_key": tags.get("slimbench.run_key", ""), "status": "FAILED", "command": None,
-        "task": {"name": tags.get("slimbench.task") or params.get("task", "?"),
-                 "profile": tags.get("slimbench.profile") or params.get("profile", "")},
-        "method": {"name": tags.get("slimbench.method") or params.get("method", "?"),
-                   "family": tags.get("slimbench.family", ""), "label": tags.get("slimbench.label", ""),
-                   "simulated": tags.get("slimbench.simulated") == "true",
-                   "config": {k[7:]: v for k, v in params.items() if k.startswith("config.")}},
-        "seed": int(seed) if seed and seed.lstrip("-").isdigit() else seed,
-        "device": {"type": device.split(":")[0], "name": prov.get("device_name", ""),
-                   "threads": prov.get("threads")},
-        "metrics": {}, "latency": [], "memory": [], "provenance": prov,
-        "error": "no run.json: the run was killed before writing its results, or is still running "
-                 f"(MLflow status {run.info.status})",
-    }
-
-
 def load_runs(tracker: Any) -> list[dict[str, Any]]:
-    """Every run of the tracker's experiment as a run.json dict (stand-ins for killed runs)."""
-    out = []
-    for run in tracker.runs():
-        data = tracker.run_json(run.info.run_id)
-        if not isinstance(data, dict):
-            data = _from_mlflow(run)
-        prov = data.setdefault("provenance", {})
-        if isinstance(prov, dict) and not prov.get("mlflow_run_id"):
-            prov["mlflow_run_id"] = run.info.run_id
-        out.append(data)
-    from slimbench.suite.tracking import latest_per_key
-    return latest_per_key(out)
+    """Every run of the tracker's experiment as a record dict (the tracker's one reader)."""
+    return tracker.read_records()

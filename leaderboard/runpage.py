@@ -12,10 +12,11 @@ from slimbench.leaderboard.rows import device_label, get
 
 _METRIC_FMT: dict[str, Callable[[Any], str]] = {
     "accuracy": lambda v: fmt.pct(v) + " %", "balanced_accuracy": lambda v: fmt.pct(v) + " %",
-    "size_bytes": fmt.size, "weights_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops,
+    "size_bytes": fmt.size, "weights_bytes": fmt.size, "tensors_bytes": fmt.size, "meta_bytes": fmt.size,
+    "index_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops, "bops": fmt.flops,
     "compress_seconds": lambda v: f"{v:.3g} s"}
 _PROVENANCE_ORDER = ("mlflow_run_id", "git_commit", "slimbench", "torch", "cuda", "python", "platform",
-                     "device_name", "cpu_model", "threads", "started", "duration_s")
+                     "device_name", "cpu_model", "cpu_capability", "threads", "started", "duration_s")
 
 
 def _text(v: Any) -> str:
@@ -101,6 +102,19 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
     parts.append("<h2>Config</h2>" + (_table(["field", "value"], cfg_rows) if cfg_rows else
                                       '<p class="muted">Default config (no fields).</p>'))
     parts.append("<h2>Metrics</h2>" + _metrics(run))
+    own = get(run, "method", default={})
+    mm = get(run, "method_metrics", default={})
+    parts.append("<h2>What the method reported</h2>" + (
+        _table(["name", "value"], [[str(k), _text(v)] for k, v in sorted(mm.items())])
+        if isinstance(mm, dict) and mm else '<p class="muted">Nothing beyond the measurements.</p>'))
+    budget = get(run, "budget", default={})
+    if isinstance(budget, dict) and budget:
+        parts.append("<h2>Budget</h2>" + _table(
+            ["account", "optimizer steps used", "granted"],
+            [[str(k), _text(get(v, "used")), _text(get(v, "budget"))] for k, v in sorted(budget.items())]))
+    files = get(own, "config_files", default={})
+    for path, text in (files.items() if isinstance(files, dict) else []):
+        parts.append(f"<h2>Config file <code>{escape(str(path))}</code></h2><pre>{escape(str(text))}</pre>")
     parts.append("<h2>Latency</h2>" + _entries(run, "latency", ["device", "batch_size", "median_ms", "p90_ms",
                                                                "mean_ms", "std_ms", "runs", "threads"]))
     parts.append("<h2>Memory</h2>" + _entries(run, "memory", ["device", "batch_size", "peak_bytes"]))

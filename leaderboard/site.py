@@ -18,7 +18,7 @@ from slimbench.leaderboard.page import Assets
 from slimbench.leaderboard.plots import Point, family_class, scatter_svg
 from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, aggregate, get
 from slimbench.leaderboard.runpage import render_run_page
-from slimbench.methods.base import FAMILIES
+from slimbench.core.families import FAMILIES
 
 TITLE = "slimbench leaderboard"
 EXPORTS = (("leaderboard.md", "Markdown"), ("rows.csv", "CSV"), ("rows.json", "JSON"),
@@ -102,14 +102,14 @@ def _plots(sec: Section) -> str:
     if not sec.real:
         return ""
     configs = list({tuple(r.pages): r for r in sec.real}.values())
-    svgs = [scatter_svg(_points(configs, "size_bytes", fmt.size), "Accuracy vs size", "size", fmt.size, FAMILIES)]
+    svgs = [scatter_svg(_points(configs, "size_bytes", fmt.size), "Accuracy vs size", "size", fmt.size)]
     combos = sorted({(r.device, r.batch_size) for r in sec.real if r.latency_median_ms is not None},
                     key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
     for dev, bs in combos:
         rows = [r for r in sec.real if (r.device, r.batch_size) == (dev, bs)]
         svgs.append(scatter_svg(_points(rows, "latency_median_ms", fmt.ms),
-                                f"Accuracy vs latency · {dev} · batch {bs}", "median latency", fmt.ms, FAMILIES))
-    legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_class(f, FAMILIES)}" '
+                                f"Accuracy vs latency · {dev} · batch {bs}", "median latency", fmt.ms))
+    legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_class(f)}" '
                       f'cx="5" cy="5" r="4"/></svg> {escape(f)}' for f in FAMILIES)
     return (f'<div class="plots">{"".join(svgs)}</div><p class="legend">{legend} · the dashed line is the '
             "Pareto front (labelled); dominated configurations are dimmed. Click a point for its run.</p>")

@@ -1,4 +1,4 @@
-"""Synthetic run.json records following RUN_SCHEMA (slimbench.suite.tracking).
+"""Synthetic run.json records following the run record schema (slimbench.core.record).
 
 For the build benchmark (1,000 runs without training anything) and for tests and demos
 of the leaderboard; nothing here is ever mixed with real results.

@@ -1,7 +1,11 @@
 """slimbench.methods: compression method plugins and their kernels.
 
-Public API: `METHODS` (the registry), `register_method`, `create_method`, `Method`,
-`MethodConfig`, `CompressionContext`.
+Public API for plugin authors: `Method`, `MethodConfig`, `setting`, `check`, `Compressed`,
+`CompressionContext`, `register_method`, and `METHODS` (the registry) / `create_method`.
+Shared layer tools (selection, swapping, calibration, storage formats, resizing) are in
+`slimbench.methods.common`.
 """
+from slimbench.core.config import ConfigError, MethodConfig, check, setting  # noqa: F401
+from slimbench.core.families import FAMILIES  # noqa: F401
 from slimbench.methods.base import (  # noqa: F401
-    FAMILIES, METHODS, CompressionContext, Method, MethodConfig, create_method, register_method)
+    METHODS, Compressed, CompressionContext, Method, as_compressed, create_method, register_method)

@@ -1,87 +1,167 @@
 """The method plugin contract.
 
-A method is a `Method` subclass with a typed, versioned config dataclass and one job:
-`compress(model, ctx) -> compressed model`. The suite (not the method) serializes the
-result, measures it and tracks it, so every method is measured the same way.
+A method is a `Method` subclass with a typed, versioned config (`MethodConfig`) and one job:
+`compress(model, ctx) -> Compressed`. The suite, not the method, serializes the result,
+reloads it, measures it and tracks it, so every method is measured the same way.
 
-Contract for the compressed model:
-- its `state_dict()` holds only plain tensors (any dtype: packed uint8, int8, fp16...),
-  because that is exactly what is written to the safetensors artifact and weighed;
-- `restore(model, tensors, meta)` rebuilds it from an *uncompressed* model of the task's
-  architecture plus those tensors, so a saved artifact loads back and gives the same outputs;
-- a module whose real cost differs from its dense ops (sparse, low-bit, custom kernels)
-  may define `slim_cost(inputs, output) -> {"dense": flops, "effective": flops}`; the FLOP
-  counter then uses it instead of what it traced inside that module.
+What a method gets (`CompressionContext`, built by the suite's one `make_context` factory):
+- `task`: a `TaskSpec`: the task's name and kind, its budgets, and `build_model(**overrides)`
+  for fresh models of its architecture (a student, a search child); no data;
+- data: `calibration()`, `train_batches()` (endless, at the fine-tuning batch size, seeded by the
+  run), `val_batches()` and `example_inputs(n)` (validation). Nothing in the context leads to
+  the test split: selection (checkpoints, ranks, sparsities, architectures) uses validation data;
+- `trainer`: the one trainer (`fit(model, batches, recipe, seed, loss=, param_groups=, before_step=,
+  after_step=, account=)`); every optimizer step is charged to the run's `StepLedger`, and a
+  method asking for more than its budget (`ctx.finetune.steps`, or `ctx.search.steps` on the
+  `search` account) fails with `BudgetExceeded`. The run records steps used vs granted;
+- `teacher`: a frozen eval-mode copy of the baseline on the run's device, private to the run:
+  nothing done to it reaches other runs or the restore skeleton;
+- `device`, `seed`, `log_candidate(...)` (one nested MLflow run per search candidate).
+
+What a method returns (`Compressed`):
+- `model`: its `state_dict()` holds only plain tensors (any dtype: packed uint8, int8, fp16...),
+  exactly what is written to the safetensors artifact and weighed;
+- `meta`: only what `restore` needs, written to `model.json` (which is weighed too);
+- `metrics`: what the run should record (achieved sparsity, ranks, teacher accuracy, search
+  cost...), kept in the run record and MLflow, never in the artifact;
+- `build_overrides`: the `task.build_model(**overrides)` arguments of the restore skeleton when the
+  architecture changed (fewer layers, narrower...). A bare `nn.Module` return means `Compressed(model)`.
+
+How it is reloaded: the suite builds a fresh model with `task.build_model(**build_overrides)` and
+calls `restore(model, tensors, meta)`, which must rebuild the compressed model from that and the
+saved tensors alone. The default restore resizes Linear/Conv/Norm/Embedding layers to the saved
+tensors (`methods.common.resize`) and loads them strictly; methods that swap layers record which
+in `meta` and swap exactly those back (`methods.common.swap.LayerSwapMethod`).
+
+A module whose real cost differs from its dense ops (sparse, low-bit, factorised) may define
+`slim_cost(inputs, output) -> {"dense", "effective", "bops"}`, and a module storing index
+tensors (sparse masks, CSR indices, N:M metadata) lists their buffer names in `slim_index`, so
+parameter counts count values and index bytes are reported apart. Bump a method's `version`
+when its algorithm changes: it is part of the run key, so fixed methods are re-run.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
-from slimbench.suite.registry import Registry
+from slimbench.core.config import MethodConfig, build, is_inline, ordered_fields, parse_spec, to_dict
+from slimbench.core.families import FAMILIES
+from slimbench.core.recipe import FINETUNE, SearchBudget, StepLedger, TrainRecipe
+from slimbench.core.registry import Registry
+from slimbench.core.task import TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
-    from slimbench.suite.trainer import Trainer
-    from slimbench.tasks.base import Task, TrainRecipe
 
-FAMILIES = ("reference", "quantization", "pruning", "distillation", "low-rank", "nas")
+Batch = tuple[dict, "torch.Tensor"]
 
 
-@dataclass(frozen=True)
-class MethodConfig:
-    """Base of every method config: frozen, typed, versioned, recorded verbatim per run."""
+@dataclass
+class Compressed:
+    """A method's result: the model, what restore needs, what the run records, how to rebuild."""
 
-    version: int = field(default=1, metadata={"help": "config schema version"})
+    model: "nn.Module"
+    meta: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    build_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def as_compressed(result: Any) -> Compressed:
+    """Normalise what `compress` returned (a `Compressed` or a bare model)."""
+    if isinstance(result, Compressed):
+        return result
+    if callable(getattr(result, "state_dict", None)):
+        return Compressed(result)
+    raise TypeError(f"compress must return a Compressed or an nn.Module, got {type(result).__name__}")
+
+
+class TrainerLike(Protocol):
+    """The trainer interface methods use (implemented by the suite's `Trainer`)."""
+
+    def fit(self, model: "nn.Module", batches: Iterable[Batch], recipe: TrainRecipe, seed: int, **kwargs: Any
+            ) -> Any: ...
 
 
 @dataclass
 class CompressionContext:
-    """What a method may use while compressing.
+    """What a method may use while compressing (see the module docstring). Build it with
+    `slimbench.suite.context.make_context`, never by hand."""
 
-    Attributes:
-        task: the task (its definition, data and metric).
-        calibration: a callable yielding calibration batches `(inputs: dict, labels)`.
-        train_batches: a callable yielding an endless stream of training batches.
-        trainer: the one shared trainer (fine-tuning, QAT, distillation, NAS proxies).
-        teacher: the baseline model, untouched (for distillation).
-        device: torch device the method should compress on.
-        seed: the run's seed.
-        budget_steps: the task's fine-tuning budget in optimizer steps for this profile.
-        lr: the task's fine-tuning learning rate for this profile.
-        finetune: the task's whole fine-tuning recipe (schedule, warm-up, weight decay); use
-            `recipe()` so every method trains under the same rules.
-    """
-
-    task: "Task"
-    calibration: Callable[[], Iterable[tuple[dict, "torch.Tensor"]]]
-    train_batches: Callable[[], Iterable[tuple[dict, "torch.Tensor"]]]
-    trainer: "Trainer"
-    teacher: "nn.Module"
+    task: TaskSpec
+    trainer: TrainerLike
     device: "torch.device"
     seed: int
-    budget_steps: int
-    lr: float
-    finetune: "TrainRecipe | None" = None
+    ledger: StepLedger
+    calibration: Callable[[], Iterable[Batch]]
+    train_stream: Callable[[int, int], Iterator[Batch]]  # (batch_size, seed) -> endless batches
+    val: Callable[..., Iterator[Batch]]  # (batch_size=None, limit=None) -> validation batches
+    example: Callable[[int], dict[str, "torch.Tensor"]]  # a validation batch of n items
+    frozen_teacher: "nn.Module | None" = field(default=None, repr=False)
+    candidate_logger: Callable[..., Any] | None = field(default=None, repr=False)
 
-    def recipe(self, steps: int | None = None) -> "TrainRecipe":
-        """The task's fine-tuning recipe, optionally with a share of the budget (`steps`)."""
-        import dataclasses as dc
+    @property
+    def finetune(self) -> TrainRecipe:
+        return self.task.finetune
 
-        from slimbench.tasks.base import TrainRecipe
-        base = self.finetune or TrainRecipe(steps=self.budget_steps, lr=self.lr)
-        return dc.replace(base, steps=self.budget_steps if steps is None else steps, lr=self.lr)
+    @property
+    def search(self) -> SearchBudget:
+        return self.task.search
+
+    @property
+    def budget_steps(self) -> int:
+        return self.task.finetune.steps
+
+    @property
+    def lr(self) -> float:
+        return self.task.finetune.lr
+
+    def recipe(self, steps: int | None = None, **changes: Any) -> TrainRecipe:
+        """The task's fine-tuning recipe, optionally for a share of the budget (`steps`) or with
+        other fields changed (`optimizer="sgd"`), so every method trains under the same rules."""
+        return dataclasses.replace(self.task.finetune, steps=self.budget_steps if steps is None else steps,
+                                   **changes)
+
+    def train_batches(self, batch_size: int | None = None) -> Iterator[Batch]:
+        """Endless shuffled training batches, seeded by the run."""
+        return self.train_stream(batch_size or self.task.finetune.batch_size, self.seed)
+
+    def val_batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator[Batch]:
+        """The validation split in order (the profile's `val_limit` unless `limit` is given)."""
+        return self.val(batch_size, limit)
+
+    def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
+        """A validation batch of exactly `batch_size` items (tracing, latency tables)."""
+        return self.example(batch_size)
+
+    def build_model(self, **overrides: Any) -> "nn.Module":
+        """A freshly initialised model of the task's architecture, builder arguments overridden."""
+        return self.task.build_model(**overrides)
+
+    @property
+    def teacher(self) -> "nn.Module":
+        """The trained baseline, frozen (eval mode, no grad) on the run's device; a private copy."""
+        if self.frozen_teacher is None:
+            raise RuntimeError("this context has no teacher (make_context was given no baseline)")
+        return self.frozen_teacher
+
+    def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str | None:
+        """Track one search candidate as a nested run of this run (None when untracked, e.g. in tests)."""
+        if self.candidate_logger is None:
+            return None
+        return self.candidate_logger(name, params, metrics)
 
 
 class Method:
     """Base class of every compression method plugin.
 
-    Subclasses set `name`, `family`, `config_cls` and a one-line `description`, and
-    implement `compress`. Methods that change module structure implement `restore`.
-    Set `simulated = True` for methods whose result is numerically simulated (fake-quant):
-    their runs are labelled as simulated and never presented as real compression.
+    Subclasses set `family`, `config_cls` and a one-line `description`, and implement
+    `compress`; methods whose artifact is not a plain state dict of the task's model implement
+    `restore`. `name` is set by `register_method`. Set `simulated = True` for methods whose
+    result is numerically simulated (fake-quant): their runs are labelled as simulated and never
+    presented as real compression. Bump `version` when the algorithm changes.
     """
 
     name: ClassVar[str]
@@ -89,44 +169,53 @@ class Method:
     description: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     simulated: ClassVar[bool] = False
+    version: ClassVar[int] = 1
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_cls()
         if not isinstance(self.config, self.config_cls):
             raise TypeError(f"{self.name} expects {self.config_cls.__name__}, got {type(self.config).__name__}")
 
-    def supports(self, task: "Task", device: "torch.device") -> str | None:
+    def supports(self, task: TaskSpec, device: Any) -> str | None:
         """Return None if the method can run here, else a reason (recorded as 'unsupported')."""
         return None
 
-    def compress(self, model: "nn.Module", ctx: CompressionContext) -> "nn.Module":
+    def compress(self, model: "nn.Module", ctx: CompressionContext) -> "Compressed | nn.Module":
         raise NotImplementedError
 
     def restore(self, model: "nn.Module", tensors: dict[str, "torch.Tensor"], meta: dict[str, Any]) -> "nn.Module":
-        """Rebuild the compressed model from an uncompressed skeleton and its saved tensors."""
+        """Rebuild the compressed model from a freshly built model and its saved tensors.
+
+        Default: layers whose saved weights have another shape are resized (channel pruning),
+        then the tensors are loaded strictly."""
+        from slimbench.methods.common.resize import fit_to_tensors
+        fit_to_tensors(model, tensors)
         model.load_state_dict(tensors, strict=True)
         return model
 
-    def artifact_meta(self, model: "nn.Module") -> dict[str, Any]:
-        """Extra JSON written beside the tensors (e.g. storage format per layer)."""
-        return {}
-
     def _non_default(self) -> list[tuple[str, Any]]:
         default = self.config_cls()
-        return [(f.name, getattr(self.config, f.name)) for f in dataclasses.fields(self.config)
+        return [(f.name, getattr(self.config, f.name)) for f in ordered_fields(type(self.config))
                 if f.name != "version" and getattr(self.config, f.name) != getattr(default, f.name)]
 
     @property
     def spec(self) -> str:
-        """The canonical `--method` spec that recreates this config (`name:key=value,...`)."""
-        parts = [f"{k}={';'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
-                 for k, v in self._non_default()]
-        return self.name + (":" + ",".join(parts) if parts else "")
+        """The canonical `--method` spec that recreates this config: `name:key=value,...`, or
+        `name:{json}` when a value cannot be written inline (mappings, nested settings)."""
+        changed = self._non_default()
+        if not changed:
+            return self.name
+        if all(is_inline(v) for _, v in changed):
+            parts = [f"{k}={';'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}" for k, v in changed]
+            return f"{self.name}:{','.join(parts)}"
+        data = to_dict(self.config)
+        return f"{self.name}:" + json.dumps({k: data[k] for k, _ in changed}, separators=(",", ":"))
 
     @property
     def label(self) -> str:
         """Short human label: name plus non-default settings, e.g. `quant.minmax bits=4`."""
-        return " ".join([self.name, *(f"{k}={v}" for k, v in self._non_default())])
+        return " ".join([self.name, *(f"{k}={v if is_inline(v) else json.dumps(to_dict(self.config)[k])}"
+                                      for k, v in self._non_default())])
 
 
 def _adopt(name: str, cls: type[Method]) -> None:
@@ -137,11 +226,14 @@ def _adopt(name: str, cls: type[Method]) -> None:
         raise ValueError(f"method {name!r} has family {cls.family!r}; choose one of {', '.join(FAMILIES)}")
     if not (dataclasses.is_dataclass(cls.config_cls) and issubclass(cls.config_cls, MethodConfig)):
         raise TypeError(f"method {name!r}: config_cls must be a MethodConfig dataclass")
+    if not isinstance(cls.version, int) or cls.version < 1:
+        raise TypeError(f"method {name!r}: version must be an int >= 1, got {cls.version!r}")
     cls.name = name
 
 
 METHODS: Registry[type[Method]] = Registry(
-    "method", group="slimbench.methods", builtins=("slimbench.methods.reference", "slimbench.methods.quant"), on_register=_adopt)
+    "method", group="slimbench.methods", builtins=("slimbench.methods.reference", "slimbench.methods.quant"),
+    on_register=_adopt)
 
 
 def register_method(name: str):
@@ -151,8 +243,10 @@ def register_method(name: str):
 
 def create_method(spec: str) -> Method:
     """The front door: `create_method("quant.minmax:bits=4")` -> a configured Method."""
-    from slimbench.suite.config import build, parse_spec
-
     name, overrides = parse_spec(spec)
     cls = METHODS.get(name)
     return cls(build(cls.config_cls, overrides, owner=name))
+
+
+__all__ = ["FAMILIES", "FINETUNE", "METHODS", "Compressed", "CompressionContext", "Method", "MethodConfig",
+           "TaskSpec", "as_compressed", "create_method", "register_method"]

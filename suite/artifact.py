@@ -1,13 +1,15 @@
 """The compressed-model artifact: `model.safetensors` + `model.json`, weighed to the byte.
 
 The artifact is what a method's result *is*: the suite writes it, reports its on-disk
-size as the model size, and reloads it through `Method.restore` before measuring, so a
-method cannot claim a size its saved form does not have.
+size as the model size, and reloads it through `Method.restore` onto a freshly built model
+before measuring, so a method cannot claim a size its saved form does not have.
 
 - `model.safetensors`: every distinct tensor of `model.state_dict()` once, contiguous,
   on CPU, in its own dtype (packed uint8, int8, fp16... are stored as they are).
-- `model.json`: format version, method name/family/config, `method.artifact_meta(model)`,
-  a dtype/shape summary per stored tensor, the alias map and the parameter counts.
+- `model.json`: format version, method name/family/config, the method's `meta` (what its
+  restore needs), `build_overrides` (the task-builder arguments of the restore skeleton, when
+  the architecture changed), a dtype/shape summary per stored tensor, the alias map, the
+  parameter counts and the bytes of index tensors (sparse masks, indices, N:M metadata).
 
 Tied weights: state_dict keys whose tensor is the very same data (same data pointer,
 dtype, shape and strides as an earlier key) are not stored again; `aliases` maps each
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -26,7 +28,7 @@ from torch import nn
 from slimbench.suite.measure.size import artifact_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from slimbench.methods.base import Method
+    from slimbench.methods.base import Compressed, Method
 
 FORMAT = "slimbench-artifact"
 FORMAT_VERSION = 1
@@ -46,6 +48,7 @@ class ArtifactInfo:
     meta_bytes: int
     params_total: int
     params_nonzero: int
+    index_bytes: int = 0  # bytes of index tensors (inside tensors_bytes)
 
 
 def _norm_stat_names(model: nn.Module) -> set[str]:
@@ -61,21 +64,31 @@ def _norm_stat_names(model: nn.Module) -> set[str]:
     return names
 
 
+def index_names(model: nn.Module) -> set[str]:
+    """state_dict names of index tensors: the buffers a module lists in `slim_index`."""
+    names = set()
+    for prefix, m in model.named_modules(remove_duplicate=False):
+        for b in getattr(m, "slim_index", ()) or ():
+            names.add(f"{prefix}.{b}" if prefix else b)
+    return names
+
+
 def count_params(model: nn.Module, meta: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """(total, nonzero) numbers stored in the model's weights.
 
     Counts elements of every floating-point or integer tensor in `model.state_dict()`,
     each distinct tensor once (tied weights count once), as stored: a uint8 tensor
     packing two 4-bit weights per byte counts one element per byte, and scales or
-    zero-points are counted too. Left out: bool tensors and the running statistics of
+    zero-points are counted too. Left out: bool tensors, index tensors (`slim_index`: a
+    sparse layer counts its values, not their positions) and the running statistics of
     normalization layers (BatchNorm `running_mean`/`running_var`/`num_batches_tracked`),
     which are not weights; so an unmodified model usually counts exactly its parameters.
     A method that knows better (e.g. logical weights inside packed storage) puts
-    `params_total` / `params_nonzero` in its `artifact_meta`; those take precedence.
+    `params_total` / `params_nonzero` in its meta; those take precedence.
     """
     total = nonzero = 0
     if meta is None or "params_total" not in meta or "params_nonzero" not in meta:
-        skip = _norm_stat_names(model)
+        skip = _norm_stat_names(model) | index_names(model)
         stored, _ = _dedupe(model.state_dict())
         for name, t in stored.items():
             if name in skip or t.dtype == torch.bool or t.is_complex():
@@ -129,18 +142,22 @@ def _to_storable(stored: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_artifact(model: nn.Module, method: "Method", out_dir: Path) -> ArtifactInfo:
+def save_artifact(result: "Compressed | nn.Module", method: "Method", out_dir: Path) -> ArtifactInfo:
     """Write `model.safetensors` and `model.json` under `out_dir` and weigh them."""
     from safetensors.torch import save_file
 
-    from slimbench.suite.config import to_dict
+    from slimbench.core.config import to_dict
+    from slimbench.methods.base import as_compressed
 
+    result = as_compressed(result)
+    model, extra = result.model, result.meta
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stored, aliases = _dedupe(model.state_dict())
     tensors = _to_storable(stored)
-    extra = method.artifact_meta(model)
     total, nonzero = count_params(model, extra)
+    indices = index_names(model)
+    index_bytes = sum(t.numel() * t.element_size() for k, t in tensors.items() if k in indices)
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -151,6 +168,10 @@ def save_artifact(model: nn.Module, method: "Method", out_dir: Path) -> Artifact
         "aliases": aliases,
         "params": {"total": total, "nonzero": nonzero},
     }
+    if result.build_overrides:
+        doc["build_overrides"] = result.build_overrides
+    if index_bytes:
+        doc["index_bytes"] = index_bytes
     tensors_path, meta_path = out_dir / TENSORS_FILE, out_dir / META_FILE
     save_file(tensors, str(tensors_path))
     meta_path.write_text(json.dumps(doc, separators=(",", ":"), sort_keys=True, default=str))
@@ -158,7 +179,7 @@ def save_artifact(model: nn.Module, method: "Method", out_dir: Path) -> Artifact
     return ArtifactInfo(dir=out_dir, tensors_path=tensors_path, meta_path=meta_path,
                         size_bytes=artifact_size([tensors_path, meta_path]),
                         tensors_bytes=tensors_bytes, meta_bytes=meta_bytes,
-                        params_total=total, params_nonzero=nonzero)
+                        params_total=total, params_nonzero=nonzero, index_bytes=index_bytes)
 
 
 def read_artifact(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -176,14 +197,17 @@ def read_artifact(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return tensors, doc
 
 
-def load_artifact(out_dir: Path, skeleton: nn.Module, method: "Method") -> nn.Module:
-    """Rebuild the compressed model: `method.restore(skeleton, tensors, artifact_meta)`.
+def load_artifact(out_dir: Path, build_model: Callable[..., nn.Module], method: "Method") -> nn.Module:
+    """Rebuild the compressed model from the artifact's bytes alone:
+    `method.restore(build_model(**build_overrides), tensors, meta)`.
 
-    `skeleton` is a fresh uncompressed model of the task's architecture; the method
-    must be the one that wrote the artifact (checked by name).
+    `build_model` builds a freshly initialised model of the task (`Task.build_model`), never
+    a copy of the trained baseline; the method must be the one that wrote the artifact
+    (checked by name).
     """
     tensors, doc = read_artifact(out_dir)
     saved = doc["method"]["name"]
     if saved != method.name:
         raise ValueError(f"artifact in {out_dir} was written by method {saved!r}, not {method.name!r}")
+    skeleton = build_model(**doc.get("build_overrides", {}))
     return method.restore(skeleton, tensors, doc.get("meta", {}))

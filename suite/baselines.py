@@ -32,7 +32,7 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     if (path / "train.json").exists():
         info = json.loads((path / "train.json").read_text())
         if info.get("data_fingerprint") == fingerprint:
-            model = load_artifact(path, task.build_model(), Baseline())
+            model = load_artifact(path, task.build_model, Baseline())
             return model.eval(), {**info, "cached": True}
         log(f"the {task.name} data changed since its baseline was cached (fingerprint "
             f"{info.get('data_fingerprint')} -> {fingerprint}); retraining")

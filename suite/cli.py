@@ -25,8 +25,11 @@ def _add_run(sub) -> None:
                                    "default profile, one seed, on the CPU.")
     p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
     p.add_argument("--method", action="append", metavar="SPEC",
-                   help="method spec NAME[:key=value,...]; repeat for several (default: every built-in "
-                        "method at its default config; plugins run when named)")
+                   help="method spec NAME[:key=value,...], NAME:@FILE.yaml[,key=value] or NAME:{json}; repeat "
+                        "for several (default: every built-in method at its default config; plugins run when named)")
+    p.add_argument("--method-config", action="append", metavar="FILE",
+                   help="a YAML/JSON file of config fields naming its method (`method: NAME`); recorded verbatim "
+                        "with the run; repeat for several")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds 0..N-1 (default 1)")
     p.add_argument("--seed", type=int, action="append", metavar="S", help="explicit seed(s), instead of --seeds")
     p.add_argument("--profile", choices=PROFILES, default="default",
@@ -51,7 +54,7 @@ def _add_results(sub) -> None:
     p = sub.add_parser("results", help="show tracked runs from MLflow as a table")
     p.add_argument("--task", help="only this task")
     p.add_argument("--method", help="only this method name")
-    p.add_argument("--status", help="only this status (FINISHED, FAILED, UNSUPPORTED)")
+    p.add_argument("--status", help="only this status (FINISHED, FAILED, UNSUPPORTED, KILLED)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--experiment", default="slimbench")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -76,15 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    from slimbench.core.config import ConfigError, spec_from_file
     from slimbench.methods import METHODS
-    from slimbench.suite.config import ConfigError
     from slimbench.suite.progress import ProgressConfig
     from slimbench.suite.runner import Harness, RunOptions, plan
     from slimbench.suite.summary import render, rows_from_records
     from slimbench.tasks import list_tasks
 
     tasks = _csv(args.tasks) or list_tasks()
-    methods = args.method or [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
+    methods = (args.method or []) + [spec_from_file(f) for f in args.method_config or []]
+    methods = methods or [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
     seeds = args.seed if args.seed else list(range(args.seeds))
     if not args.seed and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
@@ -100,11 +104,7 @@ def cmd_run(args) -> int:
     log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {len(seeds)} seed(s); "
         f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}")
     results = harness.run_all(specs)
-    records = [r.record for r in results if r.record]
-    skipped = [r for r in results if r.status == "SKIPPED"]
-    for r in skipped:
-        records.append(harness.tracker.run_json(r.run_id))
-    records += _missing_baselines(harness, records)
+    records = [r.record if r.record else harness.tracker.record(r.run_id) for r in results if r.run_id]
     rows = rows_from_records(records)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -117,23 +117,9 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _missing_baselines(harness, records: list) -> list:
-    """Deltas need the task's baseline: fetch it from MLflow when this invocation did not run it."""
-    have = {(r["task"]["name"], r["task"]["profile"]) for r in records if r and r["method"]["name"] == "baseline"}
-    extra = []
-    for task, profile in {(r["task"]["name"], r["task"]["profile"]) for r in records if r} - have:
-        runs = harness.tracker.client.search_runs(
-            [harness.tracker.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=(f"tags.`slimbench.task` = '{task}' and tags.`slimbench.method` = 'baseline' and "
-                           f"tags.`slimbench.profile` = '{profile}' and attributes.status = 'FINISHED'"))
-        if runs and (rec := harness.tracker.run_json(runs[0].info.run_id)):
-            extra.append(rec)
-    return extra
-
-
 def cmd_list(args) -> int:
+    from slimbench.core.config import field_specs
     from slimbench.methods import METHODS
-    from slimbench.suite.config import field_specs
     from slimbench.tasks import get_task, list_tasks
 
     out: dict = {}
@@ -187,21 +173,7 @@ def cmd_results(args) -> int:
     from slimbench.suite.tracking import Tracker
 
     tracker = Tracker(None, args.experiment, args.results_dir, create=False)
-    runs = tracker.runs()
-    records = []
-    for run in runs:
-        tags = run.data.tags
-        if args.task and tags.get("slimbench.task") != args.task:
-            continue
-        if args.method and tags.get("slimbench.method") != args.method:
-            continue
-        rec = tracker.run_json(run.info.run_id)
-        if rec is None:  # killed before it wrote run.json
-            continue
-        if args.status and rec["status"] != args.status.upper():
-            continue
-        records.append(rec)
-    rows = rows_from_records(records)
+    rows = rows_from_records(tracker.read_records(task=args.task, method=args.method, status=args.status))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -215,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from slimbench.suite.config import ConfigError
-    from slimbench.suite.registry import UnknownNameError
+    from slimbench.core.config import ConfigError
+    from slimbench.core.registry import UnknownNameError
 
     handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results}
     try:

@@ -1,4 +1,9 @@
-"""Where a number came from: code version, library versions, hardware, threads."""
+"""Where a number came from: code version, library versions, hardware and its capabilities, threads.
+
+Two machines can report the same CPU model name and still run different kernels (a VM that
+hides AVX-512 or VNNI): the instruction-set capability PyTorch dispatches on, and the flags
+that decide int8/bf16 speed, are recorded with every run and are part of its device label.
+"""
 from __future__ import annotations
 
 import functools
@@ -34,6 +39,37 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# /proc/cpuinfo flags that decide which CPU kernels run (int8 dot products, bf16, matrix units)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+             "amx_int8", "amx_bf16", "asimd", "sve")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> tuple[str, ...]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return tuple(f for f in CPU_FLAGS if f in have)
+    except OSError:
+        pass
+    return ()
+
+
+def capability(device: str) -> dict[str, Any]:
+    """CPU: {"isa": torch's dispatch capability (AVX2, AVX512...), "flags": [...]};
+    CUDA: {"compute_capability": "9.0"}."""
+    import torch
+    if device.startswith("cuda") and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        return {"compute_capability": f"{major}.{minor}"}
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # an old or unusual build
+        isa = None
+    return {"isa": isa, "flags": list(cpu_flags())}
+
+
 def device_name(device: str) -> str:
     import torch
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -49,5 +85,6 @@ def collect(device: str, threads: int) -> dict[str, Any]:
         "git_commit": git_commit(), "slimbench": __version__, "torch": torch.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device_name": device_name(device), "cpu_model": cpu_model(), "threads": threads,
+        "cpu_capability": capability("cpu"),
         "cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
     }

@@ -1,8 +1,11 @@
 """The harness: task -> baseline -> method -> artifact -> measurements -> MLflow run.
 
-Every run measures the model *reloaded from its serialized artifact*, so size, accuracy and
-latency all describe the same bytes a user would ship. A method that raises is recorded as
-FAILED (traceback attached) and the other runs go on.
+Every run measures the model *reloaded from its serialized artifact* onto a freshly built
+model, so size, accuracy and latency all describe the same bytes a user would ship. A method
+sees train and validation data only (its context is built by `make_context`); the test split
+is read once, by the final measurement. A method that raises is recorded as FAILED (traceback
+attached) and the other runs go on; every task's baseline row is measured first when the store
+has none for this device, so every row shows its deltas.
 """
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from slimbench.suite.config import to_dict
-from slimbench.suite.progress import ProgressConfig, track
+from slimbench.core.config import ConfigError, to_dict
+from slimbench.core.record import DeviceRef, MethodRef, RunRecord, TaskRef
+from slimbench.suite.progress import ProgressConfig
+
+BASELINE = "baseline"
 
 LATENCY_PROFILES = {  # (warmup, min_runs, min_seconds, max_seconds) per profile
     "quick": (2, 5, 0.2, 2.0),
@@ -63,10 +69,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from slimbench.suite.config import ConfigError
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     if device != "cpu" and not device.startswith("cuda"):
-        from slimbench.suite.config import ConfigError
         raise ConfigError(f"unknown device {device!r}; choose cpu, cuda, cuda:N or auto")
     return device
 
@@ -83,11 +87,13 @@ def plan(tasks: list[str], methods: list[str], seeds: list[int], profile: str) -
     return [RunSpec(t, m, s) for t in tasks for m in methods for s in seeds]
 
 
-def run_key(task, method, seed: int, device: str) -> str:
+def run_key(task, method, seed: int, device_label: str) -> str:
+    """What makes two runs the same measurement: task, profile and baseline, the method, its code
+    version and full config, the seed, and the device with its capabilities."""
     blob = json.dumps({"task": task.name, "profile": task.config.profile,
                        "baseline": task.config.baseline_key(), "method": method.name,
-                       "config": to_dict(method.config), "seed": seed,
-                       "device": device.split(":")[0]}, sort_keys=True)
+                       "method_version": method.version, "config": to_dict(method.config), "seed": seed,
+                       "device": device_label}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -98,6 +104,7 @@ class Harness:
         import os
         import torch
 
+        from slimbench.suite import provenance
         from slimbench.suite.tracking import Tracker
         from slimbench.suite.trainer import Trainer
 
@@ -109,6 +116,8 @@ class Harness:
         gpu = self.device if self.device.startswith("cuda") else "cuda"
         self.latency_devices = tuple(gpu if d == "cuda" else d for d in opts.latency_devices
                                      if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available()))
+        self.device_ref = DeviceRef(type=self.device.split(":")[0], name=provenance.device_name(self.device),
+                                    threads=self.threads, capability=provenance.capability(self.device))
         self.tracker = Tracker(opts.tracking_uri, opts.experiment, opts.results_dir)
         self.trainer = Trainer(self.device, opts.progress)
         self.cache_dir = opts.results_dir / "cache"
@@ -122,7 +131,7 @@ class Harness:
         return self._tasks[name]
 
     def baseline(self, task):
-        """The task's baseline; a failure is remembered so later runs fail fast instead of retraining."""
+        """The task's trained baseline; a failure is remembered so later runs fail fast instead of retraining."""
         if task.name not in self._baselines:
             from slimbench.suite.baselines import get_baseline
             try:
@@ -135,8 +144,27 @@ class Harness:
                 from cached
         return cached
 
+    def with_baselines(self, specs: list[RunSpec]) -> tuple[list[RunSpec], list[RunResult]]:
+        """Every task of the plan needs its baseline row (the one Δ and speedup are measured
+        against) on this device: planned, already tracked (returned as SKIPPED), or added first."""
+        planned = {s.task for s in specs if _method_name(s.method) == BASELINE}
+        extra, known = [], []
+        for name in dict.fromkeys(s.task for s in specs):
+            if name in planned:
+                continue
+            task = self.task(name)
+            spec = RunSpec(name, BASELINE, task.config.seed)
+            done = self.tracker.finished_baseline(name, task.config.profile, self.device_ref.label)
+            if done:
+                known.append(RunResult(spec, "SKIPPED", done))
+            else:
+                self.opts.log(f"{name} has no baseline row on {self.device_ref.label} (profile "
+                              f"{task.config.profile}) yet: measuring it first, so every row shows its deltas")
+                extra.append(spec)
+        return extra + specs, known
+
     def run_all(self, specs: list[RunSpec]) -> list[RunResult]:
-        results = []
+        specs, results = self.with_baselines(specs)
         for i, spec in enumerate(specs, 1):
             self.opts.log(f"[{i}/{len(specs)}] {spec.task} · {spec.method} · seed {spec.seed}")
             try:
@@ -148,105 +176,112 @@ class Harness:
                 results.append(RunResult(spec, "FAILED", error=f"{type(exc).__name__}: {exc}"))
         return results
 
-    def run_one(self, spec: RunSpec) -> RunResult:
-        from slimbench.methods import create_method
+    def new_record(self, task, method, spec: RunSpec, key: str) -> RunRecord:
+        """The record of a run about to start: what, where, and how to reproduce it."""
+        from slimbench.core.config import spec_sources
         from slimbench.suite import provenance
 
+        command = (f"slimbench run --tasks {task.name} --method {shlex.quote(method.spec)} --seed {spec.seed} "
+                   f"--profile {task.config.profile} --device {self.device} --threads {self.threads} --force"
+                   + (f" --experiment {shlex.quote(self.opts.experiment)}" if self.opts.experiment != "slimbench"
+                      else ""))
+        c = task.config
+        return RunRecord(
+            run_key=key, command=command, invocation=self.opts.command, seed=spec.seed, device=self.device_ref,
+            task=TaskRef(name=task.name, kind=c.kind, metric=c.metric, profile=c.profile, num_classes=c.num_classes),
+            method=MethodRef(name=method.name, family=method.family, label=method.label,
+                             description=method.description, simulated=method.simulated, version=method.version,
+                             config=to_dict(method.config), spec=spec.method,
+                             config_files=spec_sources(spec.method)),
+            provenance=provenance.collect(self.device, self.threads))
+
+    def run_one(self, spec: RunSpec) -> RunResult:
+        from slimbench.methods import create_method
+        from slimbench.suite.tracking import record_params, record_tags
+
         task, method = self.task(spec.task), create_method(spec.method)
-        key = run_key(task, method, spec.seed, self.device)
+        key = run_key(task, method, spec.seed, self.device_ref.label)
         if not self.opts.force and (done := self.tracker.completed(key)):
             self.opts.log(f"  already done (MLflow run {done}); --force re-runs it")
             return RunResult(spec, "SKIPPED", done)
-        command = (f"slimbench run --tasks {task.name} --method {shlex.quote(method.spec)} --seed {spec.seed} "
-                   f"--profile {task.config.profile} --device {self.device} --threads {self.threads} --force"
-                   + (f" --experiment {shlex.quote(self.opts.experiment)}" if self.opts.experiment != "slimbench" else ""))
-        record = {
-            "schema": 1, "run_key": key, "status": "RUNNING", "command": command,
-            "invocation": self.opts.command,
-            "task": {"name": task.name, "kind": task.config.kind, "metric": task.config.metric,
-                     "profile": task.config.profile, "num_classes": task.config.num_classes},
-            "method": {"name": method.name, "family": method.family, "label": method.label,
-                       "description": method.description, "simulated": method.simulated,
-                       "config": to_dict(method.config)},
-            "seed": spec.seed,
-            "device": {"type": self.device.split(":")[0], "name": provenance.device_name(self.device),
-                       "threads": self.threads},
-            "metrics": {}, "latency": [], "memory": [], "error": None,
-            "provenance": provenance.collect(self.device, self.threads),
-        }
-        tags = {"slimbench.run_key": key, "slimbench.task": task.name, "slimbench.method": method.name,
-                "slimbench.family": method.family, "slimbench.label": method.label,
-                "slimbench.profile": task.config.profile, "slimbench.simulated": str(method.simulated).lower(),
-                **{f"slimbench.{k}": v for k, v in record["provenance"].items() if v is not None}}
-        run_id = self.tracker.start(f"{task.name}/{method.label}/s{spec.seed}", tags)
-        record["provenance"]["mlflow_run_id"] = run_id
-        params = {"task": task.name, "method": method.name, "seed": spec.seed, "profile": task.config.profile,
-                  "device": self.device, **{f"config.{k}": v for k, v in to_dict(method.config).items()}}
+        record = self.new_record(task, method, spec, key)
+        run_id = self.tracker.start(f"{task.name}/{method.label}/s{spec.seed}", record_tags(record))
+        record.provenance["mlflow_run_id"] = run_id
+        params = record_params(record, self.device)
         start = time.time()
-        record["provenance"]["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+        record.provenance["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
         try:
-            reason = method.supports(task, self.device)
+            reason = method.supports(task.spec(), self.device)
             if reason:
-                record.update(status="UNSUPPORTED", error=reason)
+                record.status, record.error = "UNSUPPORTED", reason
                 self.opts.log(f"  unsupported here: {reason}")
             else:
                 self._measure(task, method, spec.seed, record, run_id)
-                record["status"] = "FINISHED"
+                record.status = "FINISHED"
         except KeyboardInterrupt:
-            record.update(status="KILLED", error="interrupted")
+            record.status, record.error = "KILLED", "interrupted"
             self._finish(run_id, record, params, start, "KILLED")
             raise
         except Exception as exc:  # one failing method must not lose the other runs
             tb = traceback.format_exc()
-            record.update(status="FAILED", error=f"{type(exc).__name__}: {exc}")
+            record.status, record.error = "FAILED", f"{type(exc).__name__}: {exc}"
             self.tracker.log_text(run_id, "traceback.txt", tb)
             self.opts.log(f"  FAILED: {type(exc).__name__}: {exc}")
-        mlflow_status = "FAILED" if record["status"] == "FAILED" else "FINISHED"
+        mlflow_status = "FAILED" if record.status == "FAILED" else "FINISHED"
         self._finish(run_id, record, params, start, mlflow_status)
-        return RunResult(spec, record["status"], run_id, record, record["error"])
+        return RunResult(spec, record.status, run_id, record.to_dict(), record.error)
 
-    def _finish(self, run_id: str, record: dict, params: dict, start: float, status: str) -> None:
-        record["provenance"]["duration_s"] = round(time.time() - start, 2)
-        metrics = dict(record["metrics"])
-        for lat in record["latency"]:
-            prefix = f"latency_{lat['device']}_bs{lat['batch_size']}"
-            metrics[f"{prefix}_median_ms"], metrics[f"{prefix}_p90_ms"] = lat["median_ms"], lat["p90_ms"]
-        for mem in record["memory"]:
-            metrics[f"memory_{mem['device']}_bs{mem['batch_size']}_peak_bytes"] = mem["peak_bytes"]
-        self.tracker.log(run_id, params, metrics, {"slimbench.status": record["status"]})
-        self.tracker.log_json(run_id, "run.json", record)
+    def _finish(self, run_id: str, record: RunRecord, params: dict, start: float, status: str) -> None:
+        record.provenance["duration_s"] = round(time.time() - start, 2)
+        self.tracker.log_record(run_id, record, params)
         self.tracker.end(run_id, status)
 
-    def _measure(self, task, method, seed: int, record: dict, run_id: str) -> None:
+    def _measure(self, task, method, seed: int, record: RunRecord, run_id: str) -> None:
+        import functools
+
         import torch
 
-        from slimbench.methods import CompressionContext
-        from slimbench.suite import measure_all  # noqa: F401
+        from slimbench.methods.base import as_compressed
+        from slimbench.suite.context import make_context
+        from slimbench.suite.measure.pipeline import measure
 
         baseline, base_info = self.baseline(task)
-        record["baseline"] = {k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info}
+        record.baseline = {k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info}
         cfg = task.config
-        ctx = CompressionContext(
-            task=task, calibration=lambda: track(task.calibration_batches(), f"{task.name} calibration",
-                                                 -(-cfg.calibration_size // 64), self.opts.progress),
-            train_batches=lambda: task.train_stream(cfg.finetune.batch_size, seed),
-            trainer=self.trainer, teacher=baseline, device=torch.device(self.device), seed=seed,
-            budget_steps=cfg.finetune.steps, lr=cfg.finetune.lr, finetune=cfg.finetune)
+        tags = {"slimbench.task": record.task.name, "slimbench.method": record.method.name,
+                "slimbench.run_key": record.run_key}
+        ctx = make_context(task, baseline=baseline, device=self.device, seed=seed, trainer=self.trainer,
+                           owner=method.name, progress=self.opts.progress,
+                           candidate_logger=functools.partial(self.tracker.log_candidate, run_id, tags=tags))
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        compressed = method.compress(copy.deepcopy(baseline).to(self.device), ctx)
-        record["metrics"]["compress_seconds"] = round(time.perf_counter() - t0, 3)
+        try:
+            compressed = as_compressed(method.compress(copy.deepcopy(baseline).to(self.device), ctx))
+        finally:
+            record.budget = ctx.ledger.summary()
+        record.metrics["compress_seconds"] = round(time.perf_counter() - t0, 3)
+        record.method_metrics = _jsonable(compressed.metrics)
+        compressed.model = compressed.model.to("cpu").eval()
         out_dir = self.opts.results_dir / "tmp" / run_id
         try:
-            measured = measure_all.measure(
-                task, method, compressed.to("cpu").eval(), skeleton=copy.deepcopy(baseline).cpu(),
-                out_dir=out_dir, record=record, device=self.device, latency_devices=self.latency_devices,
-                threads=self.threads, latency_profile=LATENCY_PROFILES[cfg.profile], progress=self.opts.progress)
+            measured = measure(task, method, compressed, out_dir=out_dir, record=record, device=self.device,
+                               latency_devices=self.latency_devices, threads=self.threads,
+                               latency_profile=LATENCY_PROFILES[cfg.profile], progress=self.opts.progress)
             self.tracker.log_dir(run_id, measured.artifact_dir, "artifact")
-            floor, acc = cfg.min_accuracy, record["metrics"].get("accuracy")
-            if method.name == "baseline" and floor is not None and acc is not None and acc < floor:
-                record["warnings"] = [f"baseline accuracy {acc:.4f} is below the task's documented "
-                                      f"floor {floor} for profile {cfg.profile}"]
-                self.opts.log(f"  WARNING: {record['warnings'][0]}")
+            floor, acc = cfg.min_accuracy, record.metrics.get("accuracy")
+            if method.name == BASELINE and floor is not None and acc is not None and acc < floor:
+                record.warnings.append(f"baseline accuracy {acc:.4f} is below the task's documented "
+                                       f"floor {floor} for profile {cfg.profile}")
+                self.opts.log(f"  WARNING: {record.warnings[-1]}")
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _method_name(spec: str) -> str:
+    from slimbench.core.config import parse_spec
+    return parse_spec(spec)[0]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Method metrics as plain JSON (tuples, numpy and torch scalars included)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -1,4 +1,11 @@
-"""Result rows as a table: the end-of-run summary and `slimbench results` share this code."""
+"""Result rows as a table: the end-of-run summary and `slimbench results` share this code.
+
+Rows are the leaderboard's (`leaderboard.rows.aggregate`): one per method configuration and
+section (task, profile, device), seeds aggregated, Δ and speedup against the section's baseline,
+so the terminal and the published board never disagree. The terminal shows each configuration
+at batch size 1 (CPU first: the device every machine has); runs that did not finish get a row
+of their own with their status and error.
+"""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -14,59 +21,43 @@ def fmt_bytes(n: float | None) -> str:
     return str(n)
 
 
-def rows_from_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Flatten run.json records into table rows with deltas vs the task's baseline.
-
-    The baseline is the `baseline` method's run on the same task, profile and device type.
-    """
-    from slimbench.suite.tracking import latest_per_key
-
-    records = latest_per_key([r for r in records if r])
-    base: dict[tuple, dict] = {}
-    for r in records:
-        if r["method"]["name"] == "baseline" and r["status"] == "FINISHED":
-            base.setdefault(_group(r), r)
-    rows = []
-    for r in records:
-        b = base.get(_group(r))
-        m, bm = r.get("metrics", {}), (b or {}).get("metrics", {})
-        lat = _latency(r, bs=1)
-        blat = _latency(b, bs=1) if b else None
-        row = {
-            "task": r["task"]["name"], "method": r["method"]["label"], "family": r["method"]["family"],
-            "seed": r["seed"], "status": r["status"], "simulated": r["method"].get("simulated", False),
-            "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
-            "delta_accuracy": _sub(m.get("accuracy"), bm.get("accuracy")),
-            "size_bytes": m.get("size_bytes"),
-            "compression": _div(bm.get("size_bytes"), m.get("size_bytes")),
-            "flops_dense": m.get("flops_dense"), "flops_effective": m.get("flops_effective"),
-            "latency_device": lat[0] if lat else None, "latency_bs1_ms": lat[1] if lat else None,
-            "speedup_bs1": _div(blat[1], lat[1]) if lat and blat and lat[0] == blat[0] else None,
-            "profile": r["task"]["profile"], "run_id": r.get("provenance", {}).get("mlflow_run_id"),
-            "error": r.get("error"),
-        }
-        rows.append(row)
-    return rows
+def _pick(rows: list) -> Any:
+    """The row shown for a configuration: batch 1 on the CPU, else batch 1, else the first."""
+    return min(rows, key=lambda r: (r.batch_size != 1, r.device != "cpu", r.device, r.batch_size or 0))
 
 
-def _group(r: dict) -> tuple:
-    return (r["task"]["name"], r["task"]["profile"], r["device"]["type"])
+def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Run records -> one summary row per configuration (finished) or per run (not finished)."""
+    from slimbench.core.record import RunRecord
+    from slimbench.leaderboard.rows import aggregate
 
-
-def _latency(r: dict | None, bs: int) -> tuple[str, float] | None:
-    if not r:
-        return None
-    lats = [x for x in r.get("latency", []) if x["batch_size"] == bs]
-    lats.sort(key=lambda x: x["device"] != "cpu")  # CPU first: the device every machine has
-    return (lats[0]["device"], lats[0]["median_ms"]) if lats else None
-
-
-def _sub(a, b):
-    return None if a is None or b is None else a - b
-
-
-def _div(a, b):
-    return None if not a or not b else a / b
+    board = aggregate([RunRecord.from_dict(r).to_dict() for r in records if r])
+    out = []
+    for sec in board.sections:
+        task, profile, device_label = sec.key
+        configs: dict[tuple, list] = {}
+        for row in (*sec.real, *sec.simulated):
+            configs.setdefault((row.kind, row.label, tuple(row.run_ids)), []).append(row)
+        for rows in configs.values():
+            r = _pick(rows)
+            out.append({
+                "task": task, "profile": profile, "device": device_label, "method": r.label, "family": r.family,
+                "seeds": r.seeds, "status": "FINISHED", "simulated": r.kind == "simulated",
+                "accuracy": r.accuracy, "accuracy_ci": r.accuracy_ci, "balanced_accuracy": r.balanced_accuracy,
+                "delta_accuracy": r.accuracy_delta, "size_bytes": r.size_bytes, "compression": r.compression,
+                "flops_dense": r.flops_dense, "flops_effective": r.flops_effective, "bops": r.bops,
+                "latency_device": r.device if r.latency_median_ms is not None else None,
+                "latency_bs1_ms": r.latency_median_ms if r.batch_size == 1 else None,
+                "speedup_bs1": r.speedup if r.batch_size == 1 else None,
+                "run_ids": r.run_ids, "error": None})
+        for f in sec.failed:
+            out.append({"task": task, "profile": profile, "device": device_label, "method": f.label,
+                        "family": f.family, "seeds": [f.seed], "status": f.status, "simulated": f.simulated,
+                        "accuracy": None, "accuracy_ci": None, "balanced_accuracy": None, "delta_accuracy": None,
+                        "size_bytes": None, "compression": None, "flops_dense": None, "flops_effective": None,
+                        "bops": None, "latency_device": None, "latency_bs1_ms": None, "speedup_bs1": None,
+                        "run_ids": [f.run_id], "error": f.error})
+    return out
 
 
 def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None:
@@ -76,7 +67,7 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("task", "method", "seed", "status", "acc %", "Δacc", "size", "×smaller",
+    for col in ("task", "method", "seeds", "status", "acc %", "Δacc", "size", "×smaller",
                 "latency bs1", "speedup"):
         t.add_column(col, justify="left" if col in ("task", "method", "status") else "right",
                      no_wrap=col != "method")
@@ -84,7 +75,8 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
         pct = (lambda v: "—" if v is None else f"{100 * v:.1f}")
         status = r["status"] + (" (simulated)" if r["simulated"] else "")
         lat = "—" if r["latency_bs1_ms"] is None else f"{r['latency_bs1_ms']:.2f} ms {r['latency_device']}"
-        t.add_row(escape(r["task"]), escape(r["method"]), str(r["seed"]), status, pct(r["accuracy"]),
+        acc = pct(r["accuracy"]) + ("" if not r.get("accuracy_ci") else f" ±{100 * r['accuracy_ci']:.1f}")
+        t.add_row(escape(r["task"]), escape(r["method"]), str(len(r["seeds"])), status, acc,
                   "—" if r["delta_accuracy"] is None else f"{100 * r['delta_accuracy']:+.1f}",
                   fmt_bytes(r["size_bytes"]),
                   "—" if r["compression"] is None else f"{r['compression']:.2f}", lat,

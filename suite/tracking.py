@@ -1,41 +1,35 @@
-"""MLflow tracking: one run per (task, method config, seed, profile).
+"""MLflow tracking: one run per (task, method config, seed, profile, device), and the one reader.
 
-Conventions every consumer (the `results` command, the leaderboard) relies on:
+Conventions every consumer relies on:
 - experiment `slimbench` (override with `--experiment`);
-- tags `slimbench.run_key` (hash of task, profile, method, full config, seed, device),
-  `slimbench.task`, `slimbench.method`, `slimbench.family`, `slimbench.label`,
-  `slimbench.status` (FINISHED | FAILED | UNSUPPORTED), `slimbench.simulated` ("true"/"false"),
-  plus provenance tags (`slimbench.git_commit`, versions, device, CPU model, threads);
-- params: `task`, `method`, `seed`, `profile`, `device`, and `config.<field>` per config field;
-- metrics: the flat numbers of run.json (see RUN_SCHEMA below);
-- artifacts: `run.json` (everything the leaderboard needs), `artifact/` (the compressed
-  model: `model.safetensors` + `model.json`), and `traceback.txt` for failed runs.
+- tags `slimbench.run_key` (hash of task, profile, method, its version and full config, seed,
+  device label), `slimbench.task`, `slimbench.method`, `slimbench.family`, `slimbench.label`,
+  `slimbench.profile`, `slimbench.device_label`, `slimbench.status`, `slimbench.simulated`
+  ("true"/"false"), `slimbench.kind` ("run", or "candidate" for a search's nested runs, which
+  carry `mlflow.parentRunId`), plus provenance tags (git commit, versions, device, CPU model);
+- params: `task`, `method`, `seed`, `profile`, `device`, `method_version`, `config.<field>`;
+- metrics: `RunRecord.flat_metrics()`;
+- artifacts: `run.json` (the `RunRecord`, schema in `slimbench.core.record`), `artifact/`
+  (the compressed model: `model.safetensors` + `model.json`), `method_config/` (config files
+  a spec read, verbatim) and `traceback.txt` for failed runs.
 
-RUN_SCHEMA (run.json, version 1):
-    {"schema": 1, "run_key", "status", "command" (reproduces this one run), "invocation",
-     "task": {"name", "kind", "metric", "profile", "num_classes"},
-     "method": {"name", "family", "label", "description", "simulated", "config": {...}},
-     "seed", "device": {"type", "name", "threads"},
-     "metrics": {"accuracy", "balanced_accuracy", "size_bytes", "params_total",
-                 "params_nonzero", "flops_dense", "flops_effective", "weights_bytes"},
-     "latency": [{"device", "batch_size", "median_ms", "p90_ms", "mean_ms", "std_ms",
-                  "runs", "threads", "dtype"}],
-     "memory": [{"device", "batch_size", "peak_bytes", "dtype"}],
-     "provenance": {"git_commit", "slimbench", "torch", "cuda", "device_name", "cpu_model",
-                    "threads", "python", "platform", "mlflow_run_id", "started", "duration_s"},
-     "error": str | null}
-FLOPs are per forward pass at batch size 1.
+`read_records` is the one way runs are read back (`slimbench results`, the leaderboard): it
+skips search candidates, stands in for runs killed before writing run.json, upgrades old
+schemas and keeps the newest run per run key.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slimbench.core.record import RunRecord, latest_per_key
+
 EXPERIMENT = "slimbench"
 DEFAULT_RESULTS = Path("results")
+CANDIDATE = "candidate"
 
 
 def tracking_uri(results_dir: Path = DEFAULT_RESULTS) -> str:
@@ -56,6 +50,23 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def record_tags(record: RunRecord) -> dict[str, str]:
+    """The tags a run carries from its start (so a killed run can still be listed)."""
+    return {"slimbench.run_key": record.run_key, "slimbench.task": record.task.name,
+            "slimbench.method": record.method.name, "slimbench.family": record.method.family,
+            "slimbench.label": record.method.label, "slimbench.profile": record.task.profile,
+            "slimbench.device_label": record.device.label, "slimbench.kind": "run",
+            "slimbench.simulated": str(record.method.simulated).lower(),
+            **{f"slimbench.{k}": json.dumps(v) if isinstance(v, (dict, list)) else v
+               for k, v in record.provenance.items() if v is not None}}
+
+
+def record_params(record: RunRecord, device: str) -> dict[str, Any]:
+    return {"task": record.task.name, "method": record.method.name, "seed": record.seed,
+            "profile": record.task.profile, "device": device, "method_version": record.method.version,
+            **{f"config.{k}": v for k, v in record.method.config.items()}}
+
+
 class Tracker:
     """Thin wrapper over MlflowClient with slimbench's conventions."""
 
@@ -70,7 +81,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None and not create:
-            from slimbench.suite.config import ConfigError
+            from slimbench.core.config import ConfigError
             names = sorted(e.name for e in self.client.search_experiments())
             raise ConfigError(f"no MLflow experiment {experiment!r} at {self.uri}; existing: "
                               f"{', '.join(names) or '(none: run `slimbench run` first)'}")
@@ -83,17 +94,35 @@ class Tracker:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
 
+    def _search(self, filter_string: str, max_results: int = 1) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results,
+                                       order_by=["attributes.start_time DESC"])
+
     def completed(self, run_key: str) -> str | None:
         """The id of a FINISHED run with this key, if any (so re-runs can skip it)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`slimbench.run_key` = '{run_key}' and attributes.status = 'FINISHED'",
-            max_results=1)
+        runs = self._search(f"tags.`slimbench.run_key` = '{run_key}' and attributes.status = 'FINISHED'")
+        return runs[0].info.run_id if runs else None
+
+    def finished_baseline(self, task: str, profile: str, device_label: str) -> str | None:
+        """The newest FINISHED baseline run of a task, profile and device label, if any."""
+        label = device_label.replace("'", "\\'")
+        runs = self._search(f"tags.`slimbench.task` = '{task}' and tags.`slimbench.method` = 'baseline' and "
+                            f"tags.`slimbench.profile` = '{profile}' and tags.`slimbench.device_label` = '{label}' "
+                            "and attributes.status = 'FINISHED'")
         return runs[0].info.run_id if runs else None
 
     def start(self, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return run.info.run_id
+
+    def log_candidate(self, parent_id: str, name: str, params: dict[str, Any], metrics: dict[str, float],
+                      tags: dict[str, str] | None = None) -> str:
+        """A finished nested run under `parent_id` (one search candidate)."""
+        run_id = self.start(name, {"mlflow.parentRunId": parent_id, "slimbench.kind": CANDIDATE, **(tags or {})})
+        self.log(run_id, params, metrics, {})
+        self.client.log_dict(run_id, {"name": name, "params": params, "metrics": metrics}, "candidate.json")
+        self.end(run_id, "FINISHED")
+        return run_id
 
     def log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float],
             tags: dict[str, str]) -> None:
@@ -107,17 +136,15 @@ class Tracker:
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
             tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
-    def log_json(self, run_id: str, name: str, obj: Any) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_text(json.dumps(obj, indent=2, default=str))
-            self.client.log_artifact(run_id, str(path))
+    def log_record(self, run_id: str, record: RunRecord, params: dict[str, Any]) -> None:
+        """Everything a finished (or failed) run leaves: params, metrics, status tag, run.json."""
+        self.log(run_id, params, record.flat_metrics(), {"slimbench.status": record.status})
+        self.client.log_dict(run_id, record.to_dict(), "run.json")
+        for i, (path, text) in enumerate(record.method.config_files.items()):
+            self.client.log_text(run_id, text, f"method_config/{i}-{Path(path).name}")
 
     def log_text(self, run_id: str, name: str, text: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_text(text)
-            self.client.log_artifact(run_id, str(path))
+        self.client.log_text(run_id, text, name)
 
     def log_dir(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
@@ -139,21 +166,70 @@ class Tracker:
     def run_json(self, run_id: str) -> dict[str, Any] | None:
         """run.json of a run, or None if it has none (e.g. killed before the end)."""
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = self.client.download_artifacts(run_id, "run.json", tmp)
-                text = Path(path).read_text()
+            data = _download_json(self.client, run_id)
         except Exception:  # no run.json: the run was killed before it wrote one
             return None
-        return json.loads(text)
+        return data if isinstance(data, dict) else None
+
+    def record(self, run_id: str) -> dict[str, Any] | None:
+        """One run read back as a normalized record dict (None if it wrote no run.json)."""
+        data = self.run_json(run_id)
+        return None if data is None else RunRecord.from_dict(data).to_dict()
+
+    def read_records(self, task: str | None = None, method: str | None = None,
+                     status: str | None = None) -> list[dict[str, Any]]:
+        """Every top-level run as a normalized record dict, newest run per run key, optionally
+        filtered; runs killed before writing run.json appear as FAILED stand-ins."""
+        out = []
+        for run in self.runs():
+            tags = run.data.tags
+            if tags.get("slimbench.kind") == CANDIDATE or "mlflow.parentRunId" in tags:
+                continue
+            if task and tags.get("slimbench.task") != task:
+                continue
+            if method and tags.get("slimbench.method") != method:
+                continue
+            data = self.run_json(run.info.run_id)
+            rec = RunRecord.from_dict(data if data is not None else _stand_in(run)).to_dict()
+            if not rec["provenance"].get("mlflow_run_id"):
+                rec["provenance"]["mlflow_run_id"] = run.info.run_id
+            out.append(rec)
+        out = latest_per_key(out)
+        if status:
+            out = [r for r in out if r["status"] == status.upper()]
+        return out
 
 
-def latest_per_key(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the newest record per `run_key`: a `--force` re-run or a retry after a failure
-    replaces the older run instead of counting as another seed."""
-    newest: dict[str, int] = {}
-    for i, r in enumerate(records):
-        key, started = r.get("run_key"), str((r.get("provenance") or {}).get("started") or "")
-        if key and (key not in newest or started > str(records[newest[key]]["provenance"].get("started") or "")):
-            newest[key] = i
-    keep = set(newest.values())
-    return [r for i, r in enumerate(records) if not r.get("run_key") or i in keep]  # input order kept
+def _download_json(client: Any, run_id: str) -> Any:
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, "run.json", tmp)).read_text())
+
+
+def _stand_in(run: Any) -> dict[str, Any]:
+    """A FAILED record for a run that never wrote run.json (killed hard, or still running),
+    built from the tags and params the harness logs when a run starts."""
+    tags, params = dict(run.data.tags), dict(run.data.params)
+    skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile", "device_label", "kind"}
+    prov: dict[str, Any] = {k.split(".", 1)[1]: v for k, v in tags.items()
+                            if k.startswith("slimbench.") and k.split(".", 1)[1] not in skip}
+    prov["mlflow_run_id"] = run.info.run_id
+    if run.info.start_time:
+        prov["started"] = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).isoformat()
+    seed = params.get("seed")
+    device = str(params.get("device", "?"))
+    return {
+        "run_key": tags.get("slimbench.run_key", ""), "status": "FAILED", "command": None,
+        "task": {"name": tags.get("slimbench.task") or params.get("task", "?"),
+                 "profile": tags.get("slimbench.profile") or params.get("profile", "")},
+        "method": {"name": tags.get("slimbench.method") or params.get("method", "?"),
+                   "family": tags.get("slimbench.family", ""), "label": tags.get("slimbench.label", ""),
+                   "simulated": tags.get("slimbench.simulated") == "true",
+                   "config": {k[7:]: v for k, v in params.items() if k.startswith("config.")}},
+        "seed": int(seed) if seed and seed.lstrip("-").isdigit() else seed,
+        "device": {"type": device.split(":")[0], "name": prov.get("device_name", ""),
+                   "threads": prov.get("threads")},
+        "provenance": prov,
+        "error": "no run.json: the run was killed before writing its results, or is still running "
+                 f"(MLflow status {run.info.status})",
+    }

@@ -1,25 +1,32 @@
-"""The one trainer: baseline training, fine-tuning after pruning, QAT, distillation, NAS proxies.
+"""The one trainer: baseline training, fine-tuning after compression, QAT, distillation, NAS proxies.
 
-Every method that trains calls `Trainer.fit` with a budget in optimizer steps, so the fine-tuning
-budget a task grants is the same for every method, and there is a single training loop to trust.
+Every method that trains calls `fit` with a budget in optimizer steps, so the fine-tuning budget
+a task grants is the same for every method, and there is a single training loop to trust. The
+loss, the optimizer's parameter groups and two hooks are the extension points: a distillation
+loss, per-group learning rates, gradient masking or a sparsity penalty between backward and
+step, re-applying masks after it. The trainer a method gets from its context is a `BudgetedTrainer`:
+it books every `fit`'s steps on the run's `StepLedger` before training, so no method can train
+longer than its budget, and the run records what was used.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from slimbench.core.recipe import FINETUNE, StepLedger, TrainRecipe
 from slimbench.suite.progress import ProgressConfig, bar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
-    from slimbench.tasks.base import TrainRecipe
 
 Batch = tuple[dict, "torch.Tensor"]
-# extra_loss(model, inputs, logits, labels) -> scalar added to (task_weight * cross-entropy)
-ExtraLoss = Callable[["nn.Module", dict, "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+# loss(model, inputs, logits, labels) -> scalar tensor
+LossFn = Callable[["nn.Module", dict, "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+# hook(model, step): before_step runs after backward (gradients present), after_step after the update
+Hook = Callable[["nn.Module", int], None]
 
 
 @dataclass
@@ -30,7 +37,13 @@ class FitResult:
     losses: list[float] = field(default_factory=list, repr=False)
 
 
-def lr_lambda(recipe: "TrainRecipe") -> Callable[[int], float]:
+def cross_entropy(model: "nn.Module", inputs: dict, logits: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
+    """The default loss: cross-entropy of the logits against the labels."""
+    import torch.nn.functional as F
+    return F.cross_entropy(logits, labels)
+
+
+def lr_lambda(recipe: TrainRecipe) -> Callable[[int], float]:
     """Warm-up then cosine / linear decay / constant, as a multiplier of the peak lr."""
     warm = int(recipe.warmup * recipe.steps)
     total = max(recipe.steps, 1)
@@ -49,40 +62,58 @@ def to_device(inputs: dict, labels: "torch.Tensor", device: "torch.device") -> t
     return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}, labels.to(device, non_blocking=True)
 
 
+def make_optimizer(recipe: TrainRecipe, groups: list[dict[str, Any]]):
+    """`recipe.optimizer` over parameter groups; a group's own lr / weight_decay override the recipe's."""
+    import torch
+
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
 @dataclass
 class Trainer:
-    """Trains `model(**inputs) -> logits` with AdamW for exactly `recipe.steps` steps."""
+    """Trains `model(**inputs) -> logits` for exactly `recipe.steps` optimizer steps."""
 
     device: "torch.device | str" = "cpu"
     progress: ProgressConfig = field(default_factory=ProgressConfig)
 
-    def fit(self, model: "nn.Module", batches: Iterable[Batch], recipe: "TrainRecipe", seed: int, *,
-            extra_loss: ExtraLoss | None = None, task_weight: float = 1.0,
-            params: Iterable["torch.nn.Parameter"] | None = None,
-            after_step: Callable[["nn.Module", int], None] | None = None,
-            desc: str = "train") -> FitResult:
+    def fit(self, model: "nn.Module", batches: Iterable[Batch], recipe: TrainRecipe, seed: int, *,
+            loss: LossFn | None = None, params: Iterable["torch.nn.Parameter"] | None = None,
+            param_groups: list[dict[str, Any]] | None = None, before_step: Hook | None = None,
+            after_step: Hook | None = None, desc: str = "train", account: str = FINETUNE) -> FitResult:
         """Train in place.
 
         Args:
             batches: a (possibly endless) stream of `(inputs, labels)`; it is cycled if it ends.
-            extra_loss: added to the task loss (distillation KL, L1 sparsity, ...).
-            task_weight: weight of the cross-entropy label loss (0 disables it).
+            recipe: steps, schedule, optimizer (`adamw`, `adam`, `sgd`), lr, weight decay, clipping.
+            loss: `loss(model, inputs, logits, labels) -> scalar` (default: cross-entropy).
             params: what to optimize (default: every parameter that requires grad).
-            after_step: called after each optimizer step (re-apply masks, progressive stages).
+            param_groups: optimizer groups (`{"params": [...], "lr": ..., ...}`), instead of `params`.
+            before_step: called after backward, before the update (mask gradients, add penalties' subgradients).
+            after_step: called after each update, under no_grad (re-apply masks, progressive stages).
+            account: the budget these steps are charged to (`finetune`, or `search` for proxies).
         """
         import torch
-        import torch.nn.functional as F
 
         if recipe.steps == 0:
             return FitResult(0, 0.0, None)
         torch.manual_seed(seed)
         device = torch.device(self.device)
         model.to(device).train()
-        trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-        if not trainable:
+        if param_groups is not None and params is not None:
+            raise ValueError("give params or param_groups, not both")
+        if param_groups is None:
+            param_groups = [{"params": list(params if params is not None else model.parameters())}]
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in param_groups]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
             raise ValueError("nothing to train: no parameter requires grad")
-        opt = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        trainable = [p for g in groups for p in g["params"]]
+        opt = make_optimizer(recipe, groups)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(recipe))
+        loss_fn = loss or cross_entropy
         stream = _cycle(batches)
         losses: list[float] = []
         start = time.perf_counter()
@@ -90,11 +121,11 @@ class Trainer:
             for step in range(recipe.steps):
                 inputs, labels = to_device(*next(stream), device)
                 logits = model(**inputs)
-                loss = task_weight * F.cross_entropy(logits, labels) if task_weight else logits.new_zeros(())
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model, inputs, logits, labels)
+                value = loss_fn(model, inputs, logits, labels)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                value.backward()
+                if before_step is not None:
+                    before_step(model, step)
                 if recipe.grad_clip:
                     torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
                 opt.step()
@@ -102,10 +133,23 @@ class Trainer:
                 if after_step is not None:
                     with torch.no_grad():
                         after_step(model, step)
-                losses.append(float(loss.detach()))
+                losses.append(float(value.detach()))
                 update(1)
         model.eval()
         return FitResult(recipe.steps, time.perf_counter() - start, losses[-1], losses)
+
+
+@dataclass
+class BudgetedTrainer:
+    """The trainer a method gets: each `fit` is charged to the run's ledger before it trains."""
+
+    trainer: Trainer
+    ledger: StepLedger
+
+    def fit(self, model: "nn.Module", batches: Iterable[Batch], recipe: TrainRecipe, seed: int,
+            **kwargs: Any) -> FitResult:
+        self.ledger.charge(recipe.steps, kwargs.get("account", FINETUNE))
+        return self.trainer.fit(model, batches, recipe, seed, **kwargs)
 
 
 def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:

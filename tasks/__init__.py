@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from slimbench.core.recipe import SearchBudget, TrainRecipe  # noqa: F401
+from slimbench.core.registry import Registry
 from slimbench.tasks.base import (  # noqa: F401
-    PROFILES, Task, TaskConfig, TaskData, TrainRecipe, config_from_dict, load_yaml)
-from slimbench.suite.registry import Registry
+    PROFILES, MethodData, Task, TaskConfig, TaskData, config_from_dict, load_yaml)
 
 _HERE = Path(__file__).parent
 

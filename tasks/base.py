@@ -1,29 +1,40 @@
 """The task contract: a declarative YAML definition plus, at most, a loader function.
 
-A task fixes the model, the data and its split, the metric, the calibration subset, the
-baseline training recipe, the fine-tuning budget methods get, the latency batch sizes and
-the seed. Profiles (`quick`, `default`, `full`) override parts of it.
+A task fixes the model, the data and its train/validation/test split, the metric, the
+calibration subset, the baseline training recipe, the fine-tuning and search budgets methods
+get, the latency batch sizes and the seed. Profiles (`quick`, `default`, `full`) override parts
+of it.
 
 Loader contract (`data.loader: "module:function"` in the YAML):
     loader(cfg: TaskConfig, **data.args) -> TaskData
 TaskData's datasets are map-style or iterable torch datasets whose items the `collate`
-function turns into `(inputs: dict[str, Tensor], labels: LongTensor)`. Nothing here loads a
-whole dataset into memory by design: evaluation streams batches.
+function turns into `(inputs: dict[str, Tensor], labels: LongTensor)`. Every task has a
+validation split, disjoint from train and test and fixed by the task's seed: methods select
+(checkpoints, ranks, sparsities, architectures) on it; the test split is for the final
+measurement alone. Nothing here loads a whole dataset into memory by design.
 
 Model contract (`model.builder: "module:function"`):
     builder(cfg: TaskConfig, **model.kwargs) -> nn.Module
-whose `forward(**inputs)` returns class logits `[batch, num_classes]`.
+whose `forward(**inputs)` returns class logits `[batch, num_classes]`. `Task.build_model(**overrides)`
+merges overrides into `model.kwargs` (fewer layers, narrower channels...), which is how a
+student, a NAS child or a restore skeleton of another shape is built.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import hashlib
 import importlib
 import json
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from itertools import islice as itertools_islice
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from slimbench.core.config import ConfigError
+from slimbench.core.recipe import SearchBudget, TrainRecipe
+from slimbench.core.task import TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,28 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.data import Dataset
 
 PROFILES = ("quick", "default", "full")
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """An optimizer recipe with its budget in optimizer steps."""
-
-    steps: int
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: float = 0.1  # fraction of steps
-    schedule: str = "cosine"  # cosine | linear | constant
-    grad_clip: float | None = 1.0
-
-    def __post_init__(self):
-        from slimbench.suite.config import check
-        check(self.steps >= 0, f"steps={self.steps} must be >= 0")
-        check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
-        check(self.lr > 0, f"lr={self.lr} must be > 0")
-        check(0 <= self.warmup < 1, f"warmup={self.warmup} must be in [0, 1)")
-        check(self.schedule in ("cosine", "linear", "constant"),
-              f"schedule={self.schedule!r}; choose cosine, linear or constant")
 
 
 @dataclass(frozen=True)
@@ -68,9 +57,11 @@ class TaskConfig:
     num_classes: int
     train: TrainRecipe  # baseline recipe
     finetune: TrainRecipe  # budget every method gets for its own training
+    search: SearchBudget = SearchBudget()  # budget of search methods (candidates x proxy steps)
     calibration_size: int = 512
     eval_batch_size: int = 256
     eval_limit: int | None = None  # evaluate on the first N of the test split (quick profile)
+    val_limit: int | None = None  # methods' validation batches: the first N of the split
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     seed: int = 0
     profile: str = "default"
@@ -87,13 +78,16 @@ class TaskConfig:
 
 @dataclass
 class TaskData:
-    """The splits of a task and how to batch them."""
+    """The splits of a task and how to batch them (`test` is None in a method's view)."""
 
     train: "Dataset"
-    test: "Dataset"
+    val: "Dataset"
+    test: "Dataset | None"
     collate: Callable[[list[Any]], tuple[dict[str, "torch.Tensor"], "torch.Tensor"]]
     info: dict[str, Any] = field(default_factory=dict)  # split sizes, class balance, fingerprint
-    val: "Dataset | None" = None
+
+    def without_test(self) -> "TaskData":
+        return dataclasses.replace(self, test=None)
 
 
 def resolve(ref: str) -> Callable:
@@ -113,8 +107,6 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def config_from_dict(raw: dict[str, Any], profile: str = "default") -> TaskConfig:
     """Apply `profiles[profile]` to a raw YAML dict and type-check the result."""
-    from slimbench.suite.config import ConfigError
-
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     merged = deep_merge({k: v for k, v in raw.items() if k != "profiles"},
@@ -125,9 +117,10 @@ def config_from_dict(raw: dict[str, Any], profile: str = "default") -> TaskConfi
             model=merged["model"], data=merged["data"], metric=merged.get("metric", "accuracy"),
             num_classes=int(merged["num_classes"]),
             train=TrainRecipe(**merged["train"]), finetune=TrainRecipe(**merged["finetune"]),
+            search=SearchBudget(**(merged.get("search") or {})),
             calibration_size=int(merged.get("calibration_size", 512)),
             eval_batch_size=int(merged.get("eval_batch_size", 256)),
-            eval_limit=merged.get("eval_limit"),
+            eval_limit=merged.get("eval_limit"), val_limit=merged.get("val_limit"),
             latency_batch_sizes=tuple(merged.get("latency_batch_sizes", (1, 64))),
             seed=int(merged.get("seed", 0)), profile=profile,
             min_accuracy=merged.get("min_accuracy"), raw=merged)
@@ -135,26 +128,17 @@ def config_from_dict(raw: dict[str, Any], profile: str = "default") -> TaskConfi
         raise ConfigError(f"task {raw.get('name', '?')!r}: bad definition ({exc})") from None
 
 
-class Task:
-    """A task definition bound to a profile; builds its model and data on demand."""
+def build_model(config: TaskConfig, **overrides: Any) -> "nn.Module":
+    """The task's model builder with `model.kwargs` updated by `overrides`."""
+    m = config.model
+    return resolve(m["builder"])(config, **{**(m.get("kwargs") or {}), **overrides})
 
-    def __init__(self, config: TaskConfig):
-        self.config = config
-        self._data: TaskData | None = None
 
-    @property
-    def name(self) -> str:
-        return self.config.name
+class Splits:
+    """Batches of a task's splits: shared by the task (all splits) and a method's view (no test)."""
 
-    def build_model(self) -> "nn.Module":
-        m = self.config.model
-        return resolve(m["builder"])(self.config, **(m.get("kwargs") or {}))
-
-    def data(self) -> TaskData:
-        if self._data is None:
-            d = self.config.data
-            self._data = resolve(d["loader"])(self.config, **(d.get("args") or {}))
-        return self._data
+    def __init__(self, config: TaskConfig, data: TaskData):
+        self.config, self.data = config, data
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
                limit: int | None = None) -> Iterable:
@@ -166,10 +150,11 @@ class Task:
         import torch
         from torch.utils.data import DataLoader, IterableDataset, Subset
 
-        data = self.data()
+        data = self.data
         ds = getattr(data, split)
         if ds is None:
-            raise ValueError(f"task {self.name!r} has no {split!r} split")
+            raise ValueError(f"task {self.config.name!r} has no {split!r} split here"
+                             + (" (methods never see the test split)" if split == "test" else ""))
         streaming = isinstance(ds, IterableDataset)
         if streaming:
             if shuffle and hasattr(ds, "set_epoch"):
@@ -203,28 +188,115 @@ class Task:
             batches = list(self.loader("train", batch_size, limit=self.config.calibration_size))
         return iter(batches)
 
-    def test_batches(self) -> Iterator:
-        return iter(self.loader("test", self.config.eval_batch_size, limit=self.config.eval_limit))
+    def val_batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator:
+        """The validation split (the profile's `val_limit` unless `limit` is given), in order."""
+        return iter(self.loader("val", batch_size or self.config.eval_batch_size,
+                                limit=self.config.val_limit if limit is None else limit))
 
-    def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
-        """A real test batch of exactly `batch_size` items (repeated if the split is smaller)."""
+    def example_inputs(self, batch_size: int, split: str = "test") -> dict[str, "torch.Tensor"]:
+        """A real batch of exactly `batch_size` items of `split` (repeated if the split is smaller)."""
         from torch.utils.data import IterableDataset
 
-        data = self.data()
-        if isinstance(data.test, IterableDataset):
+        ds = getattr(self.data, split)
+        if ds is None:
+            raise ValueError(f"task {self.config.name!r} has no {split!r} split here")
+        if isinstance(ds, IterableDataset):
             items = []
             while len(items) < batch_size:
                 before = len(items)
-                items += list(itertools_islice(data.test, batch_size - len(items)))
+                items += list(islice(ds, batch_size - len(items)))
                 if len(items) == before:
-                    raise ValueError(f"task {self.name!r}: the test split is empty")
+                    raise ValueError(f"task {self.config.name!r}: the {split} split is empty")
         else:
-            n = len(data.test)
+            n = len(ds)
             if n == 0:
-                raise ValueError(f"task {self.name!r}: the test split is empty")
-            items = [data.test[i % n] for i in range(batch_size)]
-        inputs, _ = data.collate(items)
+                raise ValueError(f"task {self.config.name!r}: the {split} split is empty")
+            items = [ds[i % n] for i in range(batch_size)]
+        inputs, _ = self.data.collate(items)
         return inputs
+
+
+class MethodData:
+    """A method's view of a task's data: train, validation and calibration, never test.
+
+    It holds the splits without the test set, so nothing reachable from a method's context
+    leads to test batches."""
+
+    def __init__(self, config: TaskConfig, data: TaskData):
+        self._splits = Splits(config, data.without_test())
+        self.info = {k: v for k, v in data.info.items() if k != "class_balance"}
+
+    def train_stream(self, batch_size: int, seed: int) -> Iterator:
+        return self._splits.train_stream(batch_size, seed)
+
+    def calibration_batches(self) -> Iterator:
+        return self._splits.calibration_batches()
+
+    def val_batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator:
+        return self._splits.val_batches(batch_size, limit)
+
+    def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
+        """A validation batch of exactly `batch_size` items (for tracing, latency tables)."""
+        return self._splits.example_inputs(batch_size, "val")
+
+
+class Task:
+    """A task definition bound to a profile; builds its model and data on demand."""
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self._data: TaskData | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def build_model(self, **overrides: Any) -> "nn.Module":
+        """A freshly initialised model; `overrides` update the builder's `model.kwargs`."""
+        return build_model(self.config, **overrides)
+
+    def spec(self) -> TaskSpec:
+        """What a method may know about this task (no data; builds models from the config alone)."""
+        c = self.config
+        return TaskSpec(name=c.name, kind=c.kind, num_classes=c.num_classes, metric=c.metric, profile=c.profile,
+                        key=c.baseline_key(), finetune=c.finetune, search=c.search,
+                        build_model=functools.partial(build_model, c))
+
+    def data(self) -> TaskData:
+        if self._data is None:
+            d = self.config.data
+            data = resolve(d["loader"])(self.config, **(d.get("args") or {}))
+            if getattr(data, "val", None) is None:
+                raise ValueError(f"task {self.name!r}: its loader {d['loader']} returned no validation split")
+            self._data = data
+        return self._data
+
+    def splits(self) -> Splits:
+        return Splits(self.config, self.data())
+
+    def method_data(self) -> MethodData:
+        return MethodData(self.config, self.data())
+
+    def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
+               limit: int | None = None) -> Iterable:
+        return self.splits().loader(split, batch_size, shuffle, seed, limit)
+
+    def train_stream(self, batch_size: int, seed: int) -> Iterator:
+        return self.splits().train_stream(batch_size, seed)
+
+    def calibration_batches(self, batch_size: int = 64) -> Iterator:
+        return self.splits().calibration_batches(batch_size)
+
+    def val_batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator:
+        return self.splits().val_batches(batch_size, limit)
+
+    def test_batches(self) -> Iterator:
+        """The test split, for the harness's final measurement only."""
+        return iter(self.loader("test", self.config.eval_batch_size, limit=self.config.eval_limit))
+
+    def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
+        """A real test batch of exactly `batch_size` items (what latency and FLOPs are measured on)."""
+        return self.splits().example_inputs(batch_size, "test")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Everything is per item and lazy: images are decoded and transformed, and texts tokenized
 (in the collate), only when a batch is drawn. `streaming: true` wraps the hub's IterableDataset
-for sets too large to download whole. Task.loader's `limit` (eval_limit, calibration_size) only
+for sets too large to download whole. The task's `limit` (eval_limit, calibration_size) only
 applies to sized datasets, so for streaming splits the loader takes the first `eval_limit` test
 items and the first `train_size` train items itself.
 
@@ -155,14 +155,18 @@ class StackCollate:
 
 def hf_dataset(cfg: TaskConfig, path: str, name: str | None = None, data_dir: str | None = None,
                data_files: str | list[str] | dict[str, Any] | None = None, revision: str | None = None,
-               train_split: str = "train", test_split: str = "test", streaming: bool = False,
+               train_split: str = "train", test_split: str = "test", val_split: str | None = None,
+               val_size: int = 1000, streaming: bool = False,
                label_column: str = "label", label_names: Sequence[str] | None = None,
                image_column: str = "image", image_size: int = 224, resize_size: int | None = None,
                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                image_mode: str = "RGB", text_columns: Sequence[str] = ("text",), max_length: int = 128,
                tokenizer: dict[str, Any] | None = None, train_size: int | None = None,
                shuffle_buffer: int = 10_000, cache_dir: str | None = None) -> TaskData:
-    """`datasets.load_dataset(path, name, ...)` split into the task's train and test datasets.
+    """`datasets.load_dataset(path, name, ...)` split into the task's train, validation and test datasets.
+
+    The validation split is `val_split` when the dataset has one, else `val_size` items held out
+    of the training split (a seeded split for map-style data; the first items of a stream).
 
     cfg.kind picks the item type: `vision` rows give `pixel_values` from `image_column`; `nlp`
     rows give one text or a sentence pair from `text_columns`, tokenized in the collate with
@@ -175,9 +179,10 @@ def hf_dataset(cfg: TaskConfig, path: str, name: str | None = None, data_dir: st
     try:
         train = datasets.load_dataset(path, split=train_split, streaming=streaming, **kwargs)
         test = datasets.load_dataset(path, split=test_split, streaming=streaming, **kwargs)
+        val = datasets.load_dataset(path, split=val_split, streaming=streaming, **kwargs) if val_split else None
     except (FileNotFoundError, ConnectionError, OSError) as exc:
         raise FileNotFoundError(f"task {cfg.name!r}: could not load {path!r} splits "
-                                f"{train_split!r}/{test_split!r} ({type(exc).__name__}: {exc})") from exc
+                                f"{train_split!r}/{val_split!r}/{test_split!r} ({type(exc).__name__}: {exc})") from exc
 
     label_names = list(label_names) if label_names else _class_names(train, label_column)
     if label_names and len(label_names) != cfg.num_classes:
@@ -185,7 +190,8 @@ def hf_dataset(cfg: TaskConfig, path: str, name: str | None = None, data_dir: st
                          f"({label_names[:5]}...) but num_classes={cfg.num_classes}")
     labels = LabelMap(cfg.num_classes, label_names, label_column)
     info: dict[str, Any] = {"source": "datasets", "path": path, "name": name, "data_dir": data_dir,
-                            "splits": {"train": train_split, "test": test_split}, "streaming": streaming,
+                            "splits": {"train": train_split, "val": val_split or f"{val_size} held out of {train_split}",
+                                       "test": test_split}, "streaming": streaming,
                             "classes": label_names, "train_size": train_size, "seed": cfg.seed}
 
     if cfg.kind == "vision":
@@ -200,17 +206,28 @@ def hf_dataset(cfg: TaskConfig, path: str, name: str | None = None, data_dir: st
         raise ValueError(f"task {cfg.name!r}: kind={cfg.kind!r}; hf_dataset handles vision or nlp")
 
     if streaming:
+        if val is None:
+            train, val = train.skip(val_size), train.take(val_size)
         if train_size is not None:
             train = train.take(train_size)
         train = train.shuffle(seed=cfg.seed, buffer_size=shuffle_buffer)
         if cfg.eval_limit is not None:
             test = test.take(cfg.eval_limit)
-        return TaskData(train=HFStream(train, tf_train), test=HFStream(test, tf_test), collate=collate, info=info)
+        return TaskData(train=HFStream(train, tf_train), val=HFStream(val, tf_test), test=HFStream(test, tf_test),
+                        collate=collate, info=info)
 
+    if val is None:
+        if not 0 < val_size < len(train):
+            raise ValueError(f"task {cfg.name!r}: val_size={val_size} must be between 1 and {len(train) - 1} "
+                             f"(the {train_split!r} split has {len(train)} items); or name the dataset's own "
+                             "validation split with data.args.val_split")
+        held = train.train_test_split(test_size=val_size, seed=cfg.seed)
+        train, val = held["train"], held["test"]
     if train_size is not None and train_size < len(train):
         train = train.shuffle(seed=cfg.seed).select(range(train_size))
-    info["sizes"] = {"train": len(train), "test": len(test)}
-    return TaskData(train=HFItems(train, tf_train), test=HFItems(test, tf_test), collate=collate, info=info)
+    info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+    return TaskData(train=HFItems(train, tf_train), val=HFItems(val, tf_test), test=HFItems(test, tf_test),
+                    collate=collate, info=info)
 
 
 def _class_names(ds: Any, column: str) -> list[str] | None:

@@ -213,8 +213,8 @@ def rotten_tomatoes(cfg: TaskConfig, source: str = "auto", split_seed: int = 0, 
     texts, labels = _subset(*splits["train"], train_size, cfg.seed)
     info.update(train_size=train_size, train_used=len(labels), labels=dict(RT_LABELS), max_length=max_length)
     tok = load_tokenizer(tokenizer_source(cfg, tokenizer))
-    return TaskData(train=TextDataset(texts, labels), test=TextDataset(*splits["test"]),
-                    collate=TokenizeCollate(tok, max_length), info=info)
+    return TaskData(train=TextDataset(texts, labels), val=TextDataset(*splits["val"]),
+                    test=TextDataset(*splits["test"]), collate=TokenizeCollate(tok, max_length), info=info)
 
 
 Splits = dict[str, tuple[list[str], list[int]]]

@@ -147,15 +147,24 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices) of range(n): `val_size` held out by a seeded permutation, both sorted."""
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1} (the training split has {n} items)")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
 def fashion_mnist(cfg: TaskConfig, root: str = FASHION_MNIST_DIR, source: str = "auto",
-                  train_size: int | None = None, flip: bool = True,
+                  train_size: int | None = None, val_size: int = 5000, flip: bool = True,
                   hub_id: str = FASHION_MNIST_HUB) -> TaskData:
-    """Fashion-MNIST, standard 60k/10k split.
+    """Fashion-MNIST: the standard 60k/10k split, with a validation split held out of the 60k.
 
     Args:
         source: `idx` (the IDX gzip files in `root`), `hub` (`datasets.load_dataset(hub_id)`),
             or `auto` (idx when the files exist, else hub).
-        train_size: train on a seeded (cfg.seed) subset of this many training images.
+        train_size: train on a seeded (cfg.seed) subset of this many of the remaining training images.
+        val_size: training images held out (seeded by cfg.seed) as the validation split.
         flip: random horizontal flip (p=0.5) on the train split only.
     """
     rootp = Path(root)
@@ -171,20 +180,25 @@ def fashion_mnist(cfg: TaskConfig, root: str = FASHION_MNIST_DIR, source: str = 
         for split in ("train", "test"):
             images, labels = _idx_split(str(rootp), split)
             fp.append(_fingerprint(images, labels))
-            idx = _subset_indices(len(labels), train_size, cfg.seed) if split == "train" else None
-            if idx is not None:
-                images, labels = images[idx], labels[idx]
+            if split == "train":
+                keep, held = split_train_val(len(labels), val_size, cfg.seed)
+                splits["val"] = (torch.from_numpy(images[held]), torch.from_numpy(labels[held]))
+                images, labels = images[keep], labels[keep]
+                idx = _subset_indices(len(labels), train_size, cfg.seed)
+                if idx is not None:
+                    images, labels = images[idx], labels[idx]
             splits[split] = (torch.from_numpy(images), torch.from_numpy(labels))
         provenance = {"source": "idx", "path": str(rootp), "fingerprint": "-".join(fp)}
     else:
-        splits, provenance = _fashion_from_hub(cfg, rootp, hub_id, train_size)
+        splits, provenance = _fashion_from_hub(cfg, rootp, hub_id, train_size, val_size)
     train_imgs, train_lbl = splits["train"]
+    val_imgs, val_lbl = splits["val"]
     test_imgs, test_lbl = splits["test"]
     info = {
         **provenance,
-        "split": "standard Fashion-MNIST train/test (60k/10k)",
-        "sizes": {"train": len(train_lbl), "test": len(test_lbl)},
-        "train_size": train_size, "seed": cfg.seed,
+        "split": f"standard Fashion-MNIST train/test (60k/10k); val: {val_size} of the 60k held out (seed {cfg.seed})",
+        "sizes": {"train": len(train_lbl), "val": len(val_lbl), "test": len(test_lbl)},
+        "train_size": train_size, "val_size": val_size, "seed": cfg.seed,
         "class_balance": {s: torch.bincount(lbl, minlength=cfg.num_classes).tolist()
                           for s, (_, lbl) in splits.items()},
         "classes": list(FASHION_MNIST_CLASSES),
@@ -192,11 +206,12 @@ def fashion_mnist(cfg: TaskConfig, root: str = FASHION_MNIST_DIR, source: str = 
         "augment": "random horizontal flip p=0.5 (train only)" if flip else "none",
     }
     return TaskData(train=GrayImages(train_imgs, train_lbl, flip=flip),
+                    val=GrayImages(val_imgs, val_lbl, flip=False),
                     test=GrayImages(test_imgs, test_lbl, flip=False),
                     collate=NormalizeCollate(FASHION_MNIST_MEAN, FASHION_MNIST_STD), info=info)
 
 
-def _fashion_from_hub(cfg: TaskConfig, root: Path, hub_id: str, train_size: int | None
+def _fashion_from_hub(cfg: TaskConfig, root: Path, hub_id: str, train_size: int | None, val_size: int
                       ) -> tuple[dict[str, tuple[Any, torch.Tensor]], dict[str, Any]]:
     if importlib.util.find_spec("datasets") is None:
         raise FileNotFoundError(
@@ -214,9 +229,14 @@ def _fashion_from_hub(cfg: TaskConfig, root: Path, hub_id: str, train_size: int 
     splits: dict[str, tuple[Any, torch.Tensor]] = {}
     for split in ("train", "test"):
         ds = dd[split]
-        idx = _subset_indices(len(ds), train_size, cfg.seed) if split == "train" else None
-        if idx is not None:
-            ds = ds.select(idx.tolist())
+        if split == "train":
+            keep, held = split_train_val(len(ds), val_size, cfg.seed)
+            val = ds.select(held.tolist())
+            splits["val"] = (_HubImages(val), torch.tensor(val["label"], dtype=torch.long))
+            ds = ds.select(keep.tolist())
+            idx = _subset_indices(len(ds), train_size, cfg.seed)
+            if idx is not None:
+                ds = ds.select(idx.tolist())
         splits[split] = (_HubImages(ds), torch.tensor(ds["label"], dtype=torch.long))
     return splits, {"source": "hub", "path": hub_id,
                     "fingerprint": "-".join(getattr(dd[s], "_fingerprint", "?") for s in ("train", "test"))}

@@ -1,6 +1,8 @@
-"""The artifact format: exact size accounting, tied weights, dtypes, param counts."""
+"""The artifact format: exact size accounting, tied weights, dtypes, param counts, index bytes,
+and reloading onto a freshly built model (of another shape, when the method says so)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import struct
@@ -12,8 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from slimbench.methods.base import Method, MethodConfig
+from slimbench.methods.base import Compressed, Method, MethodConfig
 from slimbench.suite.artifact import count_params, load_artifact, read_artifact, save_artifact
+
+
+def builder(make):
+    """A task-builder stand-in: `build(**overrides)` -> a fresh model."""
+    return lambda **overrides: make(**overrides)
 
 
 @dataclass(frozen=True)
@@ -27,9 +34,6 @@ class _Plain(Method):
     name = "test.plain"
     family = "quantization"
     config_cls = _Cfg
-
-    def artifact_meta(self, model: nn.Module) -> dict[str, Any]:
-        return {"note": "hello"}
 
 
 class _Buffers(nn.Module):
@@ -53,7 +57,7 @@ class _Tied(nn.Module):
 
 def test_size_is_exact_for_known_tensors(tmp_path: Path) -> None:
     model = _Buffers()
-    info = save_artifact(model, _Plain(), tmp_path)
+    info = save_artifact(Compressed(model, meta={"note": "hello"}), _Plain(), tmp_path)
     st, js = tmp_path / "model.safetensors", tmp_path / "model.json"
     assert info.tensors_path == st and info.meta_path == js
     assert info.size_bytes == os.path.getsize(st) + os.path.getsize(js)
@@ -80,7 +84,7 @@ def test_tied_weight_round_trip(tmp_path: Path) -> None:
     assert "head.weight" not in doc["tensors"]
     assert info.params_total == 20 * 8 + 8 * 8 + 8  # shared matrix counted once
 
-    restored = load_artifact(tmp_path, _Tied(), _Plain())
+    restored = load_artifact(tmp_path, builder(_Tied), _Plain())
     assert restored.head.weight is restored.emb.weight  # tie survives the round trip
     ids = torch.tensor([[1, 5, 7]])
     torch.testing.assert_close(restored(ids), model(ids))
@@ -95,7 +99,7 @@ def test_dtypes_preserved(tmp_path: Path) -> None:
     torch.testing.assert_close(tensors["weight"], model.weight.detach())
     skeleton = nn.Linear(4, 3).to(torch.bfloat16)
     skeleton.register_buffer("codes", torch.zeros(3, dtype=torch.uint8))
-    restored = load_artifact(tmp_path, skeleton, _Plain())
+    restored = load_artifact(tmp_path, lambda: skeleton, _Plain())
     torch.testing.assert_close(restored.codes, model.codes)
 
 
@@ -118,7 +122,7 @@ def test_wrong_method_is_refused(tmp_path: Path) -> None:
         name = "test.other"
 
     with pytest.raises(ValueError, match="test.plain"):
-        load_artifact(tmp_path, nn.Linear(2, 2), Other())
+        load_artifact(tmp_path, lambda: nn.Linear(2, 2), Other())
 
 
 def test_count_params_rules() -> None:
@@ -131,3 +135,71 @@ def test_count_params_rules() -> None:
     assert nonzero == 4 + 4  # conv bias + BN weight (ones); BN bias and conv weight are 0
     assert count_params(model, {"params_total": 7, "params_nonzero": 3}) == (7, 3)
     assert count_params(model, {"params_total": 7}) == (7, nonzero)
+
+
+class _MLP(nn.Module):
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, hidden), nn.Linear(hidden, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_restore_builds_the_recorded_architecture(tmp_path: Path) -> None:
+    """A student of another width reloads from its bytes alone: the artifact records the builder
+    overrides and the loader builds that shape before restoring."""
+    torch.manual_seed(0)
+    student = _MLP(hidden=5)
+    save_artifact(Compressed(student, build_overrides={"hidden": 5}), _Plain(), tmp_path)
+    doc = json.loads((tmp_path / "model.json").read_text())
+    assert doc["build_overrides"] == {"hidden": 5}
+    built = []
+    restored = load_artifact(tmp_path, lambda **kw: built.append(kw) or _MLP(**kw), _Plain())
+    assert built == [{"hidden": 5}]
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(restored(x), student(x))
+
+
+def test_default_restore_resizes_pruned_layers(tmp_path: Path) -> None:
+    """A channel-pruned model (fewer hidden units, BatchNorm and a conv shrunk) reloads onto the
+    task's full-size build: the default restore fits the layers to the saved tensors."""
+    torch.manual_seed(0)
+    full = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1),
+                         nn.Flatten(), nn.Linear(4 * 5 * 5, 6), nn.LayerNorm(6))
+    keep = torch.tensor([0, 2, 3, 7])
+    pruned = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1),
+                           nn.Flatten(), nn.Linear(4 * 5 * 5, 6), nn.LayerNorm(6)).eval()
+    with torch.no_grad():
+        pruned[0].weight.copy_(full[0].weight[keep])
+        pruned[0].bias.copy_(full[0].bias[keep])
+        pruned[1].running_mean.uniform_(-1, 1)
+        pruned[3].weight.copy_(full[3].weight[:, keep])
+    save_artifact(pruned, _Plain(), tmp_path)
+    restored = load_artifact(tmp_path, lambda: copy.deepcopy(full), _Plain()).eval()
+    assert restored[0].out_channels == 4 and restored[1].num_features == 4 and restored[3].in_channels == 4
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(restored(x), pruned(x))
+
+
+class _CSRLinear(nn.Module):
+    """A Linear stored as CSR: values are parameters, indices are `slim_index` buffers."""
+
+    slim_index = ("col_idx", "row_ptr")
+
+    def __init__(self, dense: torch.Tensor) -> None:
+        super().__init__()
+        from slimbench.methods.common.storage import to_csr
+        values, col, ptr = to_csr(dense)
+        self.register_buffer("values", values)
+        self.register_buffer("col_idx", col)
+        self.register_buffer("row_ptr", ptr)
+
+
+def test_index_tensors_are_not_parameters(tmp_path: Path) -> None:
+    dense = torch.zeros(16, 300)
+    dense[torch.arange(16), torch.arange(16) * 7] = 1.0  # 16 nonzeros; 300 columns need int16 indices
+    info = save_artifact(_CSRLinear(dense), _Plain(), tmp_path)
+    assert (info.params_total, info.params_nonzero) == (16, 16)  # values only
+    assert info.index_bytes == 16 * 2 + 17 * 4
+    assert json.loads((tmp_path / "model.json").read_text())["index_bytes"] == info.index_bytes

@@ -200,7 +200,7 @@ def test_w4a16_matches_dequant_reference(kern, gran, group, sym, split, dtype):
 
 def rand_w4(n: int, k: int, group: int, sym: bool, g: torch.Generator):
     """Fresh random packed 4-bit weights, fp16 group scales, uint8 zeros (or None) and the fp32 dequant."""
-    from slimbench.methods.quant import packing
+    from slimbench.methods.common import storage as packing
 
     codes = torch.randint(0, 16, (n, k), generator=g)
     scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.005).half()
@@ -296,7 +296,7 @@ CB_CASES = [  # bits, m, k, n, dtype, bias, config (GemvConfig fields)
 @needs_interpreter
 @pytest.mark.parametrize("bits,m,k,n,dtype,bias,cfg", CB_CASES)
 def test_codebook_kernels_vs_torch(kern, bits, m, k, n, dtype, bias, cfg):
-    from slimbench.methods.quant import packing
+    from slimbench.methods.common import storage as packing
 
     g = torch.Generator().manual_seed(bits * k + m)
     idx = torch.randint(0, 2 ** bits, (n, k), generator=g)

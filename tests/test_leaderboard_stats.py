@@ -68,8 +68,10 @@ def test_scatter_svg_one_mark_per_point_front_and_escaping():
     pts = [Point(1.0, 0.9, "a", "runs/a.html", "quantization", "d"),
            Point(2.0, 0.8, "<b>x</b>", "runs/b.html", "nope\"", "d"),
            Point(3.0, 0.95, "c", "runs/c.html", "pruning", "d")]
-    svg = scatter_svg(pts, "t", "size", fmt.size, ("quantization", "pruning"))
+    svg = scatter_svg(pts, "t", "size", fmt.size)
     assert svg.count("<circle") == 3
+    # colours are keyed by family name (core.families), an unknown family gets the neutral class
+    assert "fam-quantization" in svg and "fam-pruning" in svg and "fam-x" in svg
     assert re.findall(r'data-front="(\d)"', svg) == ["1", "0", "1"]
     assert "<b>" not in svg and "&lt;b&gt;" in svg and 'nope"' not in svg
     assert scatter_svg([], "t", "size", fmt.size).count("<circle") == 0
@@ -137,3 +139,13 @@ def test_failed_run_without_device_name_joins_its_task_section():
     runs[1]["device"] = {"type": "cpu"}  # a stand-in from MLflow tags may lack the name
     (sec,) = aggregate(runs).sections
     assert sec.key[2] == "cpu (Test CPU)" and [f.method for f in sec.failed] == ["m"]
+
+
+def test_family_colours_do_not_depend_on_order():
+    from slimbench.core.families import FAMILY_COLOURS
+    from slimbench.leaderboard.plots import family_css
+
+    css = family_css()
+    for family, colour in FAMILY_COLOURS.items():
+        assert f"circle.fam-{family} {{ fill: {colour}; }}" in css
+    assert "fam-0" not in css

@@ -1,4 +1,4 @@
-"""FLOP counting: known formulas, CPU SDPA, and declared slim_cost overrides."""
+"""FLOP and BOP counting: known formulas, CPU SDPA, and declared slim_cost overrides."""
 from __future__ import annotations
 
 from typing import Any
@@ -39,7 +39,9 @@ class _Declared(nn.Module):
 def test_linear_is_exact() -> None:
     m, k, n = 3, 16, 5
     got = count_flops(_Wrap(nn.Linear(k, n)), {"x": torch.randn(m, k)})
-    assert got == {"dense": 2 * m * k * n, "effective": 2 * m * k * n}
+    assert got == {"dense": 2 * m * k * n, "effective": 2 * m * k * n, "bops": m * k * n * 32 * 32}
+    half = count_flops(_Wrap(nn.Linear(k, n)), {"x": torch.randn(m, k)}, compute_dtype=torch.bfloat16)
+    assert half["bops"] == m * k * n * 16 * 16  # undeclared MACs count at the compute dtype's width
 
 
 class _Pipeline(nn.Module):
@@ -55,14 +57,27 @@ class _Pipeline(nn.Module):
 def test_slim_cost_replaces_traced_flops() -> None:
     model = _Pipeline()
     got = count_flops(model, {"x": torch.randn(1, 8)})
-    assert got == {"dense": 2 * 64 + 1000, "effective": 2 * 64 + 300}
+    # no declared BOPs: the declared effective MACs count at 32 x 32 like the rest
+    assert got == {"dense": 2 * 64 + 1000, "effective": 2 * 64 + 300, "bops": (64 + 150) * 32 * 32}
+
+
+class _LowBit(_Declared):
+    def slim_cost(self, inputs: tuple[Any, ...], output: Any) -> dict[str, int]:
+        return {"dense": 128, "effective": 128, "bops": 64 * 4 * 8}  # 4-bit weights x 8-bit activations
+
+
+def test_declared_bops_replace_the_dense_width() -> None:
+    model = _Pipeline()
+    model.sparse = _LowBit(0, 0)
+    got = count_flops(model, {"x": torch.randn(1, 8)})
+    assert got["bops"] == 64 * 32 * 32 + 64 * 4 * 8
 
 
 def test_outermost_declaration_wins_and_training_flag_restored() -> None:
     outer = _Declared(dense=50, effective=10)
     outer.lin = _Declared(dense=999, effective=999)  # nested declaring module is ignored
     outer.train()
-    assert count_flops(outer, {"x": torch.randn(2, 8)}) == {"dense": 50, "effective": 10}
+    assert count_flops(outer, {"x": torch.randn(2, 8)}) == {"dense": 50, "effective": 10, "bops": 5 * 32 * 32}
     assert outer.training
 
 

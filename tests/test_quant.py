@@ -13,13 +13,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import slimbench.methods.quant  # noqa: F401  (registers quant.* before the registry lists it)
-from slimbench.methods import CompressionContext, create_method
-from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import snr_db
+from slimbench.core.config import ConfigError
+from slimbench.core.recipe import TrainRecipe
+from slimbench.methods import Compressed, CompressionContext, create_method
+from slimbench.methods.common import storage as packing
+from slimbench.methods.common.layers import snr_db
 from slimbench.methods.quant.kmeans import CodebookConv2d, CodebookLinear, kmeans
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
 from slimbench.methods.quant.w8a8 import W8A8Linear
-from slimbench.suite.config import ConfigError
+from slimbench.suite.context import make_context
 from slimbench.suite.trainer import Trainer
 
 
@@ -37,9 +39,13 @@ class Tiny(nn.Module):
 
 
 def ctx_for(calib=(), train=(), steps=0, lr=1e-2, seed=0) -> CompressionContext:
-    return CompressionContext(task=None, calibration=lambda: list(calib), train_batches=lambda: list(train),
-                              trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=seed,
-                              budget_steps=steps, lr=lr)
+    return make_context(calibration=list(calib), train=list(train), finetune=TrainRecipe(steps=steps, lr=lr),
+                        seed=seed)
+
+
+def compressed(spec: str, model, ctx) -> nn.Module:
+    """The compressed model alone (most tests do not need the meta)."""
+    return create_method(spec).compress(model, ctx).model
 
 
 def batches(n=4, bs=32, d=256, seed=1):
@@ -47,11 +53,11 @@ def batches(n=4, bs=32, d=256, seed=1):
     return [({"x": torch.randn(bs, d, generator=g)}, torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
 
 
-def roundtrip(method, model, tmp_path):
+def roundtrip(method, result: Compressed, tmp_path):
     """Save exactly as the suite does (safetensors + JSON meta), restore into a fresh skeleton."""
     path = tmp_path / "model.safetensors"
-    save_file(model.state_dict(), str(path))
-    meta = json.loads(json.dumps(method.artifact_meta(model)))
+    save_file(result.model.state_dict(), str(path))
+    meta = json.loads(json.dumps(result.meta))
     return method.restore(Tiny(seed=123), load_file(str(path)), meta), path.stat().st_size
 
 
@@ -119,12 +125,13 @@ def test_minmax_method_roundtrip(tmp_path):
     with torch.no_grad():
         ref = model(x)
     method = create_method("quant.minmax:bits=4,group_size=128")
-    out_model = method.compress(model, ctx_for())
+    result = method.compress(model, ctx_for())
+    out_model = result.model
     assert isinstance(out_model.body[0], QuantLinear) and isinstance(out_model.head, nn.Linear)  # head skipped
     with torch.no_grad():
         out = out_model(x)
         assert snr_db(ref, out) > 15
-        restored, size = roundtrip(method, out_model, tmp_path)
+        restored, size = roundtrip(method, result, tmp_path)
         assert torch.equal(restored(x), out)
     codes = 2 * (256 * 128 + 256 * 2 * 2 + 256 * 4)  # two layers: codes + fp16 scales + fp32 bias
     head = (10 * 256 + 10) * 4
@@ -138,12 +145,12 @@ def test_minmax_bad_configs():
         create_method("quant.minmax:granularity=row")
     model = nn.Sequential(nn.Linear(100, 8))
     with pytest.raises(ConfigError, match=r"group_size=64 .*in_features=100 .*'0'.* 1, 2, 4, 5, 10, 20, 25, 50, 100"):
-        create_method("quant.minmax:group_size=64").compress(model, ctx_for())
+        compressed("quant.minmax:group_size=64", model, ctx_for())
     with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
-        create_method("quant.minmax:skip=*").compress(model, ctx_for())
+        compressed("quant.minmax:skip=*", model, ctx_for())
     conv = nn.Sequential(nn.Conv2d(4, 8, 3))  # rows of 4*3*3 = 36
     with pytest.raises(ConfigError, match=r"group_size=16 .*in_channels/groups\*kh\*kw=36 .*conv_granularity"):
-        create_method("quant.minmax:conv_granularity=group,group_size=16").compress(conv, ctx_for())
+        compressed("quant.minmax:conv_granularity=group,group_size=16", conv, ctx_for())
 
 
 def test_minmax_group_at_least_row_is_per_channel():
@@ -165,14 +172,15 @@ def test_w8a8_method(spec, min_db, tmp_path):
     with torch.no_grad():
         ref = model(x)
     method = create_method(spec)
-    q = method.compress(model, ctx_for(calib=batches(2)))
+    result = method.compress(model, ctx_for(calib=batches(2)))
+    q = result.model
     layer = q.body[0]
     assert isinstance(layer, W8A8Linear) and layer.weight.dtype == torch.int8
     assert layer.static == (layer.input_scale is not None)
     with torch.no_grad():
         out = q(x)
         assert snr_db(ref, out) > min_db
-        restored, _ = roundtrip(method, q, tmp_path)
+        restored, _ = roundtrip(method, result, tmp_path)
         assert torch.equal(restored(x), out)
 
 
@@ -190,7 +198,7 @@ def test_w8a8_integer_path_is_exact():
 
 def test_w8a8_calibration_errors():
     with pytest.raises(ValueError, match="no batches"):
-        create_method("quant.w8a8:activations=static").compress(Tiny(), ctx_for(calib=[]))
+        compressed("quant.w8a8:activations=static", Tiny(), ctx_for(calib=[]))
     with pytest.raises(ConfigError, match="percentile=0.0"):
         create_method("quant.w8a8:percentile=0")
 
@@ -213,7 +221,8 @@ def test_kmeans_method(bits, dim, min_db, tmp_path):
     with torch.no_grad():
         ref = model(x)
     method = create_method(f"quant.kmeans:bits={bits},dim={dim},iters=8")
-    q = method.compress(model, ctx_for())
+    result = method.compress(model, ctx_for())
+    q = result.model
     layer = q.body[0]
     assert isinstance(layer, CodebookLinear)
     assert layer.codes.dtype == torch.uint8 and layer.codes.nbytes == 256 * (256 // dim) * bits // 8
@@ -221,7 +230,7 @@ def test_kmeans_method(bits, dim, min_db, tmp_path):
     with torch.no_grad():
         out = q(x)
         assert snr_db(ref, out) > min_db
-        restored, _ = roundtrip(method, q, tmp_path)
+        restored, _ = roundtrip(method, result, tmp_path)
         assert torch.equal(restored(x), out)
 
 
@@ -230,17 +239,17 @@ def test_kmeans_codebook_finetune_trains_only_centroids():
     train = batches(4, bs=16, d=64, seed=3)
     method = create_method("quant.kmeans:bits=2,iters=4,finetune=true")
     before = {n: m.codebook.detach().clone() for n, m in
-              create_method("quant.kmeans:bits=2,iters=4").compress(Tiny(d=64), ctx_for()).named_modules()
+              compressed("quant.kmeans:bits=2,iters=4", Tiny(d=64), ctx_for()).named_modules()
               if isinstance(m, CodebookLinear)}
     head = model.head.weight.detach().clone()
-    q = method.compress(model, ctx_for(train=train, steps=6, lr=1e-2))
+    q = method.compress(model, ctx_for(train=train, steps=6, lr=1e-2)).model
     layers = {n: m for n, m in q.named_modules() if isinstance(m, CodebookLinear)}
     assert set(layers) == set(before)
     assert any(not torch.equal(m.codebook.detach(), before[n]) for n, m in layers.items())
     for m in layers.values():
         assert m.codebook.dtype == torch.float16 and not m.codebook.requires_grad
     assert torch.equal(q.head.weight, head) and q.head.weight.requires_grad  # frozen during, restored after
-    ref_codes = create_method("quant.kmeans:bits=2,iters=4").compress(Tiny(d=64), ctx_for()).body[0].codes
+    ref_codes = compressed("quant.kmeans:bits=2,iters=4", Tiny(d=64), ctx_for()).body[0].codes
     assert torch.equal(q.body[0].codes, ref_codes)  # the indices stay fixed
 
 
@@ -266,11 +275,8 @@ def test_kmeans_finetune_moves_centroids_and_lowers_train_loss(toy_task, toy_bas
 
     def run(spec):
         spy = _LrSpy()
-        ctx = CompressionContext(task=toy_task, calibration=toy_task.calibration_batches,
-                                 train_batches=lambda: toy_task.train_stream(cfg.finetune.batch_size, 0),
-                                 trainer=spy, teacher=toy_baseline, device=torch.device("cpu"), seed=0,
-                                 budget_steps=cfg.finetune.steps, lr=cfg.finetune.lr, finetune=cfg.finetune)
-        q = create_method(spec).compress(copy.deepcopy(toy_baseline), ctx).eval()
+        ctx = make_context(toy_task, baseline=toy_baseline, trainer=spy, seed=0)
+        q = compressed(spec, copy.deepcopy(toy_baseline), ctx).eval()
         with torch.no_grad():
             loss = sum(float(F.cross_entropy(q(**x), y, reduction="sum")) for x, y in fixed) / 1024
         return q, {n: m for n, m in q.named_modules() if isinstance(m, CodebookLinear)}, loss, spy
@@ -296,15 +302,16 @@ def test_kmeans_bad_configs():
         with pytest.raises(ConfigError, match=r"rel_lr=.* must be in \(0, 1\]"):
             create_method(f"quant.kmeans:finetune=true,rel_lr={bad}")
     with pytest.raises(ConfigError, match=r"dim=3 .*in_features=256 .*'body.0'"):
-        create_method("quant.kmeans:dim=3").compress(Tiny(), ctx_for())
+        compressed("quant.kmeans:dim=3", Tiny(), ctx_for())
     with pytest.raises(ConfigError, match=r"dim=5 .*in_channels/groups\*kh\*kw=36 .*'0'"):
-        create_method("quant.kmeans:dim=5").compress(nn.Sequential(nn.Conv2d(4, 8, 3)), ctx_for())
+        compressed("quant.kmeans:dim=5", nn.Sequential(nn.Conv2d(4, 8, 3)), ctx_for())
 
 
 def test_declared_flops_are_dense():
     from slimbench.suite.measure.flops import count_flops
 
-    model = create_method("quant.minmax").compress(Tiny(), ctx_for())
+    model = compressed("quant.minmax", Tiny(), ctx_for())
     flops = count_flops(model, {"x": torch.randn(1, 256)})
     dense = 2 * (256 * 256 * 2 + 256 * 10)
-    assert flops == {"dense": dense, "effective": dense}
+    # BOPs: 4-bit weights x fp32 activations in the quantized layers, 32 x 32 in the fp32 head
+    assert flops == {"dense": dense, "effective": dense, "bops": 256 * 256 * 2 * 4 * 32 + 256 * 10 * 32 * 32}

@@ -14,12 +14,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import slimbench.methods.quant  # noqa: F401
+from slimbench.core.config import ConfigError
+from slimbench.core.recipe import TrainRecipe
 from slimbench.methods import CompressionContext, create_method
-from slimbench.methods.quant.common import PackedStorage, snr_db
-from slimbench.methods.quant.compute import resolve, unwrap
-from slimbench.methods.reference.layers import CastInputs
-from slimbench.suite.config import ConfigError
-from slimbench.suite.trainer import Trainer
+from slimbench.methods.common.cast import CastInputs, PackedStorage, resolve, unwrap
+from slimbench.methods.common.layers import snr_db
+from slimbench.suite.context import make_context
 
 
 class Tiny(nn.Module):
@@ -36,9 +36,7 @@ class Tiny(nn.Module):
 def ctx(device="cpu") -> CompressionContext:
     g = torch.Generator().manual_seed(1)
     calib = [({"x": torch.randn(32, 256, generator=g)}, torch.zeros(32, dtype=torch.long)) for _ in range(2)]
-    return CompressionContext(task=None, calibration=lambda: list(calib), train_batches=lambda: iter(calib * 100),
-                              trainer=Trainer(), teacher=None, device=torch.device(device), seed=0,
-                              budget_steps=4, lr=1e-3)
+    return make_context(calibration=calib, train=calib, finetune=TrainRecipe(steps=4, lr=1e-3), device=device)
 
 
 SPECS = ["quant.minmax", "quant.kmeans:bits=2", "quant.w8a8", "quant.gptq", "quant.qat"]
@@ -51,19 +49,20 @@ def test_resolve_auto_by_device():
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_auto_on_cpu_is_unwrapped_fp32(spec):
-    model = create_method(spec).compress(Tiny(), ctx())
-    assert not isinstance(model, CastInputs)
-    assert create_method(spec).artifact_meta(model)["compute_dtype"] == "float32"
+    result = create_method(spec).compress(Tiny(), ctx())
+    assert not isinstance(result.model, CastInputs)
+    assert result.meta["compute_dtype"] == "float32"
 
 
 @pytest.mark.parametrize("spec,dtype", [(s, "bf16") for s in SPECS] + [(s, "fp16") for s in SPECS[:3]])
 def test_low_precision_compute_wraps_and_roundtrips(spec, dtype, tmp_path):
     x = torch.randn(16, 256)
-    fp32 = create_method(f"{spec}{',' if ':' in spec else ':'}compute=fp32").compress(Tiny(), ctx())
+    fp32 = create_method(f"{spec}{',' if ':' in spec else ':'}compute=fp32").compress(Tiny(), ctx()).model
     with torch.no_grad():  # the same method computing in fp32: only the dtype differs
         ref = fp32(x)
     method = create_method(f"{spec}{',' if ':' in spec else ':'}compute={dtype}")
-    model = method.compress(Tiny(), ctx())
+    result = method.compress(Tiny(), ctx())
+    model = result.model
     assert isinstance(model, CastInputs) and model.dtype == getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[dtype])
     inner, name = unwrap(model)
     assert name == str(model.dtype).removeprefix("torch.")
@@ -78,7 +77,7 @@ def test_low_precision_compute_wraps_and_roundtrips(spec, dtype, tmp_path):
         out = model(x=x)
     assert out.dtype == torch.float32 and snr_db(ref, out) > 25
 
-    meta = json.loads(json.dumps(method.artifact_meta(model)))
+    meta = json.loads(json.dumps(result.meta))
     assert meta["compute_dtype"] == name
     path = tmp_path / "model.safetensors"
     save_file(model.state_dict(), str(path))
@@ -90,7 +89,7 @@ def test_low_precision_compute_wraps_and_roundtrips(spec, dtype, tmp_path):
 
 def test_cuda_auto_means_fp16_even_when_compressing_on_cpu():
     """The dtype follows the run's device (ctx.device), not where the tensors happen to be."""
-    model = create_method("quant.minmax").compress(Tiny(), ctx("cuda"))
+    model = create_method("quant.minmax").compress(Tiny(), ctx("cuda")).model
     assert isinstance(model, CastInputs) and model.dtype == torch.float16
 
 

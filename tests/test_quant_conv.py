@@ -3,7 +3,6 @@ list against the real module names of both standard task models. Models are tiny
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 import torch
@@ -11,11 +10,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slimbench.methods import CompressionContext, create_method
-from slimbench.methods.quant.common import WEIGHT_LAYERS, eligible, snr_db
+from slimbench.methods.common.layers import WEIGHT_LAYERS, eligible, snr_db
+from slimbench.methods.common.options import DEFAULT_SKIP
 from slimbench.methods.quant.kmeans import CodebookConv2d
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
-from slimbench.methods.quant.options import DEFAULT_SKIP
-from slimbench.suite.trainer import Trainer
+from slimbench.suite.context import make_context
 
 
 class TinyCNN(nn.Module):
@@ -40,15 +39,14 @@ class TinyCNN(nn.Module):
 
 
 def ctx_for(seed=0) -> CompressionContext:
-    return CompressionContext(task=None, calibration=lambda: [], train_batches=lambda: [], trainer=Trainer(),
-                              teacher=None, device=torch.device("cpu"), seed=seed, budget_steps=0, lr=1e-3)
+    return make_context(seed=seed)
 
 
-def roundtrip(method, model, tmp_path):
+def roundtrip(method, result, tmp_path):
     path = tmp_path / "model.safetensors"
-    save_file(model.state_dict(), str(path))
-    meta = json.loads(json.dumps(method.artifact_meta(model)))
-    skeleton = TinyCNN(seed=123).to(memory_format=torch.channels_last)  # as the suite deep-copies the baseline
+    save_file(result.model.state_dict(), str(path))
+    meta = json.loads(json.dumps(result.meta))
+    skeleton = TinyCNN(seed=123).to(memory_format=torch.channels_last)  # a fresh build, as the task's builder gives
     return method.restore(skeleton, load_file(str(path)), meta)
 
 
@@ -62,7 +60,8 @@ def test_conv_quantization_roundtrip(spec, cls, min_db, tmp_path):
     with torch.no_grad():
         ref = model(x)
     method = create_method(spec)
-    q = method.compress(model, ctx_for())
+    result = method.compress(model, ctx_for())
+    q = result.model
     convs = [q.net.body[i] for i in (0, 2, 4, 6)]
     assert all(isinstance(m, cls) for m in convs)
     assert type(q.net.conv1) is nn.Conv2d and type(q.net.fc) is nn.Linear  # default skip: stem and head
@@ -70,7 +69,7 @@ def test_conv_quantization_roundtrip(spec, cls, min_db, tmp_path):
     with torch.no_grad():
         out = q(x)
         assert snr_db(ref, out) > min_db
-        restored = roundtrip(method, q, tmp_path)
+        restored = roundtrip(method, result, tmp_path)
         assert isinstance(restored.net.body[2], cls) and restored.net.body[2].groups == 4
         assert torch.equal(restored(x), out)
 
@@ -97,12 +96,9 @@ def test_conv_declared_flops_are_dense():
     x = {"pixel_values": torch.randn(1, 1, 12, 12)}
     dense = count_flops(TinyCNN(), x)
     for spec in ("quant.minmax", "quant.kmeans:iters=2"):
-        assert count_flops(create_method(spec).compress(TinyCNN(), ctx_for()), x) == dense
-
-
-def _task(kind, build):
-    cfg = types.SimpleNamespace(kind=kind, baseline_key=lambda: f"{kind}-{build.__name__}")
-    return types.SimpleNamespace(config=cfg, build_model=build)
+        flops = count_flops(create_method(spec).compress(TinyCNN(), ctx_for()).model, x)
+        assert (flops["dense"], flops["effective"]) == (dense["dense"], dense["effective"])
+        assert flops["bops"] < dense["bops"]  # low-bit weights in the quantized convs
 
 
 def _quantized_names(model):
@@ -155,13 +151,14 @@ def test_recalibrate_bn_matches_quantized_statistics(spec, tmp_path):
     mode, as in AdaBN, so they are only checked to have moved)."""
     g = torch.Generator().manual_seed(3)
     calib = [({"pixel_values": torch.randn(8, 3, 6, 6, generator=g) * 2 + 1}, torch.zeros(8)) for _ in range(3)]
-    ctx = CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(()),
-                             trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=0, budget_steps=0, lr=0.0)
-    plain = create_method(spec).compress(ConvBN().eval(), ctx)
+    ctx = make_context(calibration=calib)
+    plain_result = create_method(spec).compress(ConvBN().eval(), ctx)
+    plain = plain_result.model
     method = create_method(spec + ("," if ":" in spec else ":") + "recalibrate_bn=true")
-    model = method.compress(ConvBN().eval(), ctx)
-    assert method.artifact_meta(model)["bn_recalibrated_layers"] == 2
-    assert "bn_recalibrated_layers" not in create_method(spec).artifact_meta(plain)
+    result = method.compress(ConvBN().eval(), ctx)
+    model = result.model
+    assert result.metrics["bn_recalibrated_layers"] == 2 and "bn_recalibrated_layers" not in result.meta
+    assert "bn_recalibrated_layers" not in plain_result.metrics
     assert not model.training and model.body[1].momentum == 0.1  # modes and momentum restored
     x = torch.cat([b[0]["pixel_values"] for b in calib])
     with torch.no_grad():
@@ -172,8 +169,7 @@ def test_recalibrate_bn_matches_quantized_statistics(spec, tmp_path):
         torch.testing.assert_close(model.body[1].running_var, var, rtol=1e-4, atol=1e-5)
         for idx in (1, 5):
             assert not torch.equal(plain.body[idx].running_mean, model.body[idx].running_mean)
-        restored = method.restore(ConvBN(), load_file_state(model, tmp_path), json.loads(json.dumps(
-            method.artifact_meta(model))))
+        restored = method.restore(ConvBN(), load_file_state(model, tmp_path), json.loads(json.dumps(result.meta)))
         assert torch.equal(restored.eval()(x), model(x))
 
 
@@ -184,11 +180,9 @@ def load_file_state(model, tmp_path):
 
 
 def test_recalibrate_bn_without_batchnorm_or_data():
-    ctx = CompressionContext(task=None, calibration=lambda: iter(()), train_batches=lambda: iter(()),
-                             trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=0, budget_steps=0, lr=0.0)
+    ctx = make_context()
     method = create_method("quant.minmax:recalibrate_bn=true,skip=")
-    model = method.compress(TinyLinear(), ctx)
-    assert method.artifact_meta(model)["bn_recalibrated_layers"] == 0  # nothing to do: not an error
+    assert method.compress(TinyLinear(), ctx).metrics["bn_recalibrated_layers"] == 0  # nothing to do: not an error
     with pytest.raises(ValueError, match="recalibrate_bn needs calibration data"):
         create_method("quant.minmax:recalibrate_bn=true").compress(ConvBN(), ctx)
 

@@ -10,15 +10,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import slimbench.methods.quant.methods_ptq  # noqa: F401  (registers the three methods)
+import slimbench.methods.quant  # noqa: F401  (registers the methods)
+from slimbench.core.config import ConfigError
 from slimbench.methods import CompressionContext, create_method
-from slimbench.methods.quant.common import snr_db
+from slimbench.methods.common.layers import snr_db
 from slimbench.methods.quant.fp8 import FP8Linear
 from slimbench.methods.quant.gptq import HessianAccumulator, gptq_quantize
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear, quantize_weight
-from slimbench.methods.quant.torch_static import StaticInt8Linear, _Island, quantized_engine
-from slimbench.suite.config import ConfigError
-from slimbench.suite.trainer import Trainer
+from slimbench.methods.quant.torch_int8 import StaticInt8Linear, _Island, quantized_engine
+from slimbench.suite.context import make_context
 
 D = 128
 
@@ -50,9 +50,7 @@ class ConvNet(nn.Module):
 
 
 def ctx_for(calib) -> CompressionContext:
-    return CompressionContext(task=None, calibration=lambda: list(calib), train_batches=lambda: [],
-                              trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=0,
-                              budget_steps=0, lr=0.0)
+    return make_context(calibration=list(calib))
 
 
 def correlated(n: int, seed: int, d: int = D) -> torch.Tensor:
@@ -65,11 +63,11 @@ def batches(x: torch.Tensor, bs: int = 256):
     return [({"x": x[i:i + bs]}, torch.zeros(len(x[i:i + bs]), dtype=torch.long)) for i in range(0, len(x), bs)]
 
 
-def roundtrip(method, model, skeleton, tmp_path):
+def roundtrip(method, result, skeleton, tmp_path):
     """Save as the suite does (safetensors + JSON meta), restore into a fresh skeleton."""
     path = tmp_path / "model.safetensors"
-    save_file(model.state_dict(), str(path))
-    meta = json.loads(json.dumps(method.artifact_meta(model)))
+    save_file(result.model.state_dict(), str(path))
+    meta = json.loads(json.dumps(result.meta))
     return method.restore(skeleton, load_file(str(path)), meta), path.stat().st_size
 
 
@@ -98,7 +96,7 @@ def test_gptq_beats_minmax_on_correlated_inputs(bits, act_order):
     err = {}
     for spec in (f"quant.minmax:bits={bits},group_size=64",
                  f"quant.gptq:bits={bits},group_size=64,act_order={act_order}"):
-        model = create_method(spec).compress(copy.deepcopy(base), ctx_for(batches(calib)))
+        model = create_method(spec).compress(copy.deepcopy(base), ctx_for(batches(calib))).model
         assert isinstance(model.lin, QuantLinear)
         with torch.no_grad():
             err[spec.split(":")[0]] = float((model(held_out) - ref).pow(2).mean())
@@ -123,12 +121,12 @@ def test_conv_hessian_matches_conv_geometry():
 def test_gptq_convnet_round_trip_and_determinism(tmp_path):
     x = torch.randn(32, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     method = create_method("quant.gptq:bits=3,symmetric=false")
-    runs = [method.compress(ConvNet(), ctx_for(batches(x, 16))).eval() for _ in range(2)]
-    for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()):
+    runs = [method.compress(ConvNet(), ctx_for(batches(x, 16))) for _ in range(2)]
+    for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values()):
         assert torch.equal(a, b)
-    model = runs[0]
+    model = runs[0].model.eval()
     assert all(isinstance(getattr(model, n), QuantConv2d) for n in ("c1", "c2", "c3"))
-    restored, _ = roundtrip(method, model, ConvNet(seed=5), tmp_path)
+    restored, _ = roundtrip(method, runs[0], ConvNet(seed=5), tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
         assert snr_db(ConvNet()(x), model(x)) > 10
@@ -164,9 +162,10 @@ def test_static_int8_round_trip_size_and_engine(tmp_path):
     assert method.supports(None, "cpu") is None
     assert "CPU" in method.supports(None, "cuda")
     before = torch.backends.quantized.engine
-    model = method.compress(OneLinear(), ctx_for(batches(correlated(512, 1)))).eval()
+    result = method.compress(OneLinear(), ctx_for(batches(correlated(512, 1))))
+    model = result.model.eval()
     assert isinstance(model.lin, StaticInt8Linear) and model.lin.weight_int8.dtype == torch.int8
-    restored, size = roundtrip(method, model, OneLinear(seed=7), tmp_path)
+    restored, size = roundtrip(method, result, OneLinear(seed=7), tmp_path)
     x = correlated(16, 2)
     with torch.no_grad():
         assert torch.equal(restored(x), model(x))
@@ -181,9 +180,10 @@ def test_static_int8_round_trip_size_and_engine(tmp_path):
 @pytest.mark.parametrize("scaling", ["tensor", "row"])
 def test_fp8_storage_round_trip_and_accuracy(scaling, tmp_path):
     method = create_method(f"quant.fp8:scaling={scaling}")
-    model = method.compress(OneLinear(), ctx_for([])).eval()
+    result = method.compress(OneLinear(), ctx_for([]))
+    model = result.model.eval()
     assert model.lin.weight.dtype == torch.float8_e4m3fn and model.lin.weight.element_size() == 1
-    restored, size = roundtrip(method, model, OneLinear(seed=7), tmp_path)
+    restored, size = roundtrip(method, result, OneLinear(seed=7), tmp_path)
     assert D * D <= size < D * D + 8 * D + 1024
     x = correlated(32, 2)
     with torch.no_grad():
@@ -231,11 +231,22 @@ def test_bad_configs_name_value_and_choices(spec, needle):
 
 
 def test_configs_check_literals_when_built_directly():
-    from slimbench.methods.quant.methods_ptq import FP8Config, GPTQConfig, StaticInt8Config
+    from slimbench.methods.quant.configs import (FP8Config, GPTQConfig, KMeansConfig, MinMaxConfig, QATConfig,
+                                                 StaticInt8Config, W8A8Config)
     for cls, kw in ((GPTQConfig, {"granularity": "row"}), (StaticInt8Config, {"engine": "onednn"}),
-                    (FP8Config, {"scaling": "block"})):
+                    (FP8Config, {"scaling": "block"}), (MinMaxConfig, {"granularity": "bogus"}),
+                    (W8A8Config, {"activations": "bogus"}), (MinMaxConfig, {"bits": 5}),
+                    (QATConfig, {"compute": "fp8"})):
         with pytest.raises(ConfigError, match="choose one of"):
             cls(**kw)
+    for cls, kw, needle in ((MinMaxConfig, {"group_size": 0}, "group_size=0 must be >= 1"),
+                            (KMeansConfig, {"rel_lr": 2.0}, r"rel_lr=2.0 must be in \(0, 1\]"),
+                            (MinMaxConfig, {"bits": "4"}, "bits='4' should be int"),
+                            (MinMaxConfig, {"skip": ("a", 3)}, "skip=.* should be tuple"),
+                            (W8A8Config, {"percentile": 0}, r"percentile=0 must be in \(0, 100\]")):
+        with pytest.raises(ConfigError, match=needle):
+            cls(**kw)
+    assert MinMaxConfig(skip=["a", "b"]).skip == ("a", "b")  # lists become tuples: configs stay hashable
 
 
 def test_gptq_group_size_must_divide_rows():

@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import slimbench.methods.quant  # noqa: F401
-import slimbench.methods.quant.methods_train  # noqa: F401  (registers quant.qat / quant.progressive)
+import slimbench.methods.quant  # noqa: F401  (registers quant.qat / quant.progressive)
+from slimbench.core.config import ConfigError
+from slimbench.core.recipe import TrainRecipe
 from slimbench.methods import METHODS, CompressionContext, create_method
 from slimbench.methods.quant import qat
 from slimbench.methods.quant.fakequant import FakeQuantConv2d, FakeQuantLinear, _LSQ
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
 from slimbench.methods.quant.progressive import stage_steps
-from slimbench.suite.config import ConfigError
+from slimbench.suite.context import make_context
 from slimbench.suite.trainer import Trainer
 
 
@@ -68,17 +69,16 @@ def batches(n=4, bs=16, shape=(64,), seed=1):
 
 
 def ctx_for(train=(), steps=0, lr=1e-2, seed=0, trainer=None) -> CompressionContext:
-    return CompressionContext(task=None, calibration=lambda: [], train_batches=lambda: list(train),
-                              trainer=trainer or CountingTrainer(), teacher=None, device=torch.device("cpu"),
-                              seed=seed, budget_steps=steps, lr=lr)
+    return make_context(train=list(train), finetune=TrainRecipe(steps=steps, lr=lr), seed=seed,
+                        trainer=trainer or CountingTrainer())
 
 
-def roundtrip(method, model, skeleton):
+def roundtrip(method, result, skeleton):
     """Save as the suite does (safetensors + JSON meta) and restore into a fresh skeleton."""
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        save_file(model.state_dict(), f"{d}/m.safetensors")
-        meta = json.loads(json.dumps(method.artifact_meta(model)))
+        save_file(result.model.state_dict(), f"{d}/m.safetensors")
+        meta = json.loads(json.dumps(result.meta))
         return method.restore(skeleton, load_file(f"{d}/m.safetensors"), meta).eval()
 
 
@@ -88,7 +88,7 @@ def test_registered_real_and_torch_free():
     assert {"quant.qat", "quant.progressive"} <= set(METHODS.names())
     for name in ("quant.qat", "quant.progressive"):
         assert METHODS.get(name).simulated is False and METHODS.get(name).family == "quantization"
-    code = "import sys, slimbench.methods.quant.methods_train; assert 'torch' not in sys.modules"
+    code = "import sys, slimbench.methods.quant.plugins; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert create_method("quant.progressive:schedule=8;4;2").spec == "quant.progressive:schedule=8;4;2"
 
@@ -96,7 +96,7 @@ def test_registered_real_and_torch_free():
 def test_config_errors():
     with pytest.raises(ConfigError, match=r"bits=5 .*2, 3, 4, 8"):
         create_method("quant.qat:bits=5")
-    with pytest.raises(ConfigError, match=r"schedule=8;5 contains bits=5.*choose from 2, 3, 4, 8"):
+    with pytest.raises(ConfigError, match=r"schedule=8;5 contains 5, which is not supported; choose one of 2, 3, 4, 8"):
         create_method("quant.progressive:schedule=8;5")
     for bad in ("4;8", "4;4", "8;2;3"):
         with pytest.raises(ConfigError, match="strictly descending"):
@@ -173,43 +173,46 @@ def test_converted_equals_fake_quant_conv(spec):
 def test_qat_uses_trainer_and_restores(tmp_path):
     trainer, x = CountingTrainer(), torch.randn(8, 64)
     method = create_method("quant.qat:bits=3")
-    out = method.compress(Tiny(), ctx_for(batches(), steps=6, trainer=trainer))
+    result = method.compress(Tiny(), ctx_for(batches(), steps=6, trainer=trainer))
+    out = result.model
     assert trainer.calls == [(6, [3])]
     assert isinstance(out.body[2], QuantLinear) and out.body[2].bits == 3 and not out.training
     assert not any(p.requires_grad for p in out.body.parameters())  # packed layers hold buffers only
-    restored = roundtrip(method, out, Tiny(seed=123))
+    restored = roundtrip(method, result, Tiny(seed=123))
     with torch.no_grad():
         assert torch.equal(restored(x), out(x))
-    minmax = create_method("quant.minmax:bits=3").compress(Tiny(), ctx_for())
+    minmax = create_method("quant.minmax:bits=3").compress(Tiny(), ctx_for()).model
     assert {k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in minmax.state_dict().items()}
-    assert method.artifact_meta(out)["layers"] == ["body.0", "body.2"]
+    assert result.meta["layers"] == ["body.0", "body.2"]
 
 
 def test_progressive_stages_and_restore():
     trainer, x = CountingTrainer(), torch.randn(8, 64)
     method = create_method("quant.progressive:schedule=8;4;2,granularity=channel")
-    out = method.compress(Tiny(), ctx_for(batches(), steps=7, trainer=trainer))
-    assert trainer.calls == [(2, [8]), (2, [4]), (3, [2])]
+    ctx = ctx_for(batches(), steps=7, trainer=trainer)
+    result = method.compress(Tiny(), ctx)
+    out = result.model
+    assert trainer.calls == [(2, [8]), (2, [4]), (3, [2])] and ctx.ledger.summary()["finetune"] == {"used": 7, "budget": 7}
     assert all(m.bits == 2 and m.granularity == "channel" for m in out.modules() if isinstance(m, QuantLinear))
-    restored = roundtrip(method, out, Tiny(seed=7))
+    restored = roundtrip(method, result, Tiny(seed=7))
     with torch.no_grad():
         assert torch.equal(restored(x), out(x))
 
 
 def test_budget_zero_converts_without_training():
     trainer = CountingTrainer()
-    q = create_method("quant.qat:bits=4,group_size=32").compress(Tiny(), ctx_for(steps=0, trainer=trainer))
-    ref = create_method("quant.minmax:bits=4,group_size=32").compress(Tiny(), ctx_for())
+    q = create_method("quant.qat:bits=4,group_size=32").compress(Tiny(), ctx_for(steps=0, trainer=trainer)).model
+    ref = create_method("quant.minmax:bits=4,group_size=32").compress(Tiny(), ctx_for()).model
     assert trainer.calls == []
     sd, ref_sd = q.state_dict(), ref.state_dict()
     assert sd.keys() == ref_sd.keys() and all(torch.equal(sd[k], ref_sd[k]) for k in sd)  # min-max start
-    p = create_method("quant.progressive").compress(Tiny(), ctx_for(steps=0, trainer=trainer))
+    p = create_method("quant.progressive").compress(Tiny(), ctx_for(steps=0, trainer=trainer)).model
     assert trainer.calls == [] and isinstance(p.body[0], QuantLinear) and p.body[0].bits == 4
 
 
 def test_deterministic():
-    a = create_method("quant.progressive:schedule=4;3").compress(Tiny(), ctx_for(batches(), steps=4, seed=5))
-    b = create_method("quant.progressive:schedule=4;3").compress(Tiny(), ctx_for(batches(), steps=4, seed=5))
+    a = create_method("quant.progressive:schedule=4;3").compress(Tiny(), ctx_for(batches(), steps=4, seed=5)).model
+    b = create_method("quant.progressive:schedule=4;3").compress(Tiny(), ctx_for(batches(), steps=4, seed=5)).model
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
@@ -233,11 +236,9 @@ def test_qat_beats_minmax_on_toy(bits, toy_task, toy_baseline):
     On the held-out split the toy task is saturated (2-bit min-max already matches fp32
     accuracy) and 20 steps of any fine-tuning overfit its 1024 samples, so there we only
     require that QAT is not worse than min-max by more than 3 accuracy points."""
-    ctx = CompressionContext(task=toy_task, calibration=lambda: [], teacher=toy_baseline, trainer=Trainer(),
-                             train_batches=lambda: toy_task.train_stream(64, 0), device=torch.device("cpu"),
-                             seed=0, budget_steps=20, lr=3e-3)
-    minmax = create_method(f"quant.minmax:bits={bits}").compress(copy.deepcopy(toy_baseline), ctx)
-    trained = create_method(f"quant.qat:bits={bits}").compress(copy.deepcopy(toy_baseline), ctx)
+    ctx = make_context(toy_task, baseline=toy_baseline, finetune=TrainRecipe(steps=20, lr=3e-3, batch_size=64))
+    minmax = create_method(f"quant.minmax:bits={bits}").compress(copy.deepcopy(toy_baseline), ctx).model
+    trained = create_method(f"quant.qat:bits={bits}").compress(copy.deepcopy(toy_baseline), ctx).model
     train_split = list(toy_task.loader("train", 256))
     assert _ce_acc(trained, train_split)[0] < 0.95 * _ce_acc(minmax, train_split)[0]
     assert _ce_acc(trained, toy_task.test_batches())[1] >= _ce_acc(minmax, toy_task.test_batches())[1] - 0.03

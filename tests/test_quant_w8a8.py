@@ -5,7 +5,6 @@ accuracy against the fp32 layer by SNR. Shapes are tiny: the CPU is shared."""
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 import torch
@@ -13,10 +12,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from slimbench.core.recipe import TrainRecipe
+from slimbench.core.task import TaskSpec
 from slimbench.methods import CompressionContext, create_method
-from slimbench.methods.quant.common import snr_db
+from slimbench.methods.common.layers import snr_db
 from slimbench.methods.quant.w8a8 import W8A8Conv2d, W8A8Linear, int8_matmul
-from slimbench.suite.trainer import Trainer
+from slimbench.suite.context import make_context
 
 
 class TinyCNN(nn.Module):
@@ -42,8 +43,7 @@ class TinyCNN(nn.Module):
 
 
 def ctx_for(calib=()) -> CompressionContext:
-    return CompressionContext(task=None, calibration=lambda: list(calib), train_batches=lambda: [], trainer=Trainer(),
-                              teacher=None, device=torch.device("cpu"), seed=0, budget_steps=0, lr=1e-3)
+    return make_context(calibration=list(calib))
 
 
 def images(n=2, bs=4, seed=1):
@@ -116,12 +116,12 @@ def test_rowsum_is_derived_not_stored():
     assert int8_matmul(q.weight[:3], q.weight).dtype == torch.int32
 
 
-def roundtrip(method, model, tmp_path):
+def roundtrip(method, result, tmp_path):
     path = tmp_path / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))  # as save_artifact
-    meta = json.loads(json.dumps(method.artifact_meta(model)))
+    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(path))  # as save_artifact
+    meta = json.loads(json.dumps(result.meta))
     skeleton = TinyCNN(seed=123).to(memory_format=torch.channels_last)
-    return method.restore(skeleton, load_file(str(path)), meta), meta
+    return method.restore(skeleton, load_file(str(path)), meta)
 
 
 @pytest.mark.parametrize("spec,min_db", [
@@ -135,7 +135,8 @@ def test_cnn_method_roundtrip_channels_last(spec, min_db, tmp_path):
     with torch.no_grad():
         ref = model(x)
     method = create_method(spec)
-    q = method.compress(model, ctx_for(images()))
+    result = method.compress(model, ctx_for(images()))
+    q = result.model
     body = q.net.body
     assert all(isinstance(body[i], W8A8Conv2d) for i in (0, 2, 8))
     assert type(body[4]) is nn.Conv2d and type(body[6]) is nn.Conv2d  # grouped, reflect: fp32
@@ -146,9 +147,10 @@ def test_cnn_method_roundtrip_channels_last(spec, min_db, tmp_path):
         out = q(x)
         assert snr_db(ref, out) > min_db
         assert torch.equal(q(x.contiguous()), out)  # memory format does not change the numbers
-        restored, meta = roundtrip(method, q, tmp_path)
-        assert set(meta["kept_fp32"]) == {"net.body.4", "net.body.6"}
-        assert "groups=4" in meta["kept_fp32"]["net.body.4"]
+        restored = roundtrip(method, result, tmp_path)
+        kept = result.metrics["kept_fp32"]  # recorded with the run, not needed to restore
+        assert set(kept) == {"net.body.4", "net.body.6"} and "kept_fp32" not in result.meta
+        assert "groups=4" in kept["net.body.4"]
         assert isinstance(restored.net.body[2], W8A8Conv2d) and restored.net.body[2].dilation == (2, 2)
         assert torch.equal(restored(x), out)
 
@@ -157,7 +159,9 @@ def test_conv_flops_are_dense_and_hooks_see_conv_input():
     from slimbench.suite.measure.flops import count_flops
 
     x = {"pixel_values": torch.randn(1, 1, 12, 12)}
-    assert count_flops(create_method("quant.w8a8").compress(TinyCNN(), ctx_for()), x) == count_flops(TinyCNN(), x)
+    flops, dense = count_flops(create_method("quant.w8a8").compress(TinyCNN(), ctx_for()).model, x), count_flops(TinyCNN(), x)
+    assert (flops["dense"], flops["effective"]) == (dense["dense"], dense["effective"])
+    assert flops["bops"] < 0.6 * dense["bops"]  # 8 x 8 bits per MAC in the quantized convs, 32 x 32 in the fp32 ones
     seen = []
     model = TinyCNN()
     model.net.body[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
@@ -166,8 +170,8 @@ def test_conv_flops_are_dense_and_hooks_see_conv_input():
 
 
 def _task(kind, build):
-    cfg = types.SimpleNamespace(kind=kind, baseline_key=lambda: f"{kind}-{build.__name__}")
-    return types.SimpleNamespace(config=cfg, build_model=build)
+    return TaskSpec(name=build.__name__, kind=kind, num_classes=10, metric="accuracy", profile="quick",
+                    key=f"{kind}-{build.__name__}", finetune=TrainRecipe(steps=0), build_model=build)
 
 
 def test_supports_cnn_and_errors_when_nothing_is_eligible():

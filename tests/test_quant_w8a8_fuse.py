@@ -12,10 +12,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import slimbench.methods.quant  # noqa: F401
+from slimbench.core.config import ConfigError
 from slimbench.methods import CompressionContext, create_method
 from slimbench.methods.quant.w8a8_fuse import W8A8ActLinear, act_kind
-from slimbench.suite.config import ConfigError
-from slimbench.suite.trainer import Trainer
+from slimbench.suite.context import make_context
 
 
 class MLP(nn.Module):
@@ -36,17 +36,16 @@ class MLP(nn.Module):
 def ctx(make=lambda g: {"x": torch.randn(16, 32, generator=g)}) -> CompressionContext:
     g = torch.Generator().manual_seed(1)
     calib = [(make(g), torch.zeros(16, dtype=torch.long)) for _ in range(3)]
-    return CompressionContext(task=None, calibration=lambda: iter(calib), train_batches=lambda: iter(()),
-                              trainer=Trainer(), teacher=None, device=torch.device("cpu"), seed=0,
-                              budget_steps=0, lr=0.0)
+    return make_context(calibration=calib)
 
 
 @pytest.mark.parametrize("acts", ["static", "dynamic"])
 def test_fused_mlp_is_bit_identical_and_roundtrips(acts, tmp_path):
     c = ctx()
-    plain = create_method(f"quant.w8a8:activations={acts},skip=").compress(MLP(), c)
+    plain = create_method(f"quant.w8a8:activations={acts},skip=").compress(MLP(), c).model
     method = create_method(f"quant.w8a8:activations={acts},fuse_act=true,skip=")
-    fused = method.compress(MLP(), c)
+    result = method.compress(MLP(), c)
+    fused = result.model
     assert isinstance(fused.fc1, W8A8ActLinear) and isinstance(fused.fc2, W8A8ActLinear)
     assert isinstance(fused.act1, nn.Identity) and isinstance(fused.act2, nn.Identity)
     assert fused.fc1.act == "gelu" and fused.fc2.act == "relu"
@@ -57,7 +56,7 @@ def test_fused_mlp_is_bit_identical_and_roundtrips(acts, tmp_path):
         if acts == "static":  # the producer hands int8 straight to the consumer, tagged with the dtype
             h = fused.fc1(x)
             assert h.dtype == torch.int8 and h._slim_dtype == torch.float32
-    meta = json.loads(json.dumps(method.artifact_meta(fused)))
+    meta = json.loads(json.dumps(result.meta))
     assert [f["producer"] for f in meta["fused_act"]] == ["fc1", "fc2"]
     assert all(f["int8_out"] == (acts == "static") for f in meta["fused_act"])
     save_file(fused.state_dict(), str(tmp_path / "m.safetensors"))
@@ -91,10 +90,10 @@ def test_fused_hf_bert_mlp():
         return HFClassifier(BertForSequenceClassification(cfg)).eval()
     c = ctx(lambda g: {"input_ids": torch.randint(0, 100, (4, 12), generator=g),
                        "attention_mask": torch.ones(4, 12, dtype=torch.long)})
-    plain = create_method("quant.w8a8:activations=static").compress(make(), c)
+    plain = create_method("quant.w8a8:activations=static").compress(make(), c).model
     method = create_method("quant.w8a8:activations=static,fuse_act=true")
-    fused = method.compress(make(), c)
-    meta = method.artifact_meta(fused)
+    result = method.compress(make(), c)
+    fused, meta = result.model, result.meta
     assert [f["consumer"].rsplit(".", 2)[-2:] for f in meta["fused_act"]] == [["output", "dense"]] * 2
     inputs = {"input_ids": torch.randint(0, 100, (3, 12)), "attention_mask": torch.ones(3, 12, dtype=torch.long)}
     with torch.no_grad():
@@ -121,6 +120,6 @@ class Ambiguous(nn.Module):
 
 def test_ambiguous_chains_are_left_alone():
     c = ctx()
-    model = create_method("quant.w8a8:activations=static,fuse_act=true,skip=").compress(Ambiguous(), c)
+    model = create_method("quant.w8a8:activations=static,fuse_act=true,skip=").compress(Ambiguous(), c).model
     assert not any(isinstance(m, W8A8ActLinear) for m in model.modules())
     assert isinstance(model.relu, nn.ReLU) and isinstance(model.gelu, nn.GELU)

@@ -7,8 +7,8 @@ from typing import Literal
 import pytest
 
 from slimbench.methods import METHODS, create_method
-from slimbench.suite.config import ConfigError, build, coerce, field_specs, parse_spec
-from slimbench.suite.registry import Registry, UnknownNameError
+from slimbench.core.config import ConfigError, build, coerce, field_specs, parse_spec
+from slimbench.core.registry import Registry, UnknownNameError
 
 
 def test_registry_did_you_mean_and_duplicates():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slimbench.suite.config import ConfigError
+from slimbench.core.config import ConfigError
 from slimbench.tasks import get_task, list_tasks, raw_task
 from slimbench.tasks.base import Task, config_from_dict
 from slimbench.tasks.vision import FASHION_MNIST_DIR, _has_idx
@@ -61,7 +61,8 @@ def test_profiles_apply_and_quick_is_smaller(name):
 def test_default_recipes_match_the_measured_ones():
     fm = get_task("fashion-mnist").config
     assert (fm.train.batch_size, fm.train.lr, fm.train.weight_decay, fm.train.schedule) == (128, 5e-3, 0.05, "cosine")
-    assert fm.train.steps == 4 * -(-60_000 // 128) and fm.min_accuracy >= 0.91
+    assert fm.train.steps == 1876 and fm.min_accuracy >= 0.91  # ~4.4 epochs of the 55k training images
+    assert fm.search.candidates and fm.search.proxy_steps and fm.finetune.steps == 300
     assert fm.model["kwargs"]["name"] == "test_resnet" and fm.latency_batch_sizes == (1, 64)
     rt = get_task("rotten-tomatoes").config
     assert (rt.train.batch_size, rt.train.lr, rt.train.warmup, rt.train.schedule) == (32, 1e-4, 0.1, "linear")
@@ -93,16 +94,27 @@ def test_unknown_profile_is_a_clear_error(name):
 @needs_fashion
 def test_fashion_mnist_standard_split():
     data = get_task("fashion-mnist").data()
-    assert data.info["sizes"] == {"train": 60_000, "test": 10_000}
-    assert data.info["class_balance"]["train"] == [6000] * 10
-    assert data.info["class_balance"]["test"] == [1000] * 10
+    assert data.info["sizes"] == {"train": 55_000, "val": 5_000, "test": 10_000}  # val held out of the 60k
+    balance = data.info["class_balance"]
+    assert [a + b for a, b in zip(balance["train"], balance["val"])] == [6000] * 10
+    assert balance["test"] == [1000] * 10 and min(balance["val"]) > 400
     assert data.info["source"] == "idx"
+
+
+def test_train_val_split_is_disjoint_and_seeded():
+    from slimbench.tasks.vision import split_train_val
+
+    keep, held = split_train_val(1000, 100, seed=0)
+    assert len(keep) == 900 and len(held) == 100 and not set(keep.tolist()) & set(held.tolist())
+    assert (split_train_val(1000, 100, seed=0)[1] == held).all() and not (split_train_val(1000, 100, 1)[1] == held).all()
+    with pytest.raises(ValueError, match="val_size=1000"):
+        split_train_val(1000, 1000, seed=0)
 
 
 @needs_fashion
 def test_fashion_mnist_quick_subset_is_seeded(fashion_quick):
     info = fashion_quick.data().info
-    assert info["sizes"] == {"train": 6000, "test": 10_000}
+    assert info["sizes"] == {"train": 6000, "val": 5000, "test": 10_000}
     again = get_task("fashion-mnist", "quick").data()
     assert torch.equal(again.train.labels, fashion_quick.data().train.labels)
     assert min(info["class_balance"]["train"]) > 500

@@ -70,10 +70,12 @@ TEXT_MODEL = {"builder": "slimbench.tasks.text:hf_classifier", "kwargs": {"packa
 
 def test_imagefolder_map_style(imagefolder, tmp_path):
     task = _task("vision", 2, {"path": "imagefolder", "data_dir": str(imagefolder), "image_size": 16,
-                               "cache_dir": str(tmp_path / "cache")}, VISION_MODEL)
+                               "val_size": 2, "cache_dir": str(tmp_path / "cache")}, VISION_MODEL)
     data = task.data()
-    assert isinstance(data.train, HFItems)
-    assert data.info["sizes"] == {"train": 6, "test": 4} and data.info["classes"] == ["cat", "dog"]
+    assert isinstance(data.train, HFItems) and isinstance(data.val, HFItems)
+    assert data.info["sizes"] == {"train": 4, "val": 2, "test": 4} and data.info["classes"] == ["cat", "dog"]
+    val = next(iter(task.val_batches(2)))[0]["pixel_values"]
+    assert torch.equal(next(iter(task.val_batches(2)))[0]["pixel_values"], val)  # no augmentation on val
     inputs, labels = next(iter(task.test_batches()))
     assert inputs["pixel_values"].shape == (4, 3, 16, 16) and inputs["pixel_values"].dtype == torch.float32
     assert labels.tolist() == [0, 0, 1, 1]
@@ -89,14 +91,16 @@ def test_imagefolder_map_style(imagefolder, tmp_path):
 
 def test_imagefolder_streaming_is_iterable_and_limited(imagefolder, tmp_path):
     task = _task("vision", 2, {"path": "imagefolder", "data_dir": str(imagefolder), "image_size": 16,
-                               "streaming": True, "cache_dir": str(tmp_path / "cache")}, VISION_MODEL,
+                               "streaming": True, "val_size": 2, "cache_dir": str(tmp_path / "cache")}, VISION_MODEL,
                  eval_limit=3)
     data = task.data()
     assert isinstance(data.train, HFStream) and isinstance(data.train, torch.utils.data.IterableDataset)
     labels = torch.cat([y for _, y in task.loader("test", 2)])
     assert len(labels) == 3  # eval_limit applied by the loader itself
     train_labels = sorted(torch.cat([y for _, y in task.loader("train", 4)]).tolist())
-    assert train_labels == [0, 0, 0, 1, 1, 1]
+    val_labels = sorted(torch.cat([y for _, y in task.loader("val", 4)]).tolist())
+    assert len(train_labels) == 4 and len(val_labels) == 2  # the stream's first 2 items are held out
+    assert sorted(train_labels + val_labels) == [0, 0, 0, 1, 1, 1]
 
 
 def test_class_count_mismatch_is_caught(imagefolder, tmp_path):
@@ -106,10 +110,17 @@ def test_class_count_mismatch_is_caught(imagefolder, tmp_path):
         task.data()
 
 
+def test_too_small_for_a_validation_split_names_the_fix(imagefolder, tmp_path):
+    task = _task("vision", 2, {"path": "imagefolder", "data_dir": str(imagefolder), "val_size": 6,
+                               "cache_dir": str(tmp_path / "cache")}, VISION_MODEL)
+    with pytest.raises(ValueError, match=r"val_size=6 must be between 1 and 5 .*data.args.val_split"):
+        task.data()
+
+
 def test_missing_local_data_is_a_clear_error(tmp_path):
     task = _task("vision", 2, {"path": "imagefolder", "data_dir": str(tmp_path / "nowhere"),
                                "cache_dir": str(tmp_path / "cache")}, VISION_MODEL)
-    with pytest.raises(FileNotFoundError, match="could not load 'imagefolder' splits 'train'/'test'"):
+    with pytest.raises(FileNotFoundError, match="could not load 'imagefolder' splits 'train'/None/'test'"):
         task.data()
 
 
@@ -117,10 +128,10 @@ def test_missing_local_data_is_a_clear_error(tmp_path):
 def test_glue_style_csv_sentence_pairs(glue_csv, tmp_path):
     args = {"path": "csv", "data_files": glue_csv, "test_split": "validation",
             "text_columns": ["sentence1", "sentence2"], "label_names": ["no", "yes"], "max_length": 32,
-            "train_size": 4, "cache_dir": str(tmp_path / "cache")}
+            "train_size": 3, "val_size": 2, "cache_dir": str(tmp_path / "cache")}
     task = _task("nlp", 2, args, TEXT_MODEL)
     data = task.data()
-    assert data.info["sizes"] == {"train": 4, "test": 4}
+    assert data.info["sizes"] == {"train": 3, "val": 2, "test": 4}
     inputs, labels = next(iter(task.test_batches()))
     assert set(inputs) == {"input_ids", "attention_mask", "token_type_ids"}
     assert inputs["token_type_ids"].max() == 1  # both segments are there
@@ -131,7 +142,7 @@ def test_glue_style_csv_sentence_pairs(glue_csv, tmp_path):
 @needs_tokenizer
 def test_string_labels_need_label_names(glue_csv, tmp_path):
     args = {"path": "csv", "data_files": glue_csv, "test_split": "validation", "text_columns": ["sentence1"],
-            "cache_dir": str(tmp_path / "cache")}
+            "val_size": 2, "cache_dir": str(tmp_path / "cache")}
     task = _task("nlp", 2, args, TEXT_MODEL)
     with pytest.raises(ValueError, match="give data.args.label_names"):
         next(iter(task.test_batches()))
@@ -157,10 +168,10 @@ def test_fashion_mnist_hub_fallback(monkeypatch):
         return datasets.Dataset.from_dict({"image": imgs, "label": [i % 10 for i in range(n)]})
     _fake_hub(monkeypatch, "zalando-datasets/fashion_mnist", datasets.DatasetDict(train=split(20), test=split(10)))
     raw = raw_task("fashion-mnist")
-    raw["data"] = {**raw["data"], "args": {**raw["data"]["args"], "source": "hub", "train_size": 12}}
+    raw["data"] = {**raw["data"], "args": {**raw["data"]["args"], "source": "hub", "train_size": 12, "val_size": 4}}
     task = Task(config_from_dict(raw))
     data = task.data()
-    assert data.info["source"] == "hub" and data.info["sizes"] == {"train": 12, "test": 10}
+    assert data.info["source"] == "hub" and data.info["sizes"] == {"train": 12, "val": 4, "test": 10}
     inputs, labels = next(iter(task.loader("test", 4)))
     assert inputs["pixel_values"].shape == (4, 1, 28, 28) and labels.tolist() == [0, 1, 2, 3]
     assert next(iter(task.loader("train", 4, shuffle=True)))[0]["pixel_values"].shape == (4, 1, 28, 28)

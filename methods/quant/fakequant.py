@@ -27,8 +27,8 @@ import math
 import torch
 from torch import nn
 
-from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import ConvGeometry, fan_in
+from slimbench.methods.common import storage as packing
+from slimbench.methods.common.layers import ConvGeometry, fan_in
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear, group_view
 
 _MIN_STEP = 2 ** -24  # smallest positive fp16 (subnormal), as in linear.quantize_weight

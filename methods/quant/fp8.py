@@ -1,4 +1,4 @@
-"""FP8 e4m3 W8A8 Linear layers for `quant.fp8` (method: `methods_ptq.FP8`).
+"""FP8 e4m3 W8A8 Linear layers for `quant.fp8` (method: `plugins.FP8`).
 
 Weights are stored as float8_e4m3fn with fp32 scales (one per tensor, or one per output
 channel), so the artifact holds one byte per weight. Activations are scaled dynamically at
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.quant.common import linear_cost, restore_names, swap_named, targets
+from slimbench.methods.common.layers import linear_cost, swap_named, targets
 
 if TYPE_CHECKING:  # pragma: no cover
-    from slimbench.methods.quant.methods_ptq import FP8Config
+    from slimbench.methods.quant.configs import FP8Config
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)  # 448
@@ -112,7 +112,7 @@ class FP8Linear(nn.Module):
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
-        return linear_cost(self, inputs)
+        return linear_cost(self, inputs, bits=(8, 8))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, scaling={self.scaling}"
@@ -123,15 +123,3 @@ def quantize_model(model: nn.Module, cfg: "FP8Config", owner: str) -> nn.Module:
     layers = targets(model, cfg.skip, owner)
     swap_named(model, [n for n, _ in layers], lambda _, lin: FP8Linear.from_linear(lin, cfg.scaling))
     return model
-
-
-def rebuild(model: nn.Module, meta: dict, cfg: "FP8Config") -> nn.Module:
-    """Swap in empty FP8 layers where the artifact has them, ready for load_state_dict."""
-    swap_named(model, restore_names(meta, model, cfg.skip),
-               lambda _, lin: FP8Linear(lin.in_features, lin.out_features, lin.bias is not None, cfg.scaling)
-               .to(lin.weight.device))
-    return model
-
-
-def quantized_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, FP8Linear)]

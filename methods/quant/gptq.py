@@ -1,4 +1,4 @@
-"""GPTQ for `quant.gptq` (method: `methods_ptq.GPTQ`): second-order weight-only quantization.
+"""GPTQ for `quant.gptq` (method: `plugins.GPTQ`): second-order weight-only quantization.
 
 Every eligible layer's weight W [out, k] (a conv's [out, in/groups*kh*kw] view) is quantized
 column by column; the rounding error of each column is pushed onto the columns not yet
@@ -12,7 +12,7 @@ Choices, and why:
   method stays simple; sequential GPTQ would need one pass per layer.
 - The grid is exactly quant.minmax's (fp16 scales, optional uint8 zero-points, per tensor /
   channel / group), and the result is the same packed QuantLinear / QuantConv2d, so restore
-  is quant.minmax's `rebuild` and the CUDA W4A16 kernel applies unchanged.
+  is quant.minmax's and the CUDA W4A16 kernel applies unchanged.
 - Group scales are set lazily from the error-updated weights when a group starts (better);
   with act_order they are fixed up front from the original weights ("static groups"), so a
   group still covers consecutive input features and storage stays contiguous.
@@ -28,13 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import calibration_pass, fan_in, swap_named
+from slimbench.methods.common import storage as packing
+from slimbench.methods.common.calibrate import calibration_pass
+from slimbench.methods.common.layers import fan_in, swap_named
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear, granularity_for, quantize_weight, target_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods_ptq import GPTQConfig
+    from slimbench.methods.quant.configs import GPTQConfig
 
 _UNFOLD_ELEMENTS = 1 << 24  # cap on an unfolded conv input chunk (memory, not results)
 

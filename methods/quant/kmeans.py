@@ -1,4 +1,4 @@
-"""Codebook quantization layers for `quant.kmeans` (method: `methods.KMeans`): one k-means
+"""Codebook quantization layers for `quant.kmeans` (method: `plugins.KMeans`): one k-means
 codebook per layer, `CodebookLinear` and `CodebookConv2d`.
 
 Every `dim` consecutive input weights of a row (a conv's weight viewed as [out,
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, DequantConv, DequantLinear, fan_in,
-                                            fan_in_name, restore_names, swap_named, targets)
-from slimbench.methods.quant.options import require_divides
+from slimbench.methods.common import storage as packing
+from slimbench.methods.common.layers import WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
+from slimbench.methods.common.options import require_divides
+from slimbench.methods.quant.dequant import DequantConv, DequantLinear
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods import KMeansConfig
+    from slimbench.methods.quant.configs import KMeansConfig
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -103,6 +103,10 @@ class CodebookLinear(DequantLinear):
             self.bias = bias.detach().clone()
         return self
 
+    @property
+    def weight_bits(self) -> float:
+        return self.bits / self.dim
+
     def indices(self) -> torch.Tensor:
         return packing.unpack(self.codes, self.bits, self.in_features // self.dim).long()
 
@@ -140,7 +144,8 @@ class CodebookConv2d(DequantConv, CodebookLinear):
         return f"{self.conv_repr()}, bits={self.bits}, dim={self.dim}"
 
 
-def _empty(layer: nn.Module, cfg: "KMeansConfig") -> CodebookLinear:
+def empty_twin(layer: nn.Module, cfg: "KMeansConfig") -> CodebookLinear:
+    """The empty codebook layer a restore swaps in for a freshly built one (filled by load_state_dict)."""
     if isinstance(layer, nn.Conv2d):
         return CodebookConv2d(layer, cfg.bits, cfg.dim)
     return CodebookLinear(layer.in_features, layer.out_features, layer.bias is not None, cfg.bits, cfg.dim)
@@ -152,7 +157,7 @@ def quantize_model(model: nn.Module, cfg: "KMeansConfig", owner: str, seed: int)
     for name, layer in layers:
         require_divides(owner, name, "dim", cfg.dim, fan_in(layer), fan_in_name(layer))
     for i, (name, _) in enumerate(layers):
-        swap_named(model, [name], lambda _, layer: _empty(layer, cfg).fill(layer.weight, layer.bias, cfg.iters,
+        swap_named(model, [name], lambda _, layer: empty_twin(layer, cfg).fill(layer.weight, layer.bias, cfg.iters,
                                                                             seed + i))
     return model
 
@@ -183,13 +188,3 @@ def finetune_codebooks(model: nn.Module, ctx: "CompressionContext", desc: str, r
             m.codebook = nn.Parameter(m.codebook.detach().half(), requires_grad=False)
         for p, flag in frozen.items():
             p.requires_grad_(flag)
-
-
-def rebuild(model: nn.Module, meta: dict, cfg: "KMeansConfig") -> nn.Module:
-    """Swap in empty codebook layers where the artifact has them, ready for load_state_dict."""
-    swap_named(model, restore_names(meta, model, cfg.skip, WEIGHT_LAYERS), lambda _, layer: _empty(layer, cfg))
-    return model
-
-
-def quantized_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, CodebookLinear)]

@@ -1,4 +1,4 @@
-"""Weight-only min-max quantization layers: `QuantLinear`, `QuantConv2d` (method: `methods.MinMax`).
+"""Weight-only min-max quantization layers: `QuantLinear`, `QuantConv2d` (method: `plugins.MinMax`).
 
 Each weight row (a conv's weight viewed as [out, in/groups*kh*kw]) is cut into quantization
 groups (the whole tensor, one output channel, or `group_size` consecutive inputs; a
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from slimbench.methods.quant import packing
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, DequantConv, DequantLinear, fan_in,
-                                            fan_in_name, restore_names, swap_named, targets)
-from slimbench.methods.quant.options import require_divides
+from slimbench.methods.common import storage as packing
+from slimbench.methods.common.layers import WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
+from slimbench.methods.common.options import require_divides
+from slimbench.methods.quant.dequant import DequantConv, DequantLinear
 
 if TYPE_CHECKING:  # pragma: no cover
-    from slimbench.methods.quant.methods import MinMaxConfig
+    from slimbench.methods.quant.configs import MinMaxConfig
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -117,6 +117,10 @@ class QuantLinear(DequantLinear):
             self.bias = bias.detach().clone()
         return self.to(weight.device)
 
+    @property
+    def weight_bits(self) -> int:
+        return self.bits
+
     def codes(self) -> torch.Tensor:
         if self.bits == 8 and self.symmetric:
             return self.qweight
@@ -175,17 +179,19 @@ def granularity_for(layer: nn.Module, cfg: "MinMaxConfig") -> str:
     return cfg.conv_granularity if isinstance(layer, nn.Conv2d) else cfg.granularity
 
 
-def _make(cfg: "MinMaxConfig", fill: bool):
-    """Factory for swap_named: a quantized twin of a Linear / Conv2d, filled or empty (restore)."""
+def _twin(layer: nn.Module, cfg: "MinMaxConfig", fill: bool) -> QuantLinear:
+    """A quantized twin of a Linear / Conv2d, filled from its weight or empty (restore)."""
+    args = (cfg.bits, granularity_for(layer, cfg), cfg.group_size, cfg.symmetric)
+    if isinstance(layer, nn.Conv2d):
+        return QuantConv2d.from_conv(layer, *args) if fill else QuantConv2d(layer, *args)
+    if fill:
+        return QuantLinear.from_linear(layer, *args)
+    return QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, *args)
 
-    def make(_: str, layer: nn.Module) -> QuantLinear:
-        args = (cfg.bits, granularity_for(layer, cfg), cfg.group_size, cfg.symmetric)
-        if isinstance(layer, nn.Conv2d):
-            return QuantConv2d.from_conv(layer, *args) if fill else QuantConv2d(layer, *args)
-        if fill:
-            return QuantLinear.from_linear(layer, *args)
-        return QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, *args)
-    return make
+
+def empty_twin(layer: nn.Module, cfg: "MinMaxConfig") -> QuantLinear:
+    """The empty quantized layer a restore swaps in for a freshly built one (filled by load_state_dict)."""
+    return _twin(layer, cfg, fill=False)
 
 
 def target_layers(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> list[tuple[str, nn.Module]]:
@@ -203,15 +209,5 @@ def target_layers(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> list[tup
 def quantize_model(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> nn.Module:
     """Swap every eligible Linear / Conv2d for its min-max quantized twin (checks groups first)."""
     layers = target_layers(model, cfg, owner)
-    swap_named(model, [n for n, _ in layers], _make(cfg, fill=True))
+    swap_named(model, [n for n, _ in layers], lambda _, layer: _twin(layer, cfg, fill=True))
     return model
-
-
-def rebuild(model: nn.Module, meta: dict, cfg: "MinMaxConfig") -> nn.Module:
-    """Swap in empty quantized layers where the artifact has them, ready for load_state_dict."""
-    swap_named(model, restore_names(meta, model, cfg.skip, WEIGHT_LAYERS), _make(cfg, fill=False))
-    return model
-
-
-def quantized_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, QuantLinear)]

@@ -16,7 +16,7 @@ from slimbench.methods.quant.qat import convert, endless, fake_layers, prepare, 
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods import MinMaxConfig
+    from slimbench.methods.quant.configs import MinMaxConfig
 
 
 def stage_steps(budget: int, stages: int) -> list[int]:

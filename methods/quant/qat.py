@@ -2,8 +2,8 @@
 
 The flow is: swap eligible layers for fake-quant wrappers (`fakequant`), train with the one
 shared trainer (`ctx.trainer.fit`), then convert every wrapper to the packed `QuantLinear` /
-`QuantConv2d` that `quant.minmax` uses. Restore is therefore minmax's `rebuild` plus
-`load_state_dict`, driven by an equivalent `MinMaxConfig` (symmetric, the final bit-width).
+`QuantConv2d` that `quant.minmax` uses. Restore is therefore minmax's (empty twins plus
+`load_state_dict`), driven by an equivalent `MinMaxConfig` (symmetric, the final bit-width).
 """
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from torch import nn
 
-from slimbench.methods.quant.common import WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
+from slimbench.methods.common.layers import WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
+from slimbench.methods.common.options import require_divides
 from slimbench.methods.quant.fakequant import FakeQuantLinear, to_packed, wrap
 from slimbench.methods.quant.linear import granularity_for
-from slimbench.methods.quant.options import require_divides
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods import MinMaxConfig
+    from slimbench.methods.quant.configs import MinMaxConfig
 
 
 def prepare(model: nn.Module, cfg: "MinMaxConfig", owner: str) -> list[str]:

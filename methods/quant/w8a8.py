@@ -1,4 +1,4 @@
-"""W8A8 layers for `quant.w8a8` (method: `methods.W8A8`): int8 weights (per output channel) x int8 activations, int32 accumulation.
+"""W8A8 layers for `quant.w8a8` (method: `plugins.W8A8`; model-level selection and swapping in `w8a8_model`): int8 weights (per output channel) x int8 activations, int32 accumulation.
 
 Activations are quantized per token at run time (`dynamic`) or with one per-tensor scale
 per layer fixed from calibration data (`static`: min-max, a percentile, or the clip that
@@ -10,18 +10,12 @@ into the epilogue.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.quant.common import (WEIGHT_LAYERS, ConvGeometry, PackedStorage, conv_cost,
-                                            eligible, fan_in, linear_cost, swap_named)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods import W8A8Config
+from slimbench.methods.common.cast import PackedStorage
+from slimbench.methods.common.layers import ConvGeometry, conv_cost, fan_in, linear_cost
 
 QMAX = 127
 UNFOLD_CHUNK = 1 << 24  # im2col elements materialised at once (bounds a conv's extra memory)
@@ -214,7 +208,7 @@ class W8A8Linear(W8A8Base):
         return y.to(dtype).reshape(*x.shape[:-1], self.out_features)
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
-        return linear_cost(self, inputs)
+        return linear_cost(self, inputs, bits=(8, 8))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.w8a8_repr()}"
@@ -254,87 +248,7 @@ class W8A8Conv2d(ConvGeometry, W8A8Base):
         return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
-        return conv_cost(self, output)
+        return conv_cost(self, output, bits=(8, 8))
 
     def extra_repr(self) -> str:
         return f"{self.conv_repr()}, {self.w8a8_repr()}"
-
-
-def conv_unsupported(layer: nn.Module) -> str | None:
-    """Why an nn.Conv2d stays fp32 under W8A8 (None: it is quantized)."""
-    if not isinstance(layer, nn.Conv2d):
-        return None
-    if layer.groups != 1:
-        return f"groups={layer.groups}: grouped/depthwise conv has no single int8 GEMM"
-    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-        return f"padding={layer.padding!r}, padding_mode={layer.padding_mode!r}: im2col path needs explicit zeros"
-    return None
-
-
-def select(model: nn.Module, skip) -> tuple[list[tuple[str, nn.Module]], dict[str, str]]:
-    """(layers W8A8 quantizes, {name: reason} for eligible-looking convs kept in fp32)."""
-    layers, kept = [], {}
-    for name, layer in eligible(model, skip, WEIGHT_LAYERS):
-        reason = conv_unsupported(layer)
-        if reason:
-            kept[name] = reason
-        else:
-            layers.append((name, layer))
-    return layers, kept
-
-
-def _make(cfg: "W8A8Config", scales: dict | None):
-    """Factory for swap_named: filled from the float layer (compress) or empty (restore, scales None)."""
-    static, sym = cfg.activations == "static", cfg.act_symmetric
-
-    def make(name: str, layer: nn.Module) -> W8A8Base:
-        if scales is None:
-            if isinstance(layer, nn.Conv2d):
-                return W8A8Conv2d(layer, static, sym)
-            return W8A8Linear(layer.in_features, layer.out_features, layer.bias is not None, static, sym)
-        act = scales.get(name, (None, None))
-        if isinstance(layer, nn.Conv2d):
-            return W8A8Conv2d.from_conv(layer, *act, symmetric=sym)
-        return W8A8Linear.from_linear(layer, *act, symmetric=sym)
-    return make
-
-
-def quantize_model(model: nn.Module, cfg: "W8A8Config", owner: str, ctx: "CompressionContext") -> nn.Module:
-    """Swap every eligible nn.Linear / nn.Conv2d for its W8A8 twin (calibrating first in static mode)."""
-    layers, kept = select(model, cfg.skip)
-    if not layers:
-        why = "".join(f"; {n} kept fp32: {r}" for n, r in kept.items())
-        raise ValueError(f"{owner} found no nn.Linear or nn.Conv2d layer to quantize (skip={tuple(cfg.skip)!r}){why}")
-    if cfg.activations == "static":
-        from slimbench.methods.quant.w8a8_calib import calibrate
-        scales = calibrate(model, layers, ctx, cfg, owner)
-    else:
-        scales = {}
-    swap_named(model, [n for n, _ in layers], _make(cfg, scales))
-    if cfg.fuse_act:
-        from slimbench.methods.quant.w8a8_fuse import fuse
-        fuse(model, ctx, owner)
-    return model
-
-
-def rebuild(model: nn.Module, meta: dict, cfg: "W8A8Config") -> nn.Module:
-    """Swap in empty W8A8 layers where the artifact has them, ready for load_state_dict."""
-    names = meta["layers"] if meta.get("layers") is not None else [n for n, _ in select(model, cfg.skip)[0]]
-    swap_named(model, names, _make(cfg, None))
-    if meta.get("fused_act"):
-        from slimbench.methods.quant.w8a8_fuse import apply
-        apply(model, meta["fused_act"], fill=False)
-    return model
-
-
-def has_targets(model: nn.Module, skip) -> bool:
-    return bool(select(model, skip)[0])
-
-
-def kept_fp32(model: nn.Module, skip) -> dict[str, str]:
-    """Convs outside the skip list that W8A8 left in fp32, with the reason (for artifact_meta)."""
-    return select(model, skip)[1]
-
-
-def quantized_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, W8A8Base)]

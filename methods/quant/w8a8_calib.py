@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from slimbench.methods.quant.common import calibration_pass
+from slimbench.methods.common.calibrate import calibration_pass
 from slimbench.methods.quant.w8a8 import QMAX, asym_params, quantize_asym
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods import W8A8Config
+    from slimbench.methods.quant.configs import W8A8Config
 
 
 class _RangeObserver:

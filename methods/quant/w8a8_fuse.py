@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from slimbench.methods.modules import replace_module
-from slimbench.methods.quant.common import snr_db
+from slimbench.methods.common.layers import replace_module, snr_db
 from slimbench.methods.quant.w8a8 import W8A8Linear, act_dtype
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,16 +1,16 @@
 """Half-precision cast (fp16 or bf16): the cheapest compression, and the bar kernels must beat."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from slimbench.methods.base import CompressionContext, Method, MethodConfig, register_method
+from slimbench.core.config import setting
+from slimbench.methods.base import Compressed, CompressionContext, Method, MethodConfig, register_method
 
 
 @dataclass(frozen=True)
 class HalfConfig(MethodConfig):
-    dtype: Literal["auto", "fp16", "bf16"] = field(
-        default="auto", metadata={"help": "auto: fp16 on CUDA, bf16 on CPU"})
+    dtype: Literal["auto", "fp16", "bf16"] = setting("auto", "auto: fp16 on CUDA, bf16 on CPU")
 
 
 @register_method("half")
@@ -34,16 +34,13 @@ class Half(Method):
 
     def compress(self, model, ctx: CompressionContext):
         import torch
-        from slimbench.methods.reference.layers import CastInputs
+        from slimbench.methods.common.cast import CastInputs
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[self.resolved_dtype(ctx.device)]
-        return CastInputs(model, dtype)
-
-    def artifact_meta(self, model):
-        return {"dtype": str(model.dtype).removeprefix("torch.")}
+        return Compressed(CastInputs(model, dtype), meta={"dtype": str(dtype).removeprefix("torch.")})
 
     def restore(self, model, tensors, meta):
         import torch
-        from slimbench.methods.reference.layers import CastInputs
+        from slimbench.methods.common.cast import CastInputs
         wrapped = CastInputs(model, getattr(torch, meta["dtype"]))
         wrapped.load_state_dict(tensors, strict=True)
         return wrapped

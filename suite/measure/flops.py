@@ -1,12 +1,17 @@
-"""FLOPs per forward pass, traced with `torch.utils.flop_counter.FlopCounterMode`.
+"""FLOPs and BOPs per forward pass, traced with `torch.utils.flop_counter.FlopCounterMode`.
 
-Two numbers are reported:
+Three numbers are reported:
 - `dense`: what the traced dense ops cost (2 FLOPs per multiply-accumulate, the counter's
   convention), with declared costs substituted where a module declares them;
 - `effective`: the same, except that modules declaring a cost use their `effective`
-  figure (e.g. a 2:4 sparse layer declares half its dense FLOPs).
+  figure (e.g. a 2:4 sparse layer declares half its dense FLOPs);
+- `bops`: bit operations, weight bits x activation bits per effective multiply-accumulate.
+  Low-bit layers declare theirs (a W4A16 Linear: 4 x 16 per MAC); every other MAC counts at
+  the width of the model's compute dtype squared (32 x 32 for an fp32 model, 16 x 16 for half).
+  A figure of the representation (the convention of mixed-precision papers), not of speed.
 
-A module declares its cost with `slim_cost(inputs, output) -> {"dense": int, "effective": int}`
+A module declares its cost with `slim_cost(inputs, output) -> {"dense": int, "effective": int,
+"bops": int}` (`bops` optional)
 (`inputs` is the tuple of the forward call's positional arguments followed by its keyword
 argument values, so a model called as `model(**inputs)` still sees them). Whatever the counter
 traced inside such a module is discarded and the declared figures used instead. When
@@ -57,6 +62,8 @@ class _DeclaredCosts:
         self.stack: list[int] = []  # running total at entry of each active declaring call
         self.dense_delta = 0
         self.effective_delta = 0
+        self.bops = 0  # declared BOPs
+        self.bops_effective = 0  # effective FLOPs of the modules that declared BOPs
 
     def pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.stack.append(self.counter.get_total_flops())
@@ -73,6 +80,9 @@ class _DeclaredCosts:
         effective = int(cost.get("effective", dense))
         self.dense_delta += dense - traced
         self.effective_delta += effective - traced
+        if "bops" in cost:
+            self.bops += int(cost["bops"])
+            self.bops_effective += effective
 
     def attach(self, model: nn.Module) -> list[RemovableHandle]:
         handles = []
@@ -83,8 +93,11 @@ class _DeclaredCosts:
         return handles
 
 
-def count_flops(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """FLOPs of one `model(**inputs)` call: {"dense": int, "effective": int}.
+def count_flops(model: nn.Module, inputs: Mapping[str, torch.Tensor],
+                compute_dtype: torch.dtype = torch.float32) -> dict[str, int]:
+    """FLOPs and BOPs of one `model(**inputs)` call: {"dense", "effective", "bops"}.
+
+    `compute_dtype`: what undeclared multiply-accumulates run in (their BOPs are its bits squared).
 
     Runs in eval mode under `torch.no_grad` (the model's training flag is restored after).
     Pass batch-size-1 inputs to get the per-sample figures recorded in run.json.
@@ -102,4 +115,7 @@ def count_flops(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[st
         for h in handles:
             h.remove()
         model.train(was_training)
-    return {"dense": total + declared.dense_delta, "effective": total + declared.effective_delta}
+    effective = total + declared.effective_delta
+    bits = torch.finfo(compute_dtype).bits if compute_dtype.is_floating_point else torch.iinfo(compute_dtype).bits
+    bops = declared.bops + (effective - declared.bops_effective) // 2 * bits * bits
+    return {"dense": total + declared.dense_delta, "effective": effective, "bops": int(bops)}

@@ -5,15 +5,14 @@ It exists so the test-suite proves that `pip install` of a distribution with a
 """
 from dataclasses import dataclass, field
 
-from slimbench.methods import Method, MethodConfig
-from slimbench.suite.config import check
+from slimbench.methods import Method, MethodConfig, check
 
 
 @dataclass(frozen=True)
 class RoundConfig(MethodConfig):
     decimals: int = field(default=2, metadata={"help": "decimal places kept"})
 
-    def __post_init__(self):
+    def __post_init__(self):  # MethodConfig still type-checks the fields first
         check(0 <= self.decimals <= 6, f"decimals={self.decimals} must be in 0..6")
 
 

@@ -1,6 +1,12 @@
-"""PyTorch's own eager static int8 for `torch.static_int8` (method: `methods_ptq.StaticInt8`).
+"""PyTorch's own int8 Linear kernels, as reference rows: `torch.dynamic_int8` and `torch.static_int8`.
 
-Scope: nn.Linear layers only. Full eager-mode static quantization needs every op between two
+Both store int8 per-channel weights as plain tensors and rebuild the engine's packed weights
+from them lazily (the stock kernels want a packed qint8 tensor, which safetensors cannot store),
+so the artifact holds only plain tensors and is weighed honestly.
+
+`torch.dynamic_int8`: activations quantized per batch at run time by `quantized::linear_dynamic`.
+
+`torch.static_int8` scope: nn.Linear layers only. Full eager-mode static quantization needs every op between two
 quantized layers to have a quantized twin (functional adds, LayerNorm, GELU, softmax, timm's
 and transformers' custom blocks do not), so each Linear is made its own quantized island:
 QuantStub -> Linear -> DeQuantStub, with the engine's default qconfig (HistogramObserver on
@@ -21,12 +27,68 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from slimbench.methods.modules import named_layers, replace_module
-from slimbench.methods.quant.common import calibration_pass, linear_cost, restore_names
+from slimbench.methods.common.calibrate import calibration_pass
+from slimbench.methods.common.layers import LINEAR, linear_cost, replace_module, swap_named, targets
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
-    from slimbench.methods.quant.methods_ptq import StaticInt8Config
+    from slimbench.methods.quant.configs import DynamicInt8Config, StaticInt8Config
+
+
+def prepack_int8(weight_int8: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                 bias: torch.Tensor | None):
+    """Stock fbgemm/x86 packed weights from the stored int8 codes + per-channel scales (the
+    stock kernels still want a qint8 tensor; building one warns, hence the filter)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch._make_per_channel_quantized_tensor(weight_int8, scale.double(), zero_point.long(), 0)
+    return torch.ops.quantized.linear_prepack(qw, bias)
+
+
+class DynamicInt8Linear(nn.Module):
+    """A Linear whose weight is int8 per-channel; runs `quantized::linear_dynamic`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed = None
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear) -> "DynamicInt8Linear":
+        q = cls(lin.in_features, lin.out_features, lin.bias is not None)
+        w = lin.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        q.weight_int8.copy_(torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        q.weight_scale.copy_(scale)
+        if lin.bias is not None:
+            q.bias.copy_(lin.bias.detach())
+        return q
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._packed = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _prepacked(self):
+        if self._packed is None:
+            self._packed = prepack_int8(self.weight_int8, self.weight_scale,
+                                        torch.zeros(self.out_features, dtype=torch.long), self.bias)
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x.float().contiguous(), self._prepacked()).to(x.dtype)
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        return linear_cost(self, inputs, bits=(8, 8))
+
+
+def quantize_dynamic(model: nn.Module, cfg: "DynamicInt8Config", owner: str) -> nn.Module:
+    """Swap every Linear outside the skip list for a DynamicInt8Linear."""
+    layers = targets(model, cfg.skip, owner, LINEAR)
+    swap_named(model, [n for n, _ in layers], lambda _, lin: DynamicInt8Linear.from_linear(lin))
+    return model
 
 
 @contextlib.contextmanager
@@ -104,7 +166,6 @@ class StaticInt8Linear(nn.Module):
 
     def _prepacked(self):
         if self._packed is None:
-            from slimbench.methods.reference.layers import prepack_int8
             packed = prepack_int8(self.weight_int8, self.weight_scale, self.weight_zero_point, self.bias)
             self._packed = (packed, float(self.input_scale), int(self.input_zero_point),
                             float(self.output_scale), int(self.output_zero_point))
@@ -117,7 +178,7 @@ class StaticInt8Linear(nn.Module):
             return torch.ops.quantized.linear(qx, packed, out_s, out_z).dequantize().to(x.dtype)
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
-        return linear_cost(self, inputs)
+        return linear_cost(self, inputs, bits=(8, 8))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}"
@@ -128,13 +189,11 @@ def _calibrate(model: nn.Module, islands: dict[str, _Island], ctx: "CompressionC
                      lambda: [n for n, isl in islands.items() if isl.calls == 0])
 
 
-def quantize_model(model: nn.Module, cfg: "StaticInt8Config", owner: str, ctx: "CompressionContext") -> nn.Module:
+def quantize_static(model: nn.Module, cfg: "StaticInt8Config", owner: str, ctx: "CompressionContext") -> nn.Module:
     """Wrap each Linear, prepare -> calibrate -> convert with torch.ao, keep plain-tensor twins."""
     import torch.ao.quantization as tq
 
-    layers = named_layers(model, (nn.Linear,), cfg.skip)
-    if not layers:
-        raise ValueError(f"{owner} found no nn.Linear layer to quantize (skip={cfg.skip!r})")
+    layers = targets(model, cfg.skip, owner, LINEAR)
     with quantized_engine(cfg.engine), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's eager-mode deprecation notices
         qconfig = tq.get_default_qconfig(cfg.engine)
@@ -148,16 +207,3 @@ def quantize_model(model: nn.Module, cfg: "StaticInt8Config", owner: str, ctx: "
             tq.convert(isl, inplace=True)
             replace_module(model, name, StaticInt8Linear.from_converted(isl, cfg.engine))
     return model
-
-
-def rebuild(model: nn.Module, meta: dict, cfg: "StaticInt8Config") -> nn.Module:
-    """Swap in empty StaticInt8Linear layers where the artifact has them, ready for load_state_dict."""
-    for name in restore_names(meta, model, cfg.skip):
-        lin = model.get_submodule(name)
-        replace_module(model, name, StaticInt8Linear(lin.in_features, lin.out_features, lin.bias is not None,
-                                                     cfg.engine))
-    return model
-
-
-def quantized_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, StaticInt8Linear)]

@@ -1,17 +1,22 @@
-"""Measure one compressed model: serialize, reload, then accuracy, size, FLOPs, latency, memory.
+"""Measure one compressed model: serialize, reload, then accuracy, size, FLOPs, BOPs, latency, memory.
 
-Everything is measured on the model reloaded from the artifact bytes, never on the object the
-method returned, so a method cannot report a size or speed its artifact does not deliver.
+Everything is measured on the model reloaded from the artifact bytes onto a freshly built
+model, never on the object the method returned, so a method cannot report a size or speed its
+artifact does not deliver. Accuracy is measured on the test split, here and nowhere else.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from slimbench.core.record import LatencyPoint, MemoryPoint, RunRecord
 from slimbench.suite.progress import ProgressConfig, bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import Compressed
 
 
 @dataclass
@@ -20,9 +25,9 @@ class Measured:
     model: torch.nn.Module
 
 
-def measure(task, method, compressed: torch.nn.Module, *, skeleton: torch.nn.Module, out_dir: Path,
-            record: dict[str, Any], device: str, latency_devices: tuple[str, ...], threads: int,
-            latency_profile: tuple[int, int, float, float], progress: ProgressConfig) -> Measured:
+def measure(task, method, compressed: "Compressed", *, out_dir: Path, record: RunRecord, device: str,
+            latency_devices: tuple[str, ...], threads: int, latency_profile: tuple[int, int, float, float],
+            progress: ProgressConfig) -> Measured:
     from slimbench.suite.artifact import load_artifact, save_artifact
     from slimbench.suite.measure.accuracy import evaluate
     from slimbench.suite.measure.flops import count_flops
@@ -30,9 +35,10 @@ def measure(task, method, compressed: torch.nn.Module, *, skeleton: torch.nn.Mod
 
     info = save_artifact(compressed, method, out_dir)
     del compressed
-    model = load_artifact(out_dir, skeleton, method).eval()
-    m = record["metrics"]
-    m["size_bytes"] = info.size_bytes
+    model = load_artifact(out_dir, task.build_model, method).eval()
+    m = record.metrics
+    m["size_bytes"], m["tensors_bytes"], m["meta_bytes"] = info.size_bytes, info.tensors_bytes, info.meta_bytes
+    m["index_bytes"] = info.index_bytes
     m["params_total"], m["params_nonzero"] = info.params_total, info.params_nonzero
     m["weights_bytes"] = tensor_bytes(model)
 
@@ -44,8 +50,8 @@ def measure(task, method, compressed: torch.nn.Module, *, skeleton: torch.nn.Mod
     m["accuracy"], m["balanced_accuracy"], m["eval_examples"] = acc["accuracy"], acc["balanced_accuracy"], acc["n"]
 
     model.to("cpu")
-    flops = count_flops(model, task.example_inputs(1))
-    m["flops_dense"], m["flops_effective"] = flops["dense"], flops["effective"]
+    flops = count_flops(model, task.example_inputs(1), getattr(torch, compute_dtype(model)))
+    m["flops_dense"], m["flops_effective"], m["bops"] = flops["dense"], flops["effective"], flops["bops"]
 
     _time_all(task, method, model, record, latency_devices, threads, latency_profile, progress)
     return Measured(out_dir, model)
@@ -68,9 +74,9 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
     points = [(d, bs) for d in latency_devices for bs in task.config.latency_batch_sizes]
     with bar(f"{task.name} latency", len(points), progress, unit="cfg") as update:
         for dev in latency_devices:
-            reason = method.supports(task, dev)
+            reason = method.supports(task.spec(), dev)
             if reason:
-                record.setdefault("latency_unsupported", {})[dev] = reason
+                record.latency_unsupported[dev] = reason
                 update(len(task.config.latency_batch_sizes))
                 continue
             model.to(dev)
@@ -84,13 +90,12 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
                 cfg = LatencyConfig(warmup=warmup, min_runs=min_runs, min_seconds=min_s,
                                     max_seconds=max_s, threads=threads)
                 stats = measure_latency(call, dev, cfg)
-                record["latency"].append({"device": dev.split(":")[0], "device_name": device_name(dev),
-                                          "batch_size": bs, "median_ms": stats.median_ms,
-                                          "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
-                                          "std_ms": stats.std_ms, "runs": stats.runs,
-                                          "threads": stats.threads, "dtype": dtype})
-                record["memory"].append({"device": dev.split(":")[0], "device_name": device_name(dev),
-                                         "batch_size": bs, "peak_bytes": peak_memory(call, dev), "dtype": dtype})
+                record.latency.append(LatencyPoint(
+                    device=dev.split(":")[0], device_name=device_name(dev), batch_size=bs,
+                    median_ms=stats.median_ms, p90_ms=stats.p90_ms, mean_ms=stats.mean_ms, std_ms=stats.std_ms,
+                    runs=stats.runs, threads=stats.threads, dtype=dtype))
+                record.memory.append(MemoryPoint(device=dev.split(":")[0], device_name=device_name(dev),
+                                                 batch_size=bs, peak_bytes=peak_memory(call, dev), dtype=dtype))
                 update(1)
         model.to("cpu")
 

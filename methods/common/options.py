@@ -1,21 +1,22 @@
-"""Torch-free constants and config checks shared by the quantization methods.
+"""Torch-free constants and checks shared by method configs of every family.
 
-They live apart from the layers so that registering the methods (and `slimbench list`)
-imports no torch: configs validate themselves in `__post_init__` with these alone.
+They live apart from the layers so that registering methods (and `slimbench list`) imports no
+torch: configs validate themselves with these alone.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Literal
 
-from slimbench.suite.config import ConfigError, check
+from slimbench.core.config import ConfigError
 
-SUPPORTED_BITS = (2, 3, 4, 8)
+# Bit-widths the storage helpers can pack into whole bytes (`storage.pack`).
+PACKABLE_BITS = (2, 3, 4, 8)
 
-# Layers kept in full precision by default: the two ends of the network, which are the most
-# sensitive to quantization and hold a tiny share of the weights. Names are fnmatch patterns
+# Layers kept in full precision / dense by default: the two ends of the network, which are the most
+# sensitive to compression and hold a tiny share of the weights. Names are fnmatch patterns
 # over qualified module names; `*` also spans dots. The suite wraps task models (timm models
 # as `net.`, transformers as `model.`), hence the prefixed forms. Embeddings are not
-# Linear/Conv2d, so they are never quantized and need no pattern.
+# Linear/Conv2d, so they are never selected and need no pattern.
 HEAD_SKIP: tuple[str, ...] = ("fc", "*.fc", "head", "head.*", "*.head", "*.head.*", "*classifier*")
 # The stem conv (its fan-in is a few pixels x 1-3 channels). `*.conv1` would also hit every
 # ResNet block's conv1, so the ResNet stem is matched at the top level and under the wrapper.
@@ -27,10 +28,13 @@ SKIP_HELP = ("fnmatch patterns of layers kept in full precision, ';'-separated; 
              "stem.*, conv_stem), with or without the suite's `net.` / `model.` wrapper prefix; "
              "embeddings are never quantized")
 
+BN_HELP = ("re-estimate BatchNorm running statistics on the calibration set after compressing (no weight is "
+           "trained); a no-op for models without BatchNorm")
 
-def check_bits(bits: int, valid: Iterable[int] = SUPPORTED_BITS) -> None:
-    valid = tuple(valid)
-    check(bits in valid, f"bits={bits!r} is not supported; choose one of {', '.join(map(str, valid))}")
+Compute = Literal["auto", "fp32", "fp16", "bf16"]
+COMPUTE_HELP = ("activation dtype the compressed model runs in: auto = fp16 on CUDA (what the GPU kernels "
+                "take; unquantized layers are cast too, as in the `half` row), fp32 on CPU (the reference "
+                "path); recorded per run as compute_dtype")
 
 
 def divisors(n: int) -> list[int]:

@@ -1,0 +1,211 @@
+"""The run record: everything one run measured, typed, and the one way it is read back.
+
+The harness builds a `RunRecord` per run and writes `record.to_dict()` as the run's
+`run.json`; `slimbench results`, the leaderboard and the tests read runs back through
+`RunRecord.from_dict` (which also upgrades schema-1 records), so there is one schema, here.
+
+Schema 2 (`run.json`):
+    {"schema": 2, "run_key", "status" (RUNNING | FINISHED | FAILED | UNSUPPORTED | KILLED),
+     "command" (reproduces this one run), "invocation",
+     "task": {"name", "kind", "metric", "profile", "num_classes"},
+     "method": {"name", "family", "label", "description", "simulated", "version" (algorithm),
+                "config": {...}, "spec", "config_files": {path: verbatim text}},
+     "seed", "device": {"type", "name", "threads", "capability": {"isa", "flags"} | {"compute_capability"}},
+     "baseline": {"key", "steps", "train_seconds"},
+     "metrics": {"accuracy", "balanced_accuracy", "eval_examples", "size_bytes", "tensors_bytes",
+                 "meta_bytes", "index_bytes", "params_total", "params_nonzero", "weights_bytes",
+                 "flops_dense", "flops_effective", "bops", "compress_seconds"},
+     "method_metrics": {...what the method reported: sparsity per layer, ranks, search cost...},
+     "budget": {"finetune": {"used", "budget"}, "search": {"used", "budget"}},
+     "latency": [{"device", "device_name", "batch_size", "median_ms", "p90_ms", "mean_ms", "std_ms",
+                  "runs", "threads", "dtype"}],
+     "memory": [{"device", "device_name", "batch_size", "peak_bytes", "dtype"}],
+     "latency_unsupported": {device: reason}, "warnings": [...],
+     "provenance": {"git_commit", "slimbench", "torch", "cuda", "device_name", "cpu_model",
+                    "threads", "python", "platform", "mlflow_run_id", "started", "duration_s"},
+     "error": str | null}
+FLOPs and BOPs are per forward pass at batch size 1. Torch-free.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = 2
+FINAL_STATUSES = ("FINISHED", "FAILED", "UNSUPPORTED", "KILLED")
+
+
+def _pick(cls: type, d: Any) -> dict[str, Any]:
+    """The keys of mapping `d` that are fields of dataclass `cls` (tolerates any input)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names and v is not None} if isinstance(d, dict) else {}
+
+
+@dataclass
+class TaskRef:
+    name: str = "?"
+    kind: str = ""
+    metric: str = "accuracy"
+    profile: str = ""
+    num_classes: int | None = None
+
+
+@dataclass
+class MethodRef:
+    name: str = "?"
+    family: str = ""
+    label: str = ""
+    description: str = ""
+    simulated: bool = False
+    version: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+    spec: str = ""
+    config_files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DeviceRef:
+    type: str = "?"
+    name: str = ""
+    threads: int | None = None
+    capability: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return device_label(dataclasses.asdict(self))
+
+
+@dataclass
+class LatencyPoint:
+    device: str
+    batch_size: int
+    median_ms: float
+    p90_ms: float
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    runs: int | None = None
+    threads: int | None = None
+    dtype: str | None = None
+    device_name: str = ""
+
+
+@dataclass
+class MemoryPoint:
+    device: str
+    batch_size: int
+    peak_bytes: int
+    dtype: str | None = None
+    device_name: str = ""
+
+
+@dataclass
+class RunRecord:
+    """One run, as tracked. Build it with the fields known at start; fill the rest as measured."""
+
+    run_key: str
+    task: TaskRef
+    method: MethodRef
+    seed: Any
+    device: DeviceRef
+    status: str = "RUNNING"
+    command: str | None = ""
+    invocation: str = ""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    method_metrics: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, dict[str, int]] = field(default_factory=dict)
+    latency: list[LatencyPoint] = field(default_factory=list)
+    memory: list[MemoryPoint] = field(default_factory=list)
+    latency_unsupported: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+        """Read a run.json of any schema; missing or mistyped parts get their defaults."""
+        d = d if isinstance(d, dict) else {}
+
+        def points(kind: type, key: str) -> list:
+            out = []
+            for e in d.get(key) or []:
+                try:
+                    out.append(kind(**_pick(kind, e)))
+                except TypeError:  # a point missing a required field: not a measurement
+                    continue
+            return out
+
+        seed = d.get("seed")
+        return cls(
+            run_key=str(d.get("run_key") or ""), task=TaskRef(**_pick(TaskRef, d.get("task"))),
+            method=MethodRef(**_pick(MethodRef, d.get("method"))), seed=seed,
+            device=DeviceRef(**_pick(DeviceRef, d.get("device"))),
+            status=str(d.get("status") or "FAILED"), command=d.get("command"),
+            invocation=str(d.get("invocation") or ""),
+            baseline=dict(d.get("baseline") or {}), metrics=dict(d.get("metrics") or {}),
+            method_metrics=dict(d.get("method_metrics") or {}), budget=dict(d.get("budget") or {}),
+            latency=points(LatencyPoint, "latency"), memory=points(MemoryPoint, "memory"),
+            latency_unsupported=dict(d.get("latency_unsupported") or {}),
+            warnings=list(d.get("warnings") or []), provenance=dict(d.get("provenance") or {}),
+            error=d.get("error"), schema=SCHEMA)
+
+    def flat_metrics(self) -> dict[str, float]:
+        """The numbers MLflow shows as metrics: measurements, latency/memory points, budget use
+        and the method's own numeric figures (`method.<name>`)."""
+        out = {k: float(v) for k, v in self.metrics.items() if _is_number(v)}
+        for p in self.latency:
+            prefix = f"latency_{p.device}_bs{p.batch_size}"
+            out[f"{prefix}_median_ms"], out[f"{prefix}_p90_ms"] = p.median_ms, p.p90_ms
+        for m in self.memory:
+            out[f"memory_{m.device}_bs{m.batch_size}_peak_bytes"] = float(m.peak_bytes)
+        for account, b in self.budget.items():
+            out[f"steps_{account}_used"], out[f"steps_{account}_budget"] = float(b["used"]), float(b["budget"])
+        for k, v in self.method_metrics.items():
+            if _is_number(v):
+                out[f"method.{k}"] = float(v)
+        return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_NOTABLE_FLAGS = (("VNNI", ("avx512_vnni", "avx_vnni")), ("AMX", ("amx_tile",)),
+                  ("BF16", ("avx512_bf16", "amx_bf16")))
+
+
+def capability_text(capability: dict[str, Any] | None) -> str:
+    """'AVX2', 'AVX512 VNNI BF16', 'sm_90': what decides which kernels a device can run."""
+    cap = capability or {}
+    if cap.get("compute_capability"):
+        return "sm_" + str(cap["compute_capability"]).replace(".", "")
+    parts = [str(cap["isa"])] if cap.get("isa") else []
+    flags = set(cap.get("flags") or ())
+    parts += [word for word, names in _NOTABLE_FLAGS if flags & set(names)]
+    return " ".join(parts)
+
+
+def device_label(device: dict[str, Any] | None) -> str:
+    """`cpu (AMD EPYC 7B13 · AVX2)`: latency is comparable only on the same hardware and ISA."""
+    device = device if isinstance(device, dict) else {}
+    kind = str(device.get("type") or "?")
+    name = str(device.get("name") or "")
+    detail = " · ".join(p for p in (name if name != kind else "", capability_text(device.get("capability"))) if p)
+    return f"{kind} ({detail})" if detail else kind
+
+
+def latest_per_key(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the newest record per `run_key`: a `--force` re-run or a retry after a failure
+    replaces the older run instead of counting as another seed (input order kept)."""
+    newest: dict[str, int] = {}
+    for i, r in enumerate(records):
+        key, started = r.get("run_key"), str((r.get("provenance") or {}).get("started") or "")
+        if key and (key not in newest or started > str(records[newest[key]]["provenance"].get("started") or "")):
+            newest[key] = i
+    keep = set(newest.values())
+    return [r for i, r in enumerate(records) if not r.get("run_key") or i in keep]
