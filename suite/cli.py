@@ -129,7 +129,8 @@ def cmd_list(args) -> int:
             c = get_task(name).config
             out["tasks"].append({"name": name, "kind": c.kind, "metric": c.metric, "description": c.description,
                                  "model": c.model, "train_steps": c.train.steps,
-                                 "finetune_steps": c.finetune.steps,
+                                 "finetune_steps": c.finetune.steps, "search_candidates": c.search.candidates,
+                                 "search_proxy_steps": c.search.proxy_steps,
                                  "latency_batch_sizes": list(c.latency_batch_sizes)})
     if args.what in ("all", "methods"):
         out["methods"] = [{"name": n, "family": (cls := METHODS.get(n)).family, "description": cls.description,

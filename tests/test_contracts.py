@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.core.recipe import BudgetExceeded
 from slimbench.methods import Compressed, Method, MethodConfig, create_method
 from slimbench.suite.context import make_context
-from slimbench.suite.trainer import Trainer
 
 
 # ---------------------------------------------------------------- the context

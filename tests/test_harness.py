@@ -89,3 +89,19 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys, argv, message):
     assert main(["run", "--results-dir", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists() or not _records(tmp_path)
+
+
+def test_method_config_file_is_run_and_recorded_verbatim(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = tmp_path / "int8.yaml"
+    cfg.write_text("# keep the last layer in fp32\nmethod: torch.dynamic_int8\nskip: [net.4]\n")
+    assert _run(tmp_path, "--method-config", str(cfg)) == 0
+    tracker = Tracker(None, "slimbench", tmp_path)
+    rec = next(r for r in tracker.read_records() if r["method"]["name"] == "torch.dynamic_int8")
+    assert rec["method"]["config"]["skip"] == ["net.4"] and rec["method"]["config_files"] == {str(cfg): cfg.read_text()}
+    assert "--method torch.dynamic_int8:skip=net.4 " in rec["command"]  # reproducible without the file
+    run_id = rec["provenance"]["mlflow_run_id"]
+    saved = Path(tracker.client.download_artifacts(run_id, "method_config", str(tmp_path / "mc")))
+    assert [p.read_text() for p in saved.iterdir()] == [cfg.read_text()]
+    assert rec["budget"] == {"finetune": {"used": 0, "budget": 5}, "search": {"used": 0, "budget": 12}}
+    assert rec["device"]["capability"]["isa"] and rec["metrics"]["bops"] > 0

@@ -149,3 +149,23 @@ def test_family_colours_do_not_depend_on_order():
     for family, colour in FAMILY_COLOURS.items():
         assert f"circle.fam-{family} {{ fill: {colour}; }}" in css
     assert "fam-0" not in css
+
+
+def test_devices_of_different_capabilities_never_share_a_section():
+    """Two machines that report the same CPU name but different instruction sets measured very
+    different latencies: each gets its own section, with its own baseline."""
+    from slimbench.leaderboard.rows import aggregate
+    from slimbench.leaderboard.synthetic import fake_run
+
+    runs = []
+    for isa, flags, ms in (("AVX512", ["avx512f", "avx512_vnni"], 7.2), ("AVX2", ["avx2"], 227.0)):
+        for method in ("baseline", "quant.w8a8"):
+            r = fake_run(method=method, family="quantization", latency_ms=ms, device_name="AMD EPYC", seed=0)
+            r["device"]["capability"] = {"isa": isa, "flags": flags}
+            r["run_key"] += isa
+            runs.append(r)
+    board = aggregate(runs)
+    assert [s.key[2] for s in board.sections] == ["cpu (AMD EPYC · AVX2)", "cpu (AMD EPYC · AVX512 VNNI)"]
+    for sec in board.sections:
+        w8a8 = next(r for r in sec.real if r.method == "quant.w8a8" and r.batch_size == 1)
+        assert w8a8.speedup == 1.0  # compared with its own machine's baseline

@@ -18,8 +18,8 @@ from slimbench.core.recipe import TrainRecipe
 from slimbench.methods import Compressed, CompressionContext, create_method
 from slimbench.methods.common import storage as packing
 from slimbench.methods.common.layers import snr_db
-from slimbench.methods.quant.kmeans import CodebookConv2d, CodebookLinear, kmeans
-from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
+from slimbench.methods.quant.kmeans import CodebookLinear, kmeans
+from slimbench.methods.quant.linear import QuantLinear
 from slimbench.methods.quant.w8a8 import W8A8Linear
 from slimbench.suite.context import make_context
 from slimbench.suite.trainer import Trainer

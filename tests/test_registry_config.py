@@ -92,3 +92,78 @@ def test_list_does_not_import_heavy_modules():
             "print(sorted(m for m in ('torch', 'mlflow', 'timm', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------- MethodConfig checks and nested settings
+
+from slimbench.core.config import MethodConfig, setting, spec_from_file, spec_sources  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _Arch:
+    layers: int = 2
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Nested(MethodConfig):
+    mode: Literal["a", "b"] = setting("a", "mode")
+    ratio: float = setting(0.5, "ratio", gt=0, le=1)
+    per_layer: dict[str, float] = setting(help="sparsity per layer", default_factory=dict)
+    arch: _Arch = setting(help="student", default_factory=_Arch)
+    widths: tuple[int, ...] = setting((8, 4), "widths", ge=1)
+
+
+def test_method_config_checks_every_field_however_built():
+    with pytest.raises(ConfigError, match="mode='c' is not valid; choose one of a, b"):
+        _Nested(mode="c")
+    with pytest.raises(ConfigError, match=r"ratio=0 must be in \(0, 1\]"):
+        _Nested(ratio=0)
+    with pytest.raises(ConfigError, match="widths=8;0 must be >= 1"):
+        _Nested(widths=(8, 0))
+    with pytest.raises(ConfigError, match="per_layer=.* should be dict"):
+        _Nested(per_layer={"a": "x"})
+    assert _Nested(widths=[3, 2]).widths == (3, 2)
+
+
+def test_plugin_post_init_still_gets_field_checks():
+    pytest.importorskip("slimbench_demo_plugin", reason="run `make test` to install the demo plugin")
+    from slimbench_demo_plugin import RoundConfig
+    with pytest.raises(ConfigError, match="decimals='2' should be int"):
+        RoundConfig(decimals="2")
+
+
+def test_nested_settings_from_json_and_files(tmp_path):
+    name, raw = parse_spec('x.y:{"per_layer": {"fc1": 0.5}, "arch": {"layers": 1}, "mode": "b"}')
+    cfg = build(_Nested, raw, name)
+    assert cfg.per_layer == {"fc1": 0.5} and cfg.arch == _Arch(layers=1) and cfg.mode == "b"
+    path = tmp_path / "cfg.yaml"
+    path.write_text("# my sparsity map\nmethod: x.y\nper_layer:\n  fc1: 0.25\n  fc2: 0.75\narch: {width: 0.5}\n")
+    name, raw = parse_spec(f"x.y:@{path},ratio=0.25")
+    cfg = build(_Nested, raw, name)
+    assert cfg.per_layer == {"fc1": 0.25, "fc2": 0.75} and cfg.arch.width == 0.5 and cfg.ratio == 0.25
+    assert spec_from_file(path) == f"x.y:@{path}"
+    assert spec_sources(f"x.y:@{path}") == {str(path): path.read_text()}  # recorded verbatim
+    with pytest.raises(ConfigError, match="for another method"):
+        parse_spec(f"z.z:@{path}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_spec("x.y:@/nonexistent.yaml")
+    (tmp_path / "bad.yaml").write_text("ratio: 0.5\n")
+    with pytest.raises(ConfigError, match="needs a top-level `method: NAME`"):
+        spec_from_file(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match=r"arch:layers='many' is not a valid int"):
+        build(_Nested, {"arch": {"layers": "many"}}, "x.y")
+
+
+def test_spec_of_a_nested_config_round_trips():
+    from slimbench.methods import Method
+
+    class _M(Method):
+        name = "x.y"
+        config_cls = _Nested
+
+    m = _M(_Nested(per_layer={"a.b": 0.5}, ratio=0.25))
+    name, raw = parse_spec(m.spec)
+    assert name == "x.y" and build(_Nested, raw, name) == m.config
+    assert _M(_Nested(ratio=0.25)).spec == "x.y:ratio=0.25"
+    assert [f["name"] for f in field_specs(_Nested)] == ["mode", "ratio", "per_layer", "arch", "widths"]
