@@ -22,7 +22,9 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run methods on tasks and track each run in MLflow",
                        description="Run compression methods on standard tasks. With no arguments: every "
                                    "built-in method at its default config on every standard task, "
-                                   "default profile, one seed, on the CPU.")
+                                   "default profile, one seed, on the CPU. A task's baseline row (what every "
+                                   "Δ and speedup is measured against) is measured first when the results "
+                                   "store has none for this device and profile.")
     p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
     p.add_argument("--method", action="append", metavar="SPEC",
                    help="method spec NAME[:key=value,...], NAME:@FILE.yaml[,key=value] or NAME:{json}; repeat "

@@ -154,7 +154,8 @@ class Harness:
                 continue
             task = self.task(name)
             spec = RunSpec(name, BASELINE, task.config.seed)
-            done = self.tracker.finished_baseline(name, task.config.profile, self.device_ref.label)
+            done = self.tracker.finished_baseline(name, task.config.profile, task.config.baseline_key(),
+                                                  self.device_ref.label)
             if done:
                 known.append(RunResult(spec, "SKIPPED", done))
             else:
@@ -188,6 +189,7 @@ class Harness:
         c = task.config
         return RunRecord(
             run_key=key, command=command, invocation=self.opts.command, seed=spec.seed, device=self.device_ref,
+            baseline={"key": c.baseline_key()},
             task=TaskRef(name=task.name, kind=c.kind, metric=c.metric, profile=c.profile, num_classes=c.num_classes),
             method=MethodRef(name=method.name, family=method.family, label=method.label,
                              description=method.description, simulated=method.simulated, version=method.version,
@@ -246,7 +248,7 @@ class Harness:
         from slimbench.suite.measure.pipeline import measure
 
         baseline, base_info = self.baseline(task)
-        record.baseline = {k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info}
+        record.baseline.update({k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info})
         cfg = task.config
         tags = {"slimbench.task": record.task.name, "slimbench.method": record.method.name,
                 "slimbench.run_key": record.run_key}

@@ -56,6 +56,7 @@ def record_tags(record: RunRecord) -> dict[str, str]:
             "slimbench.method": record.method.name, "slimbench.family": record.method.family,
             "slimbench.label": record.method.label, "slimbench.profile": record.task.profile,
             "slimbench.device_label": record.device.label, "slimbench.kind": "run",
+            "slimbench.baseline_key": record.baseline.get("key", ""),
             "slimbench.simulated": str(record.method.simulated).lower(),
             **{f"slimbench.{k}": json.dumps(v) if isinstance(v, (dict, list)) else v
                for k, v in record.provenance.items() if v is not None}}
@@ -103,12 +104,13 @@ class Tracker:
         runs = self._search(f"tags.`slimbench.run_key` = '{run_key}' and attributes.status = 'FINISHED'")
         return runs[0].info.run_id if runs else None
 
-    def finished_baseline(self, task: str, profile: str, device_label: str) -> str | None:
-        """The newest FINISHED baseline run of a task, profile and device label, if any."""
+    def finished_baseline(self, task: str, profile: str, baseline_key: str, device_label: str) -> str | None:
+        """The newest FINISHED baseline run of a task, profile and task definition (its baseline
+        key: model, data, recipe) on a device label, if any."""
         label = device_label.replace("'", "\\'")
         runs = self._search(f"tags.`slimbench.task` = '{task}' and tags.`slimbench.method` = 'baseline' and "
-                            f"tags.`slimbench.profile` = '{profile}' and tags.`slimbench.device_label` = '{label}' "
-                            "and attributes.status = 'FINISHED'")
+                            f"tags.`slimbench.profile` = '{profile}' and tags.`slimbench.baseline_key` = '{baseline_key}' and "
+                            f"tags.`slimbench.device_label` = '{label}' and attributes.status = 'FINISHED'")
         return runs[0].info.run_id if runs else None
 
     def start(self, run_name: str, tags: dict[str, str]) -> str:
@@ -210,7 +212,8 @@ def _stand_in(run: Any) -> dict[str, Any]:
     """A FAILED record for a run that never wrote run.json (killed hard, or still running),
     built from the tags and params the harness logs when a run starts."""
     tags, params = dict(run.data.tags), dict(run.data.params)
-    skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile", "device_label", "kind"}
+    skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile", "device_label", "kind",
+            "baseline_key"}
     prov: dict[str, Any] = {k.split(".", 1)[1]: v for k, v in tags.items()
                             if k.startswith("slimbench.") and k.split(".", 1)[1] not in skip}
     prov["mlflow_run_id"] = run.info.run_id
