@@ -232,23 +232,27 @@ def _bounds_text(meta: typing.Mapping[str, Any]) -> str:
     return f"{'<=' if hi[1] == ']' else '<'} {hi[0]}"
 
 
-def validate_fields(cfg: Any) -> None:
-    """Type, Literal and range checks of every field of a config dataclass instance.
+def validate_fields(cfg: Any, prefix: str = "") -> None:
+    """Type, Literal and range checks of every field of a config dataclass instance, nested
+    dataclass settings included (named `outer.inner` in errors).
 
     Lists given for tuple fields become tuples (configs are frozen and hashable)."""
     hints = _hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         tp = hints[f.name]
+        name = prefix + f.name
         if get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
             object.__setattr__(cfg, f.name, value)
         if not _conforms(value, tp):
             if get_origin(tp) is Literal:
-                raise ConfigError(f"{f.name}={value!r} is not valid; choose one of "
+                raise ConfigError(f"{name}={value!r} is not valid; choose one of "
                                   f"{', '.join(map(str, get_args(tp)))}")
-            raise ConfigError(f"{f.name}={value!r} should be {_type_name(tp)}")
-        _check_bounds(f.name, value, f.metadata)
+            raise ConfigError(f"{name}={value!r} should be {_type_name(tp)}")
+        _check_bounds(name, value, f.metadata)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type) and not isinstance(value, MethodConfig):
+            validate_fields(value, f"{name}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,9 +276,10 @@ class MethodConfig:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("__post_init__")
         if own is not None and not getattr(own, "_slim_checked", False):
-            def post_init(self, _own=own):
+            def post_init(self, _own=own):  # a subclass's own __post_init__, between the checks
                 validate_fields(self)
                 _own(self)
+                self.validate()
             post_init._slim_checked = True  # type: ignore[attr-defined]
             cls.__post_init__ = post_init  # type: ignore[method-assign]
 
@@ -345,8 +350,9 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if rest.startswith("@"):
         path, _, rest = rest[1:].partition(",")
         data, _ = load_config_file(path.strip())
-        if FILE_METHOD_KEY in data and data.pop(FILE_METHOD_KEY) != name:
-            raise ConfigError(f"method config file {path.strip()!r} is for another method, not {name!r}")
+        named = data.pop(FILE_METHOD_KEY, name)
+        if named != name:
+            raise ConfigError(f"method config file {path.strip()!r} is for method {named!r}, not {name!r}")
         overrides.update(data)
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")

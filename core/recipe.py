@@ -72,8 +72,11 @@ class StepLedger:
     granted: dict[str, int]
     used: dict[str, int] = field(default_factory=dict)
 
+    candidates: int = 0  # search candidates logged (recorded; the steps are what is binding)
+
     def charge(self, steps: int, account: str = FINETUNE) -> None:
-        """Book `steps` before they are run; raise BudgetExceeded (nothing booked) if they do not fit."""
+        """Book `steps` when they are asked for (whether or not the training then completes, so the
+        figure cannot be gamed by retrying); raise BudgetExceeded, booking nothing, if they do not fit."""
         if account not in self.granted:
             raise BudgetExceeded(f"{self.owner} trains on the {account!r} budget, which this run does not grant "
                                  f"(granted: {', '.join(f'{k}={v}' for k, v in self.granted.items()) or 'none'})")
@@ -85,5 +88,8 @@ class StepLedger:
         self.used[account] = used + steps
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """{account: {"used", "budget"}} for the run record."""
-        return {k: {"used": self.used.get(k, 0), "budget": v} for k, v in self.granted.items()}
+        """{account: {"used", "budget"}} for the run record (the search account also counts its candidates)."""
+        out = {k: {"used": self.used.get(k, 0), "budget": v} for k, v in self.granted.items()}
+        if SEARCH in out:
+            out[SEARCH]["candidates"] = self.candidates
+        return out

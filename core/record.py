@@ -10,7 +10,8 @@ Schema 2 (`run.json`):
      "task": {"name", "kind", "metric", "profile", "num_classes"},
      "method": {"name", "family", "label", "description", "simulated", "version" (algorithm),
                 "config": {...}, "spec", "config_files": {path: verbatim text}},
-     "seed", "device": {"type", "name", "threads", "capability": {"isa", "flags"} | {"compute_capability"}},
+     "seed", "device": {"type", "name", "threads", "capability": {"isa", "flags"} | {"compute_capability"},
+                "also": [{"type", "name", "capability"}] (the other devices latency was timed on)},
      "baseline": {"key", "steps", "train_seconds"},
      "metrics": {"accuracy", "balanced_accuracy", "eval_examples", "size_bytes", "tensors_bytes",
                  "meta_bytes", "index_bytes", "params_total", "params_nonzero", "weights_bytes",
@@ -66,10 +67,14 @@ class MethodRef:
 
 @dataclass
 class DeviceRef:
+    """The device a run compressed and evaluated on, and (`also`) the other devices its latency
+    was timed on: a CUDA run times the host CPU too, so the CPU is part of what it measured."""
+
     type: str = "?"
     name: str = ""
     threads: int | None = None
     capability: dict[str, Any] = field(default_factory=dict)
+    also: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -165,6 +170,8 @@ class RunRecord:
             out[f"memory_{m.device}_bs{m.batch_size}_peak_bytes"] = float(m.peak_bytes)
         for account, b in self.budget.items():
             out[f"steps_{account}_used"], out[f"steps_{account}_budget"] = float(b["used"]), float(b["budget"])
+            if "candidates" in b:
+                out[f"{account}_candidates"] = float(b["candidates"])
         for k, v in self.method_metrics.items():
             if _is_number(v):
                 out[f"method.{k}"] = float(v)
@@ -191,8 +198,14 @@ def capability_text(capability: dict[str, Any] | None) -> str:
 
 
 def device_label(device: dict[str, Any] | None) -> str:
-    """`cpu (AMD EPYC 7B13 · AVX2)`: latency is comparable only on the same hardware and ISA."""
+    """`cpu (AMD EPYC 7B13 · AVX2)`, or `cuda (NVIDIA H200 · sm_90) + cpu (...)` when latency was also
+    timed on the host CPU: latency is comparable only on the same hardware and instruction set."""
     device = device if isinstance(device, dict) else {}
+    others = [d for d in device.get("also") or [] if isinstance(d, dict)]
+    return " + ".join([_one_label(device), *(_one_label(d) for d in others)])
+
+
+def _one_label(device: dict[str, Any]) -> str:
     kind = str(device.get("type") or "?")
     name = str(device.get("name") or "")
     detail = " · ".join(p for p in (name if name != kind else "", capability_text(device.get("capability"))) if p)
@@ -205,7 +218,8 @@ def latest_per_key(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     newest: dict[str, int] = {}
     for i, r in enumerate(records):
         key, started = r.get("run_key"), str((r.get("provenance") or {}).get("started") or "")
-        if key and (key not in newest or started > str(records[newest[key]]["provenance"].get("started") or "")):
+        if key and (key not in newest or started > str((records[newest[key]].get("provenance") or {}).get("started")
+                                                        or "")):
             newest[key] = i
     keep = set(newest.values())
     return [r for i, r in enumerate(records) if not r.get("run_key") or i in keep]

@@ -1,15 +1,17 @@
-"""The `slimbench leaderboard` subcommand.
+"""The `slimbench leaderboard` subcommand's arguments.
 
     slimbench leaderboard [--out DIR] [--tracking-uri URI] [--experiment NAME]
     slimbench leaderboard publish --out DIR [--tracking-uri URI] [--experiment NAME]
 
-Import-light on purpose (the CLI imports every subcommand to build its help): MLflow and
-the site builder are imported inside `run`.
+Import-light on purpose (the CLI imports every subcommand to build its help). The command
+itself is `suite.cli.cmd_leaderboard`: it reads the runs through the suite's tracker and hands
+the records to `site.build_site` / `site.publish`, so the leaderboard never imports the suite.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the subcommand's arguments to `parser`."""
@@ -26,28 +28,3 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
                         help="results folder holding the default tracking store (default: results)")
     parser.add_argument("--title", default="slimbench leaderboard", help="page and report title")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Load the runs, build (or publish) the site; returns the process exit code."""
-    import sys
-
-    action = getattr(args, "action", "build") or "build"
-    out = getattr(args, "out", None)
-    if action == "publish" and out is None:
-        print("slimbench leaderboard publish: --out DIR is required", file=sys.stderr)
-        return 2
-    from slimbench.leaderboard.rows import load_runs
-    from slimbench.leaderboard.site import build_site, publish
-    from slimbench.suite.tracking import EXPERIMENT, Tracker
-
-    results_dir = Path(getattr(args, "results_dir", None) or "results")
-    tracker = Tracker(uri=getattr(args, "tracking_uri", None),
-                      experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir,
-                      create=False)
-    runs = load_runs(tracker)
-    title = getattr(args, "title", None) or "slimbench leaderboard"
-    target = Path(out) if out is not None else results_dir / "leaderboard"
-    index = (publish if action == "publish" else build_site)(runs, target, title)
-    print(f"leaderboard: {len(runs)} runs from {tracker.uri} -> {index}")
-    return 0

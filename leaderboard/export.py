@@ -73,8 +73,8 @@ def md_cell(text: Any) -> str:
 
 
 def section_title(sec: Section) -> str:
-    task, profile, device = sec.key
-    return f"{task} · {device}" + (f" · {profile}" if profile else "")
+    task, profile, device, _ = sec.key
+    return f"{task} · {device}" + (f" · {profile}" if profile else "") + (f" · {sec.note}" if sec.note else "")
 
 
 def _md_table(headers: list[str], numeric: list[bool], rows: list[list[str]]) -> list[str]:

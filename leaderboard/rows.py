@@ -6,9 +6,9 @@ and run device, at one latency (device, batch size); accuracy, size and FLOPs do
 depend on the batch and repeat across a configuration's rows.
 
 Finished runs of simulated methods go to their own rows (`kind="simulated"`), and runs
-that did not finish go to `FailedRun`s, so neither can be mistaken for real results. Runs are
-read through `Tracker.read_records` (search candidates are never rows); the same rows feed
-the terminal summary (`suite.summary`).
+that did not finish go to `FailedRun`s, so neither can be mistaken for real results. Runs arrive
+as record dicts read by the suite's one reader (`Tracker.read_records`: search candidates are
+never rows); the same rows feed the terminal summary (`suite.summary`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from slimbench.core.record import device_label as _device_label
 from slimbench.leaderboard.stats import mean_ci, median
 
 BASELINE = "baseline"
-SectionKey = tuple[str, str, str]  # (task, profile, run device)
+SectionKey = tuple[str, str, str, str]  # (task, profile, run device, task definition)
 
 
 def get(d: Any, *path: str, default: Any = None) -> Any:
@@ -40,8 +40,11 @@ def device_label(run: dict[str, Any]) -> str:
 
 
 def section_key(run: dict[str, Any]) -> SectionKey:
+    """Runs are compared only with runs of the same task definition (its baseline key: model,
+    data, recipe), profile and device: a changed split or recipe starts a section of its own."""
     return (str(get(run, "task", "name", default="?")),
-            str(get(run, "task", "profile", default="")), device_label(run))
+            str(get(run, "task", "profile", default="")), device_label(run),
+            str(get(run, "baseline", "key", default="")))
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Section:
     """One task on one device and profile: the unit of the index and the Markdown report."""
 
     key: SectionKey
+    note: str = ""  # set when the task has sections for several definitions (which one this is)
     real: list[Row] = field(default_factory=list)
     simulated: list[Row] = field(default_factory=list)
     failed: list[FailedRun] = field(default_factory=list)
@@ -254,16 +258,23 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
             error=str(run.get("error") or ""), simulated=bool(get(run, "method", "simulated", default=False)),
             page=page, run_id=str(get(run, "provenance", "mlflow_run_id", default=""))))
     for key in [k for k in failed if k not in groups]:
-        # A stand-in for a killed run may lack the device name: join its task's section.
+        # A stand-in for a killed run may lack the device name or the task definition: join its task's section.
         kind = key[2].split(" ", 1)[0]
-        near = [k for k in groups if k[:2] == key[:2] and k[2].split(" ", 1)[0] == kind]
+        near = [k for k in groups if k[:2] == key[:2] and k[2].split(" ", 1)[0] == kind
+                and (not key[3] or k[3] == key[3])]
         if len(near) == 1:
             for f in failed.pop(key):
                 f.section_device = near[0][2]
                 failed.setdefault(near[0], []).append(f)
+    keys = sorted(set(groups) | set(failed))
+    definitions: dict[tuple, set[str]] = {}
+    for key in keys:
+        definitions.setdefault(key[:3], set()).add(key[3])
     sections = []
-    for key in sorted(set(groups) | set(failed)):
+    for key in keys:
         sec = Section(key, failed=sorted(failed.get(key, []), key=lambda f: (f.label, _seed_key(f.seed))))
+        if len(definitions[key[:3]]) > 1:
+            sec.note = f"task definition {key[3][:8] or 'unknown'}"
         by_cfg = groups.get(key, {})
         bases = [g for (name, _, _, sim), g in by_cfg.items() if name == BASELINE and not sim]
         base = max(bases, key=lambda g: len(g.runs)) if bases else None
@@ -275,8 +286,3 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
         sec.simulated.sort(key=_sort_key)
         sections.append(sec)
     return Board(sections=sections, pages=list(zip(pages, runs)))
-
-
-def load_runs(tracker: Any) -> list[dict[str, Any]]:
-    """Every run of the tracker's experiment as a record dict (the tracker's one reader)."""
-    return tracker.read_records()

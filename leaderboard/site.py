@@ -1,6 +1,6 @@
 """The static site: index (tables, filters, Pareto plots), one page per run, and the exports.
 
-Building takes plain run.json dicts (see `rows.load_runs` for MLflow), so it is fast,
+Building takes plain run.json dicts (read from MLflow by `suite.tracking.Tracker.read_records`), so it is fast,
 testable and benchmarkable without a tracking server. Every string that came from a run
 is passed through `html.escape` before it reaches the markup.
 """
@@ -116,7 +116,7 @@ def _plots(sec: Section) -> str:
 
 
 def _section(i: int, sec: Section) -> str:
-    task, profile, device = sec.key
+    task, profile, device, _ = sec.key
     out = [f'<section class="task" id="s-{i}" data-task="{_attr(task)}" data-profile="{_attr(profile)}" '
            f'data-section-device="{_attr(device)}"><h2>{escape(section_title(sec))}</h2>', _plots(sec),
            "<h3>Results</h3>"]

@@ -148,7 +148,9 @@ class CompressionContext:
         return self.frozen_teacher
 
     def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str | None:
-        """Track one search candidate as a nested run of this run (None when untracked, e.g. in tests)."""
+        """Track one search candidate as a nested run of this run (None when untracked, e.g. in tests);
+        the run records how many candidates were evaluated."""
+        self.ledger.candidates += 1
         if self.candidate_logger is None:
             return None
         return self.candidate_logger(name, params, metrics)

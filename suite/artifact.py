@@ -202,12 +202,19 @@ def load_artifact(out_dir: Path, build_model: Callable[..., nn.Module], method: 
     `method.restore(build_model(**build_overrides), tensors, meta)`.
 
     `build_model` builds a freshly initialised model of the task (`Task.build_model`), never
-    a copy of the trained baseline; the method must be the one that wrote the artifact
-    (checked by name).
+    a copy of the trained baseline; the method must be the one that wrote the artifact, with
+    the same config (a restore builds its layers from the config).
     """
+    from slimbench.core.config import to_dict
+
     tensors, doc = read_artifact(out_dir)
     saved = doc["method"]["name"]
     if saved != method.name:
         raise ValueError(f"artifact in {out_dir} was written by method {saved!r}, not {method.name!r}")
+    written, ours = doc["method"].get("config", {}), to_dict(method.config)
+    if written != ours:
+        diff = ", ".join(f"{k}={written.get(k)!r} (given {ours.get(k)!r})" for k in sorted(set(written) | set(ours))
+                         if written.get(k) != ours.get(k))
+        raise ValueError(f"artifact in {out_dir} was written by {saved} with another config: {diff}")
     skeleton = build_model(**doc.get("build_overrides", {}))
     return method.restore(skeleton, tensors, doc.get("meta", {}))

@@ -152,10 +152,12 @@ def cmd_list(args) -> int:
         console = Console(width=max(console.width, 140))
     if "tasks" in out:
         t = Table(title="tasks")
-        for col in ("name", "kind", "metric", "train steps", "finetune steps", "latency batches", "description"):
+        for col in ("name", "kind", "metric", "train steps", "finetune steps", "search", "latency batches",
+                    "description"):
             t.add_column(col)
         for x in out["tasks"]:
             t.add_row(escape(x["name"]), x["kind"], x["metric"], str(x["train_steps"]), str(x["finetune_steps"]),
+                      f"{x['search_candidates']} x {x['search_proxy_steps']}",
                       ",".join(map(str, x["latency_batch_sizes"])), escape(x["description"].split(". ")[0]))
         console.print(t)
     if "methods" in out:
@@ -184,6 +186,28 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_leaderboard(args) -> int:
+    """Read the runs of a store and build (or publish) the leaderboard site from them."""
+    action = getattr(args, "action", "build") or "build"
+    out = getattr(args, "out", None)
+    if action == "publish" and out is None:
+        print("slimbench leaderboard publish: --out DIR is required", file=sys.stderr)
+        return 2
+    from slimbench.leaderboard.site import build_site, publish
+    from slimbench.suite.tracking import EXPERIMENT, Tracker
+
+    results_dir = Path(getattr(args, "results_dir", None) or "results")
+    tracker = Tracker(uri=getattr(args, "tracking_uri", None),
+                      experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir,
+                      create=False)
+    runs = tracker.read_records()
+    title = getattr(args, "title", None) or "slimbench leaderboard"
+    target = Path(out) if out is not None else results_dir / "leaderboard"
+    index = (publish if action == "publish" else build_site)(runs, target, title)
+    print(f"leaderboard: {len(runs)} runs from {tracker.uri} -> {index}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -193,11 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.core.config import ConfigError
     from slimbench.core.registry import UnknownNameError
 
-    handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results}
+    handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard}
     try:
-        if args.command == "leaderboard":
-            from slimbench.leaderboard.command import run
-            return run(args)
         return handlers[args.command](args)
     except (ConfigError, UnknownNameError) as exc:
         print(f"slimbench: error: {exc}", file=sys.stderr)

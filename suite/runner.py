@@ -116,8 +116,10 @@ class Harness:
         gpu = self.device if self.device.startswith("cuda") else "cuda"
         self.latency_devices = tuple(gpu if d == "cuda" else d for d in opts.latency_devices
                                      if d == "cpu" or (d.startswith("cuda") and torch.cuda.is_available()))
+        also = [{"type": d.split(":")[0], "name": provenance.device_name(d), "capability": provenance.capability(d)}
+                for d in self.latency_devices if d.split(":")[0] != self.device.split(":")[0]]
         self.device_ref = DeviceRef(type=self.device.split(":")[0], name=provenance.device_name(self.device),
-                                    threads=self.threads, capability=provenance.capability(self.device))
+                                    threads=self.threads, capability=provenance.capability(self.device), also=also)
         self.tracker = Tracker(opts.tracking_uri, opts.experiment, opts.results_dir)
         self.trainer = Trainer(self.device, opts.progress)
         self.cache_dir = opts.results_dir / "cache"

@@ -34,14 +34,15 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
     board = aggregate([RunRecord.from_dict(r).to_dict() for r in records if r])
     out = []
     for sec in board.sections:
-        task, profile, device_label = sec.key
+        task, profile, device_label, definition = sec.key
         configs: dict[tuple, list] = {}
         for row in (*sec.real, *sec.simulated):
             configs.setdefault((row.kind, row.label, tuple(row.run_ids)), []).append(row)
         for rows in configs.values():
             r = _pick(rows)
             out.append({
-                "task": task, "profile": profile, "device": device_label, "method": r.label, "family": r.family,
+                "task": task, "profile": profile, "device": device_label, "task_definition": definition,
+                "method": r.label, "family": r.family,
                 "seeds": r.seeds, "status": "FINISHED", "simulated": r.kind == "simulated",
                 "accuracy": r.accuracy, "accuracy_ci": r.accuracy_ci, "balanced_accuracy": r.balanced_accuracy,
                 "delta_accuracy": r.accuracy_delta, "size_bytes": r.size_bytes, "compression": r.compression,
@@ -51,7 +52,8 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
                 "speedup_bs1": r.speedup if r.batch_size == 1 else None,
                 "run_ids": r.run_ids, "error": None})
         for f in sec.failed:
-            out.append({"task": task, "profile": profile, "device": device_label, "method": f.label,
+            out.append({"task": task, "profile": profile, "device": device_label, "task_definition": definition,
+                        "method": f.label,
                         "family": f.family, "seeds": [f.seed], "status": f.status, "simulated": f.simulated,
                         "accuracy": None, "accuracy_ci": None, "balanced_accuracy": None, "delta_accuracy": None,
                         "size_bytes": None, "compression": None, "flops_dense": None, "flops_effective": None,

@@ -10,8 +10,9 @@ Conventions every consumer relies on:
 - params: `task`, `method`, `seed`, `profile`, `device`, `method_version`, `config.<field>`;
 - metrics: `RunRecord.flat_metrics()`;
 - artifacts: `run.json` (the `RunRecord`, schema in `slimbench.core.record`), `artifact/`
-  (the compressed model: `model.safetensors` + `model.json`), `method_config/` (config files
-  a spec read, verbatim) and `traceback.txt` for failed runs.
+  (the compressed model: `model.safetensors` + `model.json`), `method_metrics.json` (what the
+  method reported, structured values included), `method_config/` (config files a spec read,
+  verbatim) and `traceback.txt` for failed runs.
 
 `read_records` is the one way runs are read back (`slimbench results`, the leaderboard): it
 skips search candidates, stands in for runs killed before writing run.json, upgrades old
@@ -142,6 +143,8 @@ class Tracker:
         """Everything a finished (or failed) run leaves: params, metrics, status tag, run.json."""
         self.log(run_id, params, record.flat_metrics(), {"slimbench.status": record.status})
         self.client.log_dict(run_id, record.to_dict(), "run.json")
+        if record.method_metrics:  # all of them, structured ones too (numbers are also metrics)
+            self.client.log_dict(run_id, record.method_metrics, "method_metrics.json")
         for i, (path, text) in enumerate(record.method.config_files.items()):
             self.client.log_text(run_id, text, f"method_config/{i}-{Path(path).name}")
 

@@ -139,17 +139,16 @@ class Trainer:
         return FitResult(recipe.steps, time.perf_counter() - start, losses[-1], losses)
 
 
-@dataclass
 class BudgetedTrainer:
     """The trainer a method gets: each `fit` is charged to the run's ledger before it trains."""
 
-    trainer: Trainer
-    ledger: StepLedger
+    def __init__(self, trainer: Trainer, ledger: StepLedger):
+        self._trainer, self._ledger = trainer, ledger
 
     def fit(self, model: "nn.Module", batches: Iterable[Batch], recipe: TrainRecipe, seed: int,
             **kwargs: Any) -> FitResult:
-        self.ledger.charge(recipe.steps, kwargs.get("account", FINETUNE))
-        return self.trainer.fit(model, batches, recipe, seed, **kwargs)
+        self._ledger.charge(recipe.steps, kwargs.get("account", FINETUNE))
+        return self._trainer.fit(model, batches, recipe, seed, **kwargs)
 
 
 def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:

@@ -128,6 +128,12 @@ def config_from_dict(raw: dict[str, Any], profile: str = "default") -> TaskConfi
         raise ConfigError(f"task {raw.get('name', '?')!r}: bad definition ({exc})") from None
 
 
+def without_data(config: TaskConfig) -> TaskConfig:
+    """The config with its data section removed: what a method's view of a task may hold (not even
+    the loader's name and arguments, which would lead back to the test split)."""
+    return dataclasses.replace(config, data={}, raw={k: v for k, v in config.raw.items() if k != "data"})
+
+
 def build_model(config: TaskConfig, **overrides: Any) -> "nn.Module":
     """The task's model builder with `model.kwargs` updated by `overrides`."""
     m = config.model
@@ -219,11 +225,11 @@ class Splits:
 class MethodData:
     """A method's view of a task's data: train, validation and calibration, never test.
 
-    It holds the splits without the test set, so nothing reachable from a method's context
-    leads to test batches."""
+    It holds the splits without the test set and the config without its data section, so
+    nothing reachable from a method's context leads to test batches."""
 
     def __init__(self, config: TaskConfig, data: TaskData):
-        self._splits = Splits(config, data.without_test())
+        self._splits = Splits(without_data(config), data.without_test())
         self.info = {k: v for k, v in data.info.items() if k != "class_balance"}
 
     def train_stream(self, batch_size: int, seed: int) -> Iterator:
@@ -256,11 +262,12 @@ class Task:
         return build_model(self.config, **overrides)
 
     def spec(self) -> TaskSpec:
-        """What a method may know about this task (no data; builds models from the config alone)."""
+        """What a method may know about this task: no data, and a model builder bound to the config
+        without its data section, so not even the loader's name and arguments are reachable."""
         c = self.config
         return TaskSpec(name=c.name, kind=c.kind, num_classes=c.num_classes, metric=c.metric, profile=c.profile,
                         key=c.baseline_key(), finetune=c.finetune, search=c.search,
-                        build_model=functools.partial(build_model, c))
+                        build_model=functools.partial(build_model, without_data(c)))
 
     def data(self) -> TaskData:
         if self._data is None:

@@ -80,7 +80,7 @@ class Tripwire:
         raise AssertionError("a method reached the test split")
 
 
-def compress_guarded(method, task, baseline, seed=0):
+def compress_guarded(method, task, baseline, seed=0, trainer=None):
     """Compress as the harness does (one context factory), the test split swapped for a tripwire."""
     import copy
 
@@ -92,7 +92,7 @@ def compress_guarded(method, task, baseline, seed=0):
     data = task.data()
     test, data.test = data.test, Tripwire()
     try:
-        ctx = make_context(task, baseline=baseline, seed=seed, owner=method.name)
+        ctx = make_context(task, baseline=baseline, seed=seed, owner=method.name, trainer=trainer)
         torch.manual_seed(seed)
         result = as_compressed(method.compress(copy.deepcopy(baseline), ctx))
     finally:
@@ -115,12 +115,24 @@ def check_method(method_factory, task, baseline, tmp_path):
     def digest(path) -> str:
         return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
+    from slimbench.suite.trainer import Trainer
+
+    class StepCounter(Trainer):
+        """The real trainer, counting the optimizer steps it runs, whoever calls it."""
+        steps = 0
+
+        def fit(self, model, batches, recipe, seed, **kw):
+            StepCounter.steps += recipe.steps
+            return super().fit(model, batches, recipe, seed, **kw)
+
     method = method_factory()
     reason = method.supports(task.spec(), "cpu")
     if reason:
         pytest.skip(f"{method.name} unsupported on CPU: {reason}")
-    result, ctx = compress_guarded(method, task, baseline, seed=3)
-    for account, b in ctx.ledger.summary().items():
+    result, ctx = compress_guarded(method, task, baseline, seed=3, trainer=StepCounter())
+    budget = ctx.ledger.summary()
+    assert StepCounter.steps == sum(b["used"] for b in budget.values()), "steps trained outside the budget"
+    for account, b in budget.items():
         assert 0 <= b["used"] <= b["budget"], (account, b)
     compressed = result.model.eval()
 

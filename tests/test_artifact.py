@@ -122,6 +122,8 @@ def test_wrong_method_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="test.plain"):
         load_artifact(tmp_path, lambda: nn.Linear(2, 2), Other())
+    with pytest.raises(ValueError, match=r"another config: bits=8 \(given 4\)"):
+        load_artifact(tmp_path, lambda: nn.Linear(2, 2), _Plain(_Cfg(bits=4)))
 
 
 def test_count_params_rules() -> None:

@@ -39,12 +39,26 @@ def _reachable(root, limit: int = 200_000) -> list:
     return out
 
 
+def _leaks(reachable: list, task) -> list[str]:
+    """What, among `reachable`, leads to the task's test split."""
+    from slimbench.tasks.base import TaskConfig
+
+    data = task.data()
+    found = []
+    for o in reachable:
+        if o is data.test or o is task or o is data:
+            found.append(type(o).__name__)
+        elif isinstance(o, TaskConfig) and o.data:
+            found.append("TaskConfig with its data loader")
+    return found
+
+
 def test_context_has_no_path_to_the_test_split(toy_task, toy_baseline):
     ctx = make_context(toy_task, baseline=toy_baseline)
     data = toy_task.data()
+    assert _leaks(_reachable(types.SimpleNamespace(t=toy_task)), toy_task)  # the walk does find a real path
     reachable = _reachable(ctx)
-    assert not any(o is data.test for o in reachable), "the test split is reachable from the context"
-    assert not any(o is toy_task or o is data for o in reachable), "the task object is reachable from the context"
+    assert not _leaks(reachable, toy_task), "the test split is reachable from the context"
     assert all(o is not toy_baseline for o in reachable)  # only a frozen copy
     # what it does give works: train, validation and calibration batches, fresh models
     assert next(ctx.train_batches())[0]["features"].shape[0] == toy_task.config.finetune.batch_size
@@ -63,20 +77,23 @@ def test_harness_context_has_no_path_to_the_test_split(tmp_path, monkeypatch):
     seen = {}
 
     def peek(self, model, ctx):
+        from slimbench.tasks.base import TaskConfig
         reachable = _reachable(ctx)
         seen["task"] = any(isinstance(o, Task) for o in reachable)
         seen["data"] = any(isinstance(o, TaskData) and o.test is not None for o in reachable)
+        seen["loader"] = any(isinstance(o, TaskConfig) and o.data for o in reachable)
         return Compressed(model)
 
     monkeypatch.setattr(Half, "compress", peek)
     monkeypatch.setattr(Half, "restore", Method.restore)
     assert _run(tmp_path, "--method", "half") == 0
-    assert seen == {"task": False, "data": False}
+    assert seen == {"task": False, "data": False, "loader": False}
 
 
 def test_validation_split_is_disjoint_and_documented(toy_task):
     data = toy_task.data()
-    assert {len(data.train), len(data.val), len(data.test)} == {1024, 128, 256}
+    assert (len(data.train), len(data.val), len(data.test)) == (1024, 128, 256)
+    assert data.info["sizes"] == {"train": 1024, "val": 128, "test": 256}
     train = {tuple(x.tolist()) for x, _ in (data.train[i] for i in range(len(data.train)))}
     assert not any(tuple(data.val[i][0].tolist()) in train for i in range(len(data.val)))
 
@@ -213,7 +230,7 @@ def test_search_budget_and_candidates(conformance_tasks):
     ctx = make_context(task, baseline=baseline, candidate_logger=lambda *a: logged.append(a) or "id")
     result = Child().compress(copy.deepcopy(baseline), ctx)
     assert [name for name, _, _ in logged] == ["candidate-0", "candidate-1"]
-    assert ctx.ledger.summary()["search"] == {"used": 4, "budget": task.config.search.steps}
+    assert ctx.ledger.summary()["search"] == {"used": 4, "budget": task.config.search.steps, "candidates": 2}
     assert result.metrics["candidates"] == 2
 
 
@@ -283,7 +300,8 @@ def test_candidates_are_nested_runs_never_rows(tmp_path, monkeypatch):
     records = tracker.read_records()
     assert len(records) == 2  # baseline + half; candidates are not runs of their own
     half = next(r for r in records if r["method"]["name"] == "half")
-    assert half["method_metrics"] == {"candidates": 2}
+    assert half["method_metrics"] == {"candidates": 2} and half["budget"]["search"]["candidates"] == 2
+    assert parent.data.metrics["method.candidates"] == 2 and parent.data.metrics["search_candidates"] == 2
     board = aggregate(records)
     assert not board.failed() and {r.method for r in board.rows()} == {"baseline", "half"}
 

@@ -103,5 +103,5 @@ def test_method_config_file_is_run_and_recorded_verbatim(tmp_path, monkeypatch):
     run_id = rec["provenance"]["mlflow_run_id"]
     saved = Path(tracker.client.download_artifacts(run_id, "method_config", str(tmp_path / "mc")))
     assert [p.read_text() for p in saved.iterdir()] == [cfg.read_text()]
-    assert rec["budget"] == {"finetune": {"used": 0, "budget": 5}, "search": {"used": 0, "budget": 12}}
+    assert rec["budget"] == {"finetune": {"used": 0, "budget": 5}, "search": {"used": 0, "budget": 12, "candidates": 0}}
     assert rec["device"]["capability"]["isa"] and rec["metrics"]["bops"] > 0

@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from slimbench.leaderboard.command import configure, run
+from slimbench.leaderboard.command import configure
+from slimbench.suite.cli import cmd_leaderboard as run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from slimbench.leaderboard.command import configure, run
+from slimbench.leaderboard.command import configure
+from slimbench.suite.cli import cmd_leaderboard as run
 
 _STORE_PATH = Path(__file__).parent / "fixtures" / "leaderboard" / "store.py"
 

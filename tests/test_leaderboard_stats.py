@@ -169,3 +169,27 @@ def test_devices_of_different_capabilities_never_share_a_section():
     for sec in board.sections:
         w8a8 = next(r for r in sec.real if r.method == "quant.w8a8" and r.batch_size == 1)
         assert w8a8.speedup == 1.0  # compared with its own machine's baseline
+
+
+def test_task_definitions_never_share_a_section():
+    """A changed split or recipe (another baseline key) is another benchmark: its rows are compared
+    with its own baseline, and the titles say which definition each section is."""
+    from slimbench.leaderboard.export import section_title
+    from slimbench.leaderboard.rows import aggregate
+    from slimbench.leaderboard.synthetic import fake_run
+
+    runs = []
+    for definition, acc in (("aaaaaaaa1111", 0.90), ("bbbbbbbb2222", 0.80)):
+        for method, delta in (("baseline", 0.0), ("quant.minmax", -0.01)):
+            r = fake_run(method=method, family="quantization", accuracy=acc + delta)
+            r["baseline"], r["run_key"] = {"key": definition}, r["run_key"] + definition
+            runs.append(r)
+    board = aggregate(runs)
+    assert [s.key[3] for s in board.sections] == ["aaaaaaaa1111", "bbbbbbbb2222"]
+    assert [section_title(s) for s in board.sections] == [
+        "toy-vision · cpu (Test CPU) · quick · task definition aaaaaaaa",
+        "toy-vision · cpu (Test CPU) · quick · task definition bbbbbbbb"]
+    for sec in board.sections:
+        row = next(r for r in sec.real if r.method == "quant.minmax")
+        assert abs(row.accuracy_delta + 0.01) < 1e-9
+    assert section_title(aggregate(runs[:2]).sections[0]) == "toy-vision · cpu (Test CPU) · quick"

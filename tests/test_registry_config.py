@@ -96,7 +96,7 @@ def test_list_does_not_import_heavy_modules():
 
 # ---------------------------------------------------------------- MethodConfig checks and nested settings
 
-from slimbench.core.config import MethodConfig, setting, spec_from_file, spec_sources  # noqa: E402
+from slimbench.core.config import MethodConfig, check, setting, spec_from_file, spec_sources  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def test_nested_settings_from_json_and_files(tmp_path):
     assert cfg.per_layer == {"fc1": 0.25, "fc2": 0.75} and cfg.arch.width == 0.5 and cfg.ratio == 0.25
     assert spec_from_file(path) == f"x.y:@{path}"
     assert spec_sources(f"x.y:@{path}") == {str(path): path.read_text()}  # recorded verbatim
-    with pytest.raises(ConfigError, match="for another method"):
+    with pytest.raises(ConfigError, match="is for method 'x.y', not 'z.z'"):
         parse_spec(f"z.z:@{path}")
     with pytest.raises(ConfigError, match="does not exist"):
         parse_spec("x.y:@/nonexistent.yaml")
@@ -167,3 +167,45 @@ def test_spec_of_a_nested_config_round_trips():
     assert name == "x.y" and build(_Nested, raw, name) == m.config
     assert _M(_Nested(ratio=0.25)).spec == "x.y:ratio=0.25"
     assert [f["name"] for f in field_specs(_Nested)] == ["mode", "ratio", "per_layer", "arch", "widths"]
+
+
+@dataclass(frozen=True)
+class _Inner:
+    layers: int = setting(2, "layers", ge=1)
+    kind: Literal["x", "y"] = setting("x", "kind")
+
+
+@dataclass(frozen=True)
+class _Outer(MethodConfig):
+    inner: _Inner = setting(help="nested", default_factory=_Inner)
+    a: int = 1
+
+    def validate(self):
+        check(self.a < 5, f"a={self.a} must be < 5")
+
+
+@dataclass(frozen=True)
+class _Child(_Outer):
+    b: int = 0
+
+    def __post_init__(self):  # a plugin's own hook must not switch off the inherited rules
+        check(self.b >= 0, "b must be >= 0")
+
+
+def _bad_inner() -> _Inner:
+    """An invalid nested value, built around its own (absent) checks."""
+    obj = object.__new__(_Inner)
+    object.__setattr__(obj, "layers", 2)
+    object.__setattr__(obj, "kind", "q")
+    return obj
+
+
+def test_nested_settings_and_inherited_rules_are_checked():
+    with pytest.raises(ConfigError, match="inner.layers=0 must be >= 1"):
+        build(_Outer, {"inner": {"layers": 0}}, "m")
+    with pytest.raises(ConfigError, match="inner.kind='q' is not valid"):
+        _Outer(inner=_bad_inner())
+    with pytest.raises(ConfigError, match="a=7 must be < 5"):
+        _Child(a=7)
+    with pytest.raises(ConfigError, match="b must be >= 0"):
+        _Child(b=-1)

@@ -58,6 +58,22 @@ def test_before_step_sees_gradients_and_can_mask_them(toy_task):
     assert grads == [True] * 5 and torch.count_nonzero(first[:, :8]) == 0
 
 
+def test_sgd_step_is_exactly_sgd(toy_task):
+    """One step of the recipe's SGD (no momentum, clipping or decay) is w - lr * grad."""
+    import torch.nn.functional as F
+
+    model = toy_task.build_model()
+    batch = next(iter(toy_task.loader("train", 16)))
+    ref = copy.deepcopy(model)
+    F.cross_entropy(ref(**batch[0]), batch[1]).backward()
+    expected = {n: p.detach() - 0.1 * p.grad for n, p in ref.named_parameters()}
+    recipe = TrainRecipe(steps=1, batch_size=16, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0,
+                         warmup=0.0, schedule="constant", grad_clip=None)
+    Trainer().fit(model, [batch], recipe, seed=0)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[n])
+
+
 def test_optimizer_choice_and_param_groups(toy_task):
     """SGD from the recipe; a group with lr 0 stays put while the rest trains."""
     model = toy_task.build_model()
@@ -86,7 +102,7 @@ def test_budgeted_trainer_charges_before_training(toy_task):
     with pytest.raises(BudgetExceeded, match="search"):
         trainer.fit(model, toy_task.train_stream(32, 0), TrainRecipe(steps=1, batch_size=32), seed=0,
                     account="search")
-    assert ledger.summary() == {"finetune": {"used": 3, "budget": 5}, "search": {"used": 0, "budget": 0}}
+    assert ledger.summary() == {"finetune": {"used": 3, "budget": 5}, "search": {"used": 0, "budget": 0, "candidates": 0}}
 
 
 def test_zero_steps_and_empty_data(toy_task):

@@ -103,8 +103,12 @@ def linear_cost(module: nn.Module, inputs: tuple, effective_ratio: float = 1.0,
 
 def conv_cost(module: nn.Module, output: torch.Tensor, effective_ratio: float = 1.0,
               bits: tuple[float, float] | None = None) -> dict[str, int]:
-    """FLOPs of a conv: 2 x output elements x fan-in (torch's counter's convention, bias free)."""
-    return _cost(output.numel() * module.in_features, effective_ratio, bits)
+    """FLOPs of a conv: 2 x output elements x fan-in (torch's counter's convention, bias free).
+
+    The fan-in is `in_features` on layers that store a conv as a [out, fan_in] matrix, else the
+    weight's (an nn.Conv2d: in_channels/groups*kh*kw)."""
+    k = module.in_features if hasattr(module, "in_features") else fan_in(module)
+    return _cost(output.numel() * k, effective_ratio, bits)
 
 
 def _cost(macs: int, effective_ratio: float, bits: tuple[float, float] | None) -> dict[str, int]:

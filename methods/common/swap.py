@@ -21,8 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class LayerSwapMethod(Method):
     """Subclasses implement `_swap` (replace layers in place; may calibrate or train), `_twins`
     (the classes of the replacements, to find them again) and `_empty` (an empty twin for a
-    freshly built layer, filled by `load_state_dict`); they may add `_format`, `_meta` (more
-    of what restore needs), `_metrics` (what the run records) and `_rebuilt` (a last restore step)."""
+    freshly built layer, filled by `load_state_dict`); they may add `_format` (the storage format
+    in words, recorded with the run), `_meta` (more of what restore needs), `_metrics` (what the
+    run records) and `_rebuilt` (a last restore step)."""
 
     def _swap(self, model: "nn.Module", ctx: CompressionContext) -> "nn.Module":
         raise NotImplementedError
@@ -57,8 +58,8 @@ class LayerSwapMethod(Method):
             from slimbench.methods.common.calibrate import recalibrate_batchnorm
             metrics["bn_recalibrated_layers"] = recalibrate_batchnorm(model, ctx, self.name)
         layers = self.swapped(model)
-        meta = {"format": self._format(), "layers": layers, **self._meta(model)}
-        metrics["layers_swapped"] = len(layers)
+        meta = {"layers": layers, **self._meta(model)}  # what restore needs: it is weighed with the artifact
+        metrics["format"], metrics["layers_swapped"] = self._format(), len(layers)
         metrics.update(self._metrics(model))
         compute = getattr(self.config, "compute", None)
         if compute is not None:
