@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -34,12 +34,14 @@ class Registry(Generic[T]):
     Args:
         kind: what the entries are, for error messages ("method", "task").
         group: entry-point group scanned once, on first lookup.
-        builtins: modules imported on first lookup so built-in entries register themselves.
+        builtins: modules imported on first lookup so built-in entries register themselves, or a
+            callable returning their names (found on first lookup, e.g. every family folder).
         on_register: called as `on_register(name, obj)` before an entry is added (validation,
             naming); it may raise to refuse the entry.
     """
 
-    def __init__(self, kind: str, group: str | None = None, builtins: tuple[str, ...] = (),
+    def __init__(self, kind: str, group: str | None = None,
+                 builtins: tuple[str, ...] | Callable[[], Iterable[str]] = (),
                  on_register: Callable[[str, T], None] | None = None):
         self.on_register = on_register
         self.kind = kind
@@ -68,7 +70,7 @@ class Registry(Generic[T]):
             return
         self._loaded = True
         import importlib
-        for mod in self.builtins:
+        for mod in self.builtins() if callable(self.builtins) else self.builtins:
             importlib.import_module(mod)
         if self.group:
             for ep in entry_points(group=self.group):

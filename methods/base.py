@@ -233,9 +233,21 @@ def _adopt(name: str, cls: type[Method]) -> None:
     cls.name = name
 
 
-METHODS: Registry[type[Method]] = Registry(
-    "method", group="slimbench.methods", builtins=("slimbench.methods.reference", "slimbench.methods.quant"),
-    on_register=_adopt)
+SHARED_PACKAGES = ("common",)  # subpackages of slimbench.methods that are tools, not families
+
+
+def family_packages() -> list[str]:
+    """Every family folder under `methods/` (a subpackage that is not shared tools): a new family
+    registers its methods by existing, with no list to edit."""
+    import pkgutil
+
+    import slimbench.methods as pkg
+    return [f"{pkg.__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
+            if m.ispkg and m.name not in SHARED_PACKAGES]
+
+
+METHODS: Registry[type[Method]] = Registry("method", group="slimbench.methods", builtins=family_packages,
+                                           on_register=_adopt)
 
 
 def register_method(name: str):

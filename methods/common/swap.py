@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class LayerSwapMethod(Method):
-    """Subclasses implement `_swap` (replace layers in place; may calibrate or train), `_twins`
+    """Subclasses implement `_swap` (replace layers in place; may calibrate or train; returns the
+    model, or `(model, metrics)` to record what the procedure found), `_twins`
     (the classes of the replacements, to find them again) and `_empty` (an empty twin for a
     freshly built layer, filled by `load_state_dict`); they may add `_format` (the storage format
     in words, recorded with the run), `_meta` (more of what restore needs), `_metrics` (what the
@@ -54,6 +55,8 @@ class LayerSwapMethod(Method):
     def compress(self, model: "nn.Module", ctx: CompressionContext) -> Compressed:
         model = self._swap(model, ctx)
         metrics: dict[str, Any] = {}
+        if isinstance(model, tuple):
+            model, metrics = model[0], dict(model[1])
         if getattr(self.config, "recalibrate_bn", False):
             from slimbench.methods.common.calibrate import recalibrate_batchnorm
             metrics["bn_recalibrated_layers"] = recalibrate_batchnorm(model, ctx, self.name)

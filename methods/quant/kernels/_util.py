@@ -1,27 +1,10 @@
-"""Launch-side helpers shared by the kernels."""
+"""Helpers shared by the quantization kernels (the family-independent ones are in `methods.common.kernels`)."""
 from __future__ import annotations
-
-import os
 
 import triton
 import triton.language as tl
 
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def pow2_at_most(n: int, cap: int) -> int:
-    """Largest power of two <= min(n, cap) that divides n (block sizes for exact tiling)."""
-    b = 1
-    while b * 2 <= cap and n % (b * 2) == 0:
-        b *= 2
-    return b
-
-
-def pow2_cover(n: int, lo: int, hi: int) -> int:
-    """Smallest power of two >= n, clamped to [lo, hi]."""
-    return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
+from slimbench.methods.common.kernels import interpreting, pow2_at_most, pow2_cover  # noqa: F401
 
 
 @triton.jit

@@ -1,0 +1,211 @@
+"""Which weights to prune: saliency scores, per-layer and global allocation, N:M masks, the cubic
+ramp, and holding masks during training.
+
+Masks are bool tensors shaped like each layer's weight (True = kept). Counts are exact: a layer
+pruned to sparsity s keeps exactly round((1 - s) * numel) weights, and a global threshold removes
+exactly round(s * total) weights over all layers, so the achieved sparsity is the asked one to
+within one weight per layer.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.core.config import ConfigError
+from slimbench.methods.common.layers import WEIGHT_LAYERS, eligible
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
+
+Masks = dict[str, torch.Tensor]
+
+
+def selected(model: nn.Module, skip: Iterable[str], owner: str) -> dict[str, nn.Module]:
+    """The Linear / Conv2d layers a pruning method works on (raises if there are none)."""
+    layers = dict(eligible(model, skip, WEIGHT_LAYERS))
+    if not layers:
+        raise ValueError(f"{owner} found no nn.Linear or nn.Conv2d layer to prune (skip={tuple(skip)!r})")
+    return layers
+
+
+def overrides(layers: Iterable[str], per_layer: dict[str, float], owner: str) -> dict[str, float]:
+    """{layer: sparsity} from fnmatch patterns; every pattern must name a selected layer."""
+    names = list(layers)
+    out: dict[str, float] = {}
+    for pattern, s in per_layer.items():
+        hit = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hit:
+            raise ConfigError(f"{owner}: per_layer pattern {pattern!r} names no prunable layer; the layers are "
+                              f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
+        out.update({n: s for n in hit})
+    return out
+
+
+# ---------------------------------------------------------------- saliency
+
+def gradients(model: nn.Module, layers: dict[str, nn.Module], ctx: "CompressionContext", batches: int,
+              squared: bool) -> dict[str, torch.Tensor]:
+    """Mean over `batches` training batches of dL/dw (or of (dL/dw)^2) for each layer's weight.
+
+    No optimizer step is taken: this is measurement, not training, and costs no budget."""
+    acc = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
+    was_training = model.training
+    model.eval()  # BatchNorm statistics and dropout as at inference
+    stream, seen = ctx.train_batches(), 0
+    try:
+        for _ in range(batches):
+            inputs, labels = next(stream)
+            inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(**inputs), labels.to(ctx.device)).backward()
+            for n, m in layers.items():
+                g = m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)
+                acc[n] += g.pow(2) if squared else g
+            seen += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {n: a / max(seen, 1) for n, a in acc.items()}
+
+
+def saliency(model: nn.Module, layers: dict[str, nn.Module], kind: str, ctx: "CompressionContext | None" = None,
+             batches: int = 8) -> dict[str, torch.Tensor]:
+    """Importance of each weight (higher = keep): |w|, |w * g| (first-order Taylor) or
+    w^2 * E[g^2] / 2 (OBD's second-order term with the diagonal empirical Fisher as the Hessian)."""
+    if kind == "magnitude":
+        return {n: m.weight.detach().abs() for n, m in layers.items()}
+    if ctx is None:
+        raise ValueError(f"{kind} saliency needs training batches")
+    if kind == "taylor":
+        g = gradients(model, layers, ctx, batches, squared=False)
+        return {n: (m.weight.detach() * g[n]).abs() for n, m in layers.items()}
+    g2 = gradients(model, layers, ctx, batches, squared=True)
+    return {n: 0.5 * m.weight.detach().pow(2) * g2[n] for n, m in layers.items()}
+
+
+# ---------------------------------------------------------------- allocation
+
+def keep_top(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Mask keeping exactly round((1 - sparsity) * numel) highest scores (ties broken by position)."""
+    n = score.numel()
+    prune = int(round(sparsity * n))
+    mask = torch.ones(n, dtype=torch.bool, device=score.device)
+    if prune:
+        order = torch.argsort(score.reshape(-1).float(), stable=True)
+        mask[order[:prune]] = False
+    return mask.reshape(score.shape)
+
+
+def global_sparsities(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, float]:
+    """Per-layer sparsities that one global threshold over all scores gives (exactly round(s * total) pruned)."""
+    flat = torch.cat([s.reshape(-1).float().cpu() for s in scores.values()])
+    prune = int(round(sparsity * flat.numel()))
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    if prune:
+        chosen[torch.argsort(flat, stable=True)[:prune]] = True
+    out, start = {}, 0
+    for name, s in scores.items():
+        out[name] = float(chosen[start:start + s.numel()].sum()) / s.numel()
+        start += s.numel()
+    return out
+
+
+def allocate(scores: dict[str, torch.Tensor], sparsity: float, scope: str,
+             fixed: dict[str, float]) -> dict[str, float]:
+    """Per-layer sparsity: the `fixed` overrides, the rest uniform (layer) or by one global threshold."""
+    rest = {n: s for n, s in scores.items() if n not in fixed}
+    if scope == "global" and rest:
+        return {**global_sparsities(rest, sparsity), **fixed}
+    return {**{n: sparsity for n in rest}, **fixed}
+
+
+def masks_from(scores: dict[str, torch.Tensor], sparsities: dict[str, float]) -> Masks:
+    return {n: keep_top(s, sparsities[n]) for n, s in scores.items()}
+
+
+def random_masks(layers: dict[str, nn.Module], sparsities: dict[str, float], seed: int) -> Masks:
+    """Masks with the given per-layer sparsities at random positions (the control)."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: keep_top(torch.rand(m.weight.shape, generator=g), sparsities[n]).to(m.weight.device)
+            for n, m in layers.items()}
+
+
+def block_layers(layers: dict[str, nn.Module], block: int) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """(the Linear layers whose shape `block` divides, {name: why the others stay dense})."""
+    keep, dense = {}, {}
+    for name, layer in layers.items():
+        if not isinstance(layer, nn.Linear):
+            dense[name] = f"{type(layer).__name__}: block pruning covers nn.Linear only"
+        elif layer.in_features % block or layer.out_features % block:
+            dense[name] = f"[{layer.out_features}, {layer.in_features}] is not a whole number of {block}x{block} blocks"
+        else:
+            keep[name] = layer
+    return keep, dense
+
+
+def block_scores(layers: dict[str, nn.Module], block: int) -> dict[str, torch.Tensor]:
+    """L2 norm of every BxB weight block: [out/B, in/B] per layer."""
+    out = {}
+    for name, layer in layers.items():
+        w = layer.weight.detach()
+        blocks = w.reshape(w.shape[0] // block, block, w.shape[1] // block, block)
+        out[name] = blocks.pow(2).sum((1, 3)).sqrt()
+    return out
+
+
+def expand_blocks(block_masks: Masks, block: int) -> Masks:
+    return {n: m.repeat_interleave(block, 0).repeat_interleave(block, 1) for n, m in block_masks.items()}
+
+
+def nm_masks(layers: dict[str, nn.Module], n: int, m: int, owner: str) -> Masks:
+    """Keep the n largest |w| of every m consecutive inputs of each output row ([out, fan_in] view)."""
+    from slimbench.methods.common.layers import fan_in, fan_in_name
+    from slimbench.methods.common.options import require_divides
+
+    for name, layer in layers.items():
+        require_divides(owner, name, "m", m, fan_in(layer), fan_in_name(layer))
+    out = {}
+    for name, layer in layers.items():
+        w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+        groups = w.abs().reshape(w.shape[0], -1, m)
+        top = groups.topk(n, dim=-1).indices
+        keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
+        out[name] = keep.reshape(layer.weight.shape)
+    return out
+
+
+def cubic(step: int, total: int, final: float, ramp: float = 0.75) -> float:
+    """Zhu & Gupta's schedule: s_t = s_f * (1 - (1 - t / T)^3), reaching s_f at `ramp` of the steps."""
+    end = max(1, int(ramp * total))
+    t = min(step, end) / end
+    return final * (1 - (1 - t) ** 3)
+
+
+# ---------------------------------------------------------------- applying and holding
+
+def apply(layers: dict[str, nn.Module], masks: Masks) -> None:
+    with torch.no_grad():
+        for n, m in layers.items():
+            m.weight.mul_(masks[n].to(m.weight.dtype))
+
+
+def holders(layers: dict[str, nn.Module], masks: Masks) -> tuple[Callable, Callable]:
+    """(before_step, after_step) trainer hooks keeping pruned weights at zero: masked gradients
+    (no momentum builds up on them) and the mask re-applied after each update (weight decay)."""
+    def before(model, step):
+        for n, m in layers.items():
+            if m.weight.grad is not None:
+                m.weight.grad.mul_(masks[n].to(m.weight.grad.dtype))
+
+    def after(model, step):
+        apply(layers, masks)
+    return before, after
+
+
+def achieved(layers: dict[str, nn.Module]) -> dict[str, float]:
+    """Fraction of zero weights per layer (of what is about to be stored)."""
+    return {n: 1.0 - float(torch.count_nonzero(m.weight)) / m.weight.numel() for n, m in layers.items()}

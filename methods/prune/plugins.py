@@ -1,0 +1,244 @@
+"""The pruning method plugins, registered without importing torch.
+
+Unstructured methods (`prune.magnitude`, `prune.random`, `prune.sensitivity`, `prune.l1`) choose
+masks on the dense model, fine-tune with the masks held, then swap each pruned layer for a
+sparse-stored twin (`SparseMethod`, a `LayerSwapMethod`). `prune.nm` keeps n of every m inputs
+and stores values + positions. `prune.structured` removes channels, heads and neurons, leaving a
+smaller dense model that reloads onto the task's build by resizing layers to the saved tensors.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from slimbench.methods.base import Compressed, CompressionContext, Method, register_method
+from slimbench.methods.common.swap import LayerSwapMethod
+from slimbench.methods.prune.configs import (L1Config, MagnitudeConfig, NMConfig, RandomConfig, SensitivityConfig,
+                                             SparseConfig, StructuredConfig)
+
+
+class SparseMethod(LayerSwapMethod):
+    """Masks on the dense layers (`_prune`), then sparse storage; records the achieved sparsity
+    measured from what is stored, and whether sparse storage beat dense."""
+
+    family = "pruning"
+    config_cls = SparseConfig
+
+    def _prune(self, model, layers: dict, fixed: dict, ctx: CompressionContext) -> dict[str, Any]:
+        """Mask (and fine-tune) the dense `layers` in place; return what the run should record."""
+        raise NotImplementedError
+
+    def _swap(self, model, ctx: CompressionContext):
+        from slimbench.methods.prune import masks as mk
+        from slimbench.methods.prune import unstructured as un
+
+        layers = mk.selected(model, self.config.skip, self.name)
+        fixed = mk.overrides(layers, self.config.per_layer, self.name)  # bad patterns fail before any work
+        dense: dict[str, str] = {}
+        if self.config.block > 1:
+            layers, dense = mk.block_layers(layers, self.config.block)
+            if not layers:
+                raise ValueError(f"{self.name}: no nn.Linear layer is a whole number of {self.config.block}x"
+                                 f"{self.config.block} blocks: {dense}")
+            fixed = {n: s for n, s in fixed.items() if n in layers}
+        metrics = self._prune(model, layers, fixed, ctx)
+        if dense:
+            metrics["kept_dense"] = dense
+        un.to_sparse(model, layers, self.config)
+        metrics.update(un.storage_metrics(model))
+        check = un.kernel_check(model, ctx)
+        if "note" in check and "note" in metrics:
+            check["note"] = metrics.pop("note") + "; " + check["note"]
+        metrics.update(check)
+        return model, metrics
+
+    def _twins(self):
+        from slimbench.methods.prune.sparse import BlockSparseLinear, SparseLinear
+        return (SparseLinear, BlockSparseLinear)
+
+    def _empty(self, name, layer, meta):
+        from slimbench.methods.prune.sparse import empty_sparse
+        c = self.config
+        return empty_sparse(layer, meta["nnz"][name], c.storage_kind, c.kernel, c.block)
+
+    def _meta(self, model) -> dict[str, Any]:
+        twins = self._twins()
+        return {"nnz": {n: m.values.numel() for n, m in model.named_modules() if isinstance(m, twins)}}
+
+    def _format(self) -> str:
+        c = self.config
+        blocks = f"{c.block}x{c.block} blocks, " if c.block > 1 else ""
+        return f"unstructured sparse, {blocks}{c.storage_kind} + fp32 values, {c.kernel} kernel"
+
+
+@register_method("prune.magnitude")
+class Magnitude(SparseMethod):
+    description = ("Unstructured magnitude pruning (layer-wise or one global threshold; one-shot or a cubic "
+                   "ramp during fine-tuning), masks held while fine-tuning, stored as bitmask or CSR.")
+    config_cls = MagnitudeConfig
+
+    def _prune(self, model, layers, fixed, ctx):
+        from slimbench.methods.prune import masks as mk
+        from slimbench.methods.prune import unstructured as un
+
+        c = self.config
+        if c.schedule == "gradual":
+            trace = un.gradual(model, layers, c, fixed, ctx, f"{self.name} gradual")
+            return {"ramp": trace[-1:] + trace[:1], "mask_updates": len(trace)}
+        if c.block > 1:
+            scores = mk.block_scores(layers, c.block)
+            masks = mk.expand_blocks(mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed)), c.block)
+        else:
+            scores = mk.saliency(model, layers, "magnitude")
+            masks = mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed))
+        if c.finetune:
+            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
+        else:
+            mk.apply(layers, masks)
+        return {}
+
+
+@register_method("prune.random")
+class Random(SparseMethod):
+    description = ("Control: the per-layer sparsities magnitude pruning would choose, at random positions, "
+                   "fine-tuned the same way (shows what the criterion buys).")
+    config_cls = RandomConfig
+
+    def _prune(self, model, layers, fixed, ctx):
+        from slimbench.methods.prune import masks as mk
+        from slimbench.methods.prune import unstructured as un
+
+        scores = mk.saliency(model, layers, "magnitude")
+        masks = mk.random_masks(layers, mk.allocate(scores, self.config.sparsity, self.config.scope, fixed), ctx.seed)
+        if self.config.finetune:
+            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
+        else:
+            mk.apply(layers, masks)
+        return {}
+
+
+@register_method("prune.sensitivity")
+class Sensitivity(SparseMethod):
+    description = ("Per-layer sparsity from a validation sensitivity scan under a global target; saliency by "
+                   "magnitude, first-order Taylor or second-order (diagonal Fisher, OBD); then fine-tuned.")
+    config_cls = SensitivityConfig
+
+    def _prune(self, model, layers, fixed, ctx):
+        from slimbench.methods.prune import masks as mk
+        from slimbench.methods.prune import sensitivity as sens
+        from slimbench.methods.prune import unstructured as un
+
+        c = self.config
+        scores = mk.saliency(model, layers, c.saliency, ctx, c.grad_batches)
+        curves, base, cost = sens.scan(model, layers, scores, c.levels, ctx, c.scan_examples)
+        sizes = {n: m.weight.numel() for n, m in layers.items()}
+        chosen, tolerance = sens.allocate(curves, base, sizes, c.sparsity, fixed)
+        masks = mk.masks_from(scores, chosen)
+        if c.finetune:
+            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
+        else:
+            mk.apply(layers, masks)
+        return {**cost, "val_accuracy_unpruned": round(base, 4), "tolerance": round(tolerance, 4),
+                "saliency_batches": 0 if c.saliency == "magnitude" else c.grad_batches,
+                "allocated": {n: round(s, 4) for n, s in chosen.items()}}
+
+
+@register_method("prune.l1")
+class L1(SparseMethod):
+    description = ("Sparsity-inducing training: an L1 (unstructured) or group-lasso (whole output rows) penalty "
+                   "for the fine-tuning budget, then thresholded to the target sparsity.")
+    config_cls = L1Config
+
+    def _prune(self, model, layers, fixed, ctx):
+        from slimbench.methods.prune import masks as mk
+        from slimbench.methods.prune import unstructured as un
+
+        c = self.config
+        un.penalised(model, layers, c, ctx, f"{self.name} {c.penalty} training")
+        scores = un.row_scores(layers) if c.penalty == "group" else mk.saliency(model, layers, "magnitude")
+        mk.apply(layers, mk.masks_from(scores, mk.allocate(scores, c.sparsity, "global", fixed)))
+        return {}
+
+
+@register_method("prune.nm")
+class NM(LayerSwapMethod):
+    family = "pruning"
+    description = ("N:M semi-structured pruning (2:4 by default: 2 of every 4 inputs kept, the pattern sparse "
+                   "tensor cores run), fine-tuned with the pattern held, stored as values + 2-bit positions.")
+    config_cls = NMConfig
+
+    def _swap(self, model, ctx: CompressionContext):
+        from slimbench.methods.common.layers import replace_module
+        from slimbench.methods.prune import masks as mk
+        from slimbench.methods.prune import unstructured as un
+        from slimbench.methods.prune.sparse import nm_twin
+
+        c = self.config
+        layers = mk.selected(model, c.skip, self.name)
+        masks = mk.nm_masks(layers, c.n, c.m, self.name)  # a pattern that does not divide a layer fails here
+        if c.finetune:
+            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
+        else:
+            mk.apply(layers, masks)
+        for name, layer in layers.items():
+            replace_module(model, name, nm_twin(layer, c.n, c.m))
+        dense = sum(m.weight.numel() for m in layers.values())
+        return model, {"sparsity": round(1 - c.n / c.m, 6), "pattern": f"{c.n}:{c.m}",
+                       "sparsity_per_layer": {n: round(1 - c.n / c.m, 6) for n in layers}, "dense_weights": dense}
+
+    def _twins(self):
+        from slimbench.methods.prune.sparse import NMLinear
+        return (NMLinear,)
+
+    def _empty(self, name, layer, meta):
+        from slimbench.methods.prune.sparse import nm_twin
+        return nm_twin(layer, self.config.n, self.config.m, fill=False)
+
+    def _metrics(self, model) -> dict[str, Any]:
+        """The N:M sparsity measured from the stored values (n of m per group, exactly)."""
+        from slimbench.methods.prune.sparse import NMLinear
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, NMLinear)}
+        kept = sum(m.values.numel() for m in layers.values())
+        dense = sum(m.in_features * m.out_features for m in layers.values())
+        return {"sparsity": round(1 - kept / dense, 6),
+                "sparsity_per_layer": {n: round(1 - m.values.numel() / (m.in_features * m.out_features), 6)
+                                       for n, m in layers.items()}}
+
+    def _format(self) -> str:
+        return f"{self.config.n}:{self.config.m} semi-structured, fp32 values + bit-packed positions"
+
+
+@register_method("prune.structured")
+class Structured(Method):
+    family = "pruning"
+    description = ("Structured pruning that physically removes conv channels (dependency-aware: residual adds, "
+                   "BatchNorm, grouped convs) or attention heads and FFN neurons, then fine-tunes the smaller dense "
+                   "model.")
+    config_cls = StructuredConfig
+
+    def __init__(self, config: StructuredConfig | None = None):
+        super().__init__(config)
+        self._kinds: dict[str, str | None] = {}  # per task model: what structure it has, asked once
+
+    def supports(self, task, device):
+        """Unsupported (not failed) on a model with neither conv channels nor BERT-style attention."""
+        key = getattr(task, "key", None)
+        if key is None:
+            return None
+        if key not in self._kinds:
+            from slimbench.methods.prune.structured import structure_of
+            try:
+                self._kinds[key] = structure_of(task.build_model())
+            except Exception:  # cannot tell: let compress report the real problem
+                return None
+        if self._kinds[key] is None:
+            return (f"{self.name} removes conv channels (CNNs) or attention heads and FFN neurons (BERT-style "
+                    "encoders); this task's model has neither")
+        return None
+
+    def compress(self, model, ctx: CompressionContext) -> Compressed:
+        from slimbench.methods.prune.structured import prune_structured
+        return prune_structured(model, self.config, ctx, self.name)
+
+    def restore(self, model, tensors, meta):
+        from slimbench.methods.prune.structured import sync_attention
+        return sync_attention(super().restore(model, tensors, meta))

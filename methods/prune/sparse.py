@@ -1,0 +1,274 @@
+"""Pruned layers stored sparse: `SparseLinear` / `SparseConv2d` (bitmask or CSR) and
+`NMLinear` / `NMConv2d` (N:M values + positions).
+
+What is stored is the artifact: the nonzero values and their index data (listed in `slim_index`,
+so the size counts them and the parameter count does not). A conv is stored over its
+[out, in/groups*kh*kw] view. To run, a layer expands its weight once into a non-persistent dense
+buffer (the `dense` kernel, any device), or multiplies with torch's CSR sparse matmul on the
+stored values (`csr`, Linear only). N:M layers on CUDA run the Triton kernel that expands the
+compressed weight tile by tile (`kernels/nm.py`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.methods.common import storage
+from slimbench.methods.common.layers import ConvGeometry, conv_cost, dtype_bits, fan_in, linear_cost
+
+
+class _Expanded(nn.Module):
+    """A weight stored compressed and expanded lazily into a cached dense matrix [out, in]."""
+
+    in_features: int
+    out_features: int
+
+    def _init_cache(self) -> None:
+        self.register_buffer("_dense", None, persistent=False)
+
+    def expand(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight2d(self) -> torch.Tensor:
+        if self._dense is None or self._dense.device != self.values.device:
+            self._dense = self.expand()
+        return self._dense
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._dense = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def density(self) -> float:
+        return self.values.numel() / (self.in_features * self.out_features)
+
+    def slim_cost(self, inputs, output) -> dict[str, int]:
+        bits = (32, dtype_bits(inputs[0]))
+        if isinstance(self, ConvGeometry):
+            return conv_cost(self, output, self.density, bits)
+        return linear_cost(self, inputs, self.density, bits)
+
+
+class SparseLinear(_Expanded):
+    """Buffers: `values` [nnz] and either `mask` uint8 (bitmask) or `col_idx` + `row_ptr` (CSR); `bias`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, nnz: int, storage_kind: str = "bitmask",
+                 kernel: str = "dense"):
+        super().__init__()
+        self.in_features, self.out_features, self.storage, self.kernel = in_features, out_features, storage_kind, kernel
+        self.register_buffer("values", torch.zeros(nnz))
+        if storage_kind == "bitmask":
+            self.register_buffer("mask", torch.zeros(-(-in_features * out_features // 8), dtype=torch.uint8))
+            self.slim_index = ("mask",)
+        else:
+            self.register_buffer("col_idx", torch.zeros(nnz, dtype=storage.index_dtype(in_features)))
+            self.register_buffer("row_ptr", torch.zeros(out_features + 1, dtype=torch.int32))
+            self.slim_index = ("col_idx", "row_ptr")
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._init_cache()
+        self.register_buffer("_csr", None, persistent=False)
+
+    @classmethod
+    def from_dense(cls, weight2d: torch.Tensor, bias: torch.Tensor | None, storage_kind: str,
+                   kernel: str) -> "SparseLinear":
+        w = weight2d.detach().float()
+        layer = cls(w.shape[1], w.shape[0], bias is not None, int(torch.count_nonzero(w)), storage_kind, kernel)
+        return layer.fill(w, bias)
+
+    def fill(self, w: torch.Tensor, bias: torch.Tensor | None) -> "SparseLinear":
+        """Store the nonzeros of a [out, in] weight in this layer's format."""
+        w = w.detach().float()
+        if self.storage == "bitmask":
+            values, mask = storage.to_bitmask(w)
+            self.mask.copy_(mask)
+        else:
+            values, col, ptr = storage.to_csr(w)
+            self.col_idx.copy_(col)
+            self.row_ptr.copy_(ptr)
+        self.values.copy_(values)
+        if bias is not None:
+            self.bias = bias.detach().clone().float()
+        return self.to(w.device)
+
+    def expand(self) -> torch.Tensor:
+        if self.storage == "bitmask":
+            return storage.from_bitmask(self.values, self.mask, (self.out_features, self.in_features))
+        return storage.from_csr(self.values, self.col_idx, self.row_ptr, self.in_features)
+
+    def _csr_weight(self) -> torch.Tensor:
+        if self._csr is None or self._csr.device != self.values.device:
+            if self.storage == "csr":
+                self._csr = torch.sparse_csr_tensor(self.row_ptr.long(), self.col_idx.long(), self.values,
+                                                    (self.out_features, self.in_features))
+            else:
+                self._csr = self.expand().to_sparse_csr()
+        return self._csr
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._csr = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "csr":
+            x2 = x.reshape(-1, self.in_features)
+            y = torch.sparse.mm(self._csr_weight().to(x.dtype), x2.t()).t()
+            y = y if self.bias is None else y + self.bias.to(x.dtype)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        w = self.weight2d().to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.values.numel()}, "
+                f"storage={self.storage}, kernel={self.kernel}")
+
+
+class BlockSparseLinear(_Expanded):
+    """A Linear pruned in BxB blocks, stored as torch's BSR: `values` [nnzb, B, B], `crow_indices`
+    [out/B + 1], `col_indices` [nnzb] (the index data); `bias`. On CUDA in half precision the
+    block-sparse kernel multiplies the stored blocks only; elsewhere the weight is expanded once."""
+
+    slim_index = ("crow_indices", "col_indices")
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, blocks: int, block: int):
+        super().__init__()
+        self.in_features, self.out_features, self.block = in_features, out_features, block
+        self.register_buffer("values", torch.zeros(blocks, block, block))
+        self.register_buffer("crow_indices", torch.zeros(out_features // block + 1, dtype=torch.int32))
+        self.register_buffer("col_indices", torch.zeros(blocks, dtype=storage.index_dtype(in_features // block)))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._init_cache()
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, block: int) -> "BlockSparseLinear":
+        bsr = lin.weight.detach().float().to_sparse_bsr((block, block))
+        layer = cls(lin.in_features, lin.out_features, lin.bias is not None, bsr.values().shape[0], block)
+        layer.values.copy_(bsr.values())
+        layer.crow_indices.copy_(bsr.crow_indices())
+        layer.col_indices.copy_(bsr.col_indices())
+        if lin.bias is not None:
+            layer.bias = lin.bias.detach().clone().float()
+        return layer.to(lin.weight.device)
+
+    def expand(self) -> torch.Tensor:
+        return torch.sparse_bsr_tensor(self.crow_indices.long(), self.col_indices.long(), self.values,
+                                       (self.out_features, self.in_features)).to_dense()
+
+    @property
+    def density(self) -> float:
+        return self.values.numel() / (self.in_features * self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+            from slimbench.methods.prune.kernels import blocksparse as kern
+            y = kern.bsr_linear(x.reshape(-1, self.in_features), self.values, self.crow_indices, self.col_indices,
+                                self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, "
+                f"blocks={self.values.shape[0]}")
+
+
+class SparseConv2d(ConvGeometry, SparseLinear):
+    """A Conv2d stored like a SparseLinear over its [out, in/groups*kh*kw] view; runs dense."""
+
+    def __init__(self, conv: nn.Conv2d, nnz: int, storage_kind: str = "bitmask", kernel: str = "dense"):
+        super().__init__(fan_in(conv), conv.out_channels, conv.bias is not None, nnz, storage_kind, "dense")
+        self.init_geometry(conv)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, storage_kind: str) -> "SparseConv2d":
+        w2 = conv.weight.detach().reshape(conv.out_channels, -1)
+        return cls(conv, int(torch.count_nonzero(w2)), storage_kind).fill(w2, conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight_4d(self.weight2d().to(x.dtype), x)
+        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.conv_repr()}, nnz={self.values.numel()}, storage={self.storage}"
+
+
+class NMLinear(_Expanded):
+    """Exactly n of every m consecutive inputs kept: `values` [out, in*n/m] and `positions`
+    (each value's index in its group, bit-packed) as the index data; `bias`."""
+
+    slim_index = ("positions",)
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, n: int, m: int):
+        super().__init__()
+        self.in_features, self.out_features, self.n, self.m = in_features, out_features, n, m
+        kept = in_features // m * n
+        self.register_buffer("values", torch.zeros(out_features, kept))
+        self.register_buffer("positions", torch.zeros(out_features, storage.packed_len(kept, storage.nm_index_bits(m)),
+                                                      dtype=torch.uint8))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._init_cache()
+
+    def fill(self, weight2d: torch.Tensor, bias: torch.Tensor | None) -> "NMLinear":
+        values, positions = storage.to_nm(weight2d.detach().float(), self.n, self.m)
+        self.values.copy_(values)
+        self.positions.copy_(positions)
+        if bias is not None:
+            self.bias = bias.detach().clone().float()
+        return self.to(weight2d.device)
+
+    def expand(self) -> torch.Tensor:
+        return storage.from_nm(self.values, self.positions, self.n, self.m, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.n == 2 and self.m == 4 and x.dtype in (torch.float16, torch.bfloat16):
+            from slimbench.methods.prune.kernels import nm as kern
+            y = kern.nm24_linear(x.reshape(-1, self.in_features), self.values, self.positions, self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, pattern={self.n}:{self.m}"
+
+
+class NMConv2d(ConvGeometry, NMLinear):
+    """A Conv2d stored like an NMLinear over its [out, in/groups*kh*kw] view; runs dense."""
+
+    def __init__(self, conv: nn.Conv2d, n: int, m: int):
+        super().__init__(fan_in(conv), conv.out_channels, conv.bias is not None, n, m)
+        self.init_geometry(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight_4d(self.weight2d().to(x.dtype), x)
+        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.conv_repr()}, pattern={self.n}:{self.m}"
+
+
+def sparse_twin(layer: nn.Module, storage_kind: str, kernel: str, block: int = 1) -> _Expanded:
+    """The sparse-stored twin of a (masked) Linear / Conv2d."""
+    if storage_kind == "bsr":
+        return BlockSparseLinear.from_linear(layer, block)
+    if isinstance(layer, nn.Conv2d):
+        return SparseConv2d.from_conv(layer, storage_kind)
+    return SparseLinear.from_dense(layer.weight, layer.bias, storage_kind, kernel)
+
+
+def empty_sparse(layer: nn.Module, nnz: int, storage_kind: str, kernel: str, block: int = 1) -> _Expanded:
+    """An empty sparse twin for a freshly built layer (restore; filled by load_state_dict); `nnz`
+    counts stored values (whole blocks for bsr)."""
+    if storage_kind == "bsr":
+        return BlockSparseLinear(layer.in_features, layer.out_features, layer.bias is not None, nnz // block ** 2, block)
+    if isinstance(layer, nn.Conv2d):
+        return SparseConv2d(layer, nnz, storage_kind)
+    return SparseLinear(layer.in_features, layer.out_features, layer.bias is not None, nnz, storage_kind, kernel)
+
+
+def nm_twin(layer: nn.Module, n: int, m: int, fill: bool = True) -> NMLinear:
+    """The N:M twin of a Linear / Conv2d, filled from its (N:M-masked) weight or empty."""
+    if isinstance(layer, nn.Conv2d):
+        twin = NMConv2d(layer, n, m)
+    else:
+        twin = NMLinear(layer.in_features, layer.out_features, layer.bias is not None, n, m)
+    if not fill:
+        return twin
+    return twin.fill(layer.weight.reshape(layer.weight.shape[0], -1), layer.bias)

@@ -1,0 +1,160 @@
+"""Structured pruning: remove whole conv channels, attention heads and FFN neurons, leaving a
+smaller dense model.
+
+CNNs go through Torch-Pruning's dependency graph, which keeps every coupled layer consistent:
+the channels of a residual sum are removed from every branch that feeds it, BatchNorm follows
+its conv, and grouped/depthwise convs keep their groups whole. Transformers (BERT-style
+encoders, as `transformers` builds them) are pruned here: whole heads out of query/key/value
+and the attention output, whole neurons out of the FFN; the attention module infers its head
+count from the projection shapes, so resizing those layers is all a reload needs
+(`sync_attention` updates the module's own head-count attributes to match).
+
+Either way the result reloads through the task's builder plus `fit_to_tensors`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from slimbench.methods.base import Compressed
+from slimbench.methods.common.layers import matches
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
+    from slimbench.methods.prune.configs import StructuredConfig
+
+
+def attention_blocks(model: nn.Module) -> list[nn.Module]:
+    """BERT-style encoder layers: `attention.self.{query,key,value}`, `attention.output.dense`,
+    `intermediate.dense`, `output.dense`."""
+    out = []
+    for m in model.modules():
+        att = getattr(getattr(m, "attention", None), "self", None)
+        if att is not None and all(isinstance(getattr(att, p, None), nn.Linear) for p in ("query", "key", "value")) \
+                and hasattr(att, "attention_head_size") and isinstance(getattr(getattr(m, "intermediate", None),
+                                                                              "dense", None), nn.Linear):
+            out.append(m)
+    return out
+
+
+def sync_attention(model: nn.Module) -> nn.Module:
+    """Set each attention module's head-count attributes from its (possibly pruned) projections."""
+    for block in attention_blocks(model):
+        att = block.attention.self
+        att.num_attention_heads = att.query.out_features // att.attention_head_size
+        att.all_head_size = att.query.out_features
+    return model
+
+
+def _keep_rows(lin: nn.Linear, keep: torch.Tensor) -> None:
+    lin.weight = nn.Parameter(lin.weight.detach()[keep].clone())
+    if lin.bias is not None:
+        lin.bias = nn.Parameter(lin.bias.detach()[keep].clone())
+    lin.out_features = len(keep)
+
+
+def _keep_cols(lin: nn.Linear, keep: torch.Tensor) -> None:
+    lin.weight = nn.Parameter(lin.weight.detach()[:, keep].clone())
+    lin.in_features = len(keep)
+
+
+def _score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    return (w * g).abs() if g is not None else w.abs()
+
+
+def prune_transformer(blocks: list[nn.Module], ratio: float, grads: dict[int, torch.Tensor] | None) -> dict[str, Any]:
+    """Remove the lowest-scoring floor(ratio * heads) heads (at least one kept) and floor(ratio * width)
+    FFN neurons of every encoder layer. Scores: L1 of a unit's weights, or |w * g| with `grads`."""
+    removed_heads, removed_neurons, heads_before = 0, 0, 0
+    with torch.no_grad():
+        for block in blocks:
+            att, out = block.attention.self, block.attention.output.dense
+            d = att.attention_head_size
+            h = att.query.out_features // d
+            g = (lambda p: grads.get(id(p)) if grads else None)
+            score = sum(_score(lin.weight, g(lin.weight)).reshape(h, d, -1).sum((1, 2))
+                        for lin in (att.query, att.key, att.value))
+            score = score + _score(out.weight, g(out.weight)).reshape(out.weight.shape[0], h, d).sum((0, 2))
+            drop = min(int(ratio * h), h - 1)
+            keep_h = torch.argsort(score, descending=True, stable=True)[:h - drop].sort().values
+            keep = (keep_h[:, None] * d + torch.arange(d)).reshape(-1)
+            for lin in (att.query, att.key, att.value):
+                _keep_rows(lin, keep)
+            _keep_cols(out, keep)
+            up, down = block.intermediate.dense, block.output.dense
+            width = up.out_features
+            score = _score(up.weight, g(up.weight)).sum(1) + _score(down.weight, g(down.weight)).sum(0)
+            keep_n = torch.argsort(score, descending=True, stable=True)[:width - int(ratio * width)].sort().values
+            _keep_rows(up, keep_n)
+            _keep_cols(down, keep_n)
+            removed_heads, removed_neurons, heads_before = removed_heads + drop, removed_neurons + width - len(keep_n), \
+                heads_before + h
+    return {"heads_removed": removed_heads, "heads_before": heads_before, "ffn_neurons_removed": removed_neurons}
+
+
+def prune_cnn(model: nn.Module, ratio: float, criterion: str, skip: tuple[str, ...], ctx: "CompressionContext",
+              batches: int) -> dict[str, Any]:
+    """Torch-Pruning's dependency graph removes `ratio` of the channels of every prunable group."""
+    import torch_pruning as tp
+
+    example = {k: v.to(ctx.device) for k, v in ctx.example_inputs(2).items()}
+    ignored = [m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and matches(n, skip)]
+    if criterion == "taylor":
+        importance = tp.importance.TaylorImportance()
+        _accumulate_grads(model, ctx, batches)
+    else:
+        importance = tp.importance.MagnitudeImportance(p=1)
+    channels_before = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=ratio,
+                                  ignored_layers=ignored)
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return {"channels_before": channels_before,
+            "channels_after": sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))}
+
+
+def _accumulate_grads(model: nn.Module, ctx: "CompressionContext", batches: int) -> None:
+    import torch.nn.functional as F
+
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    stream = ctx.train_batches()
+    for _ in range(batches):
+        inputs, labels = next(stream)
+        F.cross_entropy(model(**{k: v.to(ctx.device) for k, v in inputs.items()}), labels.to(ctx.device)).backward()
+
+
+def structure_of(model: nn.Module) -> str | None:
+    """'transformer' (BERT-style encoder layers), 'cnn' (conv layers) or None (neither)."""
+    if attention_blocks(model):
+        return "transformer"
+    return "cnn" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else None
+
+
+def prune_structured(model: nn.Module, cfg: "StructuredConfig", ctx: "CompressionContext", owner: str) -> Compressed:
+    """Prune, then fine-tune the smaller model for the whole budget."""
+    params_before = sum(p.numel() for p in model.parameters())
+    kind = structure_of(model)
+    blocks = attention_blocks(model)
+    if kind == "transformer":
+        grads = None
+        if cfg.criterion == "taylor":
+            _accumulate_grads(model, ctx, cfg.grad_batches)
+            grads = {id(p): p.grad.detach().clone() for p in model.parameters() if p.grad is not None}
+            model.zero_grad(set_to_none=True)
+        metrics = prune_transformer(blocks, cfg.ratio, grads)
+        sync_attention(model)
+    elif kind == "cnn":
+        metrics = prune_cnn(model, cfg.ratio, cfg.criterion, cfg.skip, ctx, cfg.grad_batches)
+    else:
+        raise ValueError(f"{owner} handles CNNs (conv channels) and BERT-style transformers (heads, FFN neurons); "
+                         "this model has neither")
+    model.eval()
+    if cfg.finetune and ctx.budget_steps > 0:
+        ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, desc=f"{owner} fine-tune")
+    params_after = sum(p.numel() for p in model.parameters())
+    metrics.update(params_before=params_before, params_after=params_after,
+                   params_removed=round(1 - params_after / params_before, 4))
+    return Compressed(model.eval(), metrics=metrics)

@@ -1,0 +1,146 @@
+"""The unstructured pruning procedures on dense layers: one-shot masks, the gradual ramp,
+fine-tuning with masks held, L1 / group-lasso training, and the swap into sparse storage.
+
+Everything trains through `ctx.trainer` (charged to the fine-tuning budget); masks are applied
+to the dense weights first, and the layers become `SparseLinear` / `SparseConv2d` only at the
+end, so the stored artifact is exactly the weights the last training step left.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.methods.common.layers import replace_module
+from slimbench.methods.prune import masks as mk
+from slimbench.methods.prune.sparse import BlockSparseLinear, SparseLinear, sparse_twin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.base import CompressionContext
+    from slimbench.methods.prune.configs import L1Config, MagnitudeConfig, SparseConfig
+
+
+def finetune_masked(model: nn.Module, layers: dict[str, nn.Module], masks: mk.Masks, ctx: "CompressionContext",
+                    desc: str) -> int:
+    """Fine-tune for the whole budget with the pruned weights held at zero; returns the steps."""
+    mk.apply(layers, masks)
+    if ctx.budget_steps <= 0:
+        return 0
+    before, after = mk.holders(layers, masks)
+    ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, before_step=before, after_step=after,
+                    desc=desc)
+    return ctx.budget_steps
+
+
+def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfig", fixed: dict[str, float],
+            ctx: "CompressionContext", desc: str) -> list[tuple[int, float]]:
+    """Magnitude pruning along the cubic ramp during fine-tuning; returns the (step, sparsity) updates."""
+    total = ctx.budget_steps
+    current: mk.Masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in layers.items()}
+    trace: list[tuple[int, float]] = []
+
+    def update(step: int) -> None:
+        target = mk.cubic(step, total, cfg.sparsity)
+        scaled = {n: mk.cubic(step, total, s) for n, s in fixed.items()}
+        scores = mk.saliency(model, layers, "magnitude")
+        current.update(mk.masks_from(scores, mk.allocate(scores, target, cfg.scope, scaled)))
+        mk.apply(layers, current)
+        trace.append((step, round(target, 4)))
+
+    def before(m, step):
+        for n, layer in layers.items():
+            if layer.weight.grad is not None:
+                layer.weight.grad.mul_(current[n].to(layer.weight.grad.dtype))
+
+    def after(m, step):
+        if (step + 1) % cfg.update_every == 0 or step + 1 == total:
+            update(step + 1)
+        else:
+            mk.apply(layers, current)
+
+    update(0)
+    ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, before_step=before, after_step=after,
+                    desc=desc)
+    if trace[-1][1] != round(cfg.sparsity, 4):
+        update(total)  # a budget too short for the ramp still ends at the asked sparsity
+    return trace
+
+
+def penalised(model: nn.Module, layers: dict[str, nn.Module], cfg: "L1Config", ctx: "CompressionContext",
+              desc: str) -> None:
+    """Train for the budget with the L1 (or group-lasso) penalty added to the task loss."""
+    weights = [m.weight for m in layers.values()]
+
+    def loss(m, inputs, logits, labels):
+        if cfg.penalty == "l1":
+            reg = sum(w.abs().sum() for w in weights)
+        else:
+            reg = sum(w.reshape(w.shape[0], -1).norm(dim=1).sum() for w in weights)
+        return F.cross_entropy(logits, labels) + cfg.strength * reg
+
+    ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, loss=loss, desc=desc)
+
+
+def row_scores(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Each weight scored by the L2 norm of its output row (group-lasso groups are pruned whole)."""
+    out = {}
+    for n, m in layers.items():
+        w = m.weight.detach()
+        norms = w.reshape(w.shape[0], -1).norm(dim=1)
+        out[n] = norms.reshape(-1, *([1] * (w.dim() - 1))).expand_as(w).contiguous()
+    return out
+
+
+def to_sparse(model: nn.Module, layers: dict[str, nn.Module], cfg: "SparseConfig") -> None:
+    """Swap every selected (masked) layer for its sparse-stored twin."""
+    for name, layer in layers.items():
+        replace_module(model, name, sparse_twin(layer, cfg.storage_kind, cfg.kernel, cfg.block))
+
+
+def storage_metrics(model: nn.Module) -> dict[str, Any]:
+    """Sparsity measured from what is stored (values vs the dense shape), per layer and overall, and
+    the stored bytes of the sparse layers against what dense fp32 weights would take."""
+    per_layer, kept, total, stored, index = {}, 0, 0, 0, 0
+    for name, m in model.named_modules():
+        if isinstance(m, (SparseLinear, BlockSparseLinear)):
+            dense = m.in_features * m.out_features
+            per_layer[name] = round(1 - m.values.numel() / dense, 6)
+            kept, total = kept + m.values.numel(), total + dense
+            idx = sum(getattr(m, b).numel() * getattr(m, b).element_size() for b in m.slim_index)
+            stored, index = stored + m.values.numel() * m.values.element_size() + idx, index + idx
+    out: dict[str, Any] = {"sparsity": round(1 - kept / total, 6) if total else 0.0, "sparsity_per_layer": per_layer,
+                           "sparse_weight_bytes": stored, "sparse_index_bytes": index,
+                           "dense_weight_bytes": total * 4}
+    if stored > total * 4:
+        out["note"] = "sparse storage is larger than dense here (index bytes outweigh the zeros)"
+    return out
+
+
+def kernel_check(model: nn.Module, ctx: "CompressionContext", reps: int = 10) -> dict[str, Any]:
+    """For kernel=csr: time the model at batch 1 with the CSR path and with the dense one (on the
+    run's device, validation inputs), so the run says when dense would have been faster."""
+    sparse = [m for m in model.modules() if isinstance(m, SparseLinear) and m.kernel == "csr"]
+    if not sparse:
+        return {}
+    inputs = {k: v.to(ctx.device) for k, v in ctx.example_inputs(1).items()}
+    model.eval()
+    times = {}
+    for kernel in ("csr", "dense"):
+        for m in sparse:
+            m.kernel = kernel
+        with torch.inference_mode():
+            model(**inputs)  # warm-up: caches the expanded / CSR weights
+            start = time.perf_counter()
+            for _ in range(reps):
+                model(**inputs)
+        times[kernel] = (time.perf_counter() - start) / reps * 1e3
+    for m in sparse:
+        m.kernel = "csr"
+    out = {"csr_ms_bs1": round(times["csr"], 4), "dense_ms_bs1": round(times["dense"], 4)}
+    if times["dense"] < times["csr"]:
+        out["note"] = (f"the dense kernel would be faster at batch 1 here ({times['dense']:.3g} ms vs "
+                       f"{times['csr']:.3g} ms with CSR; the method's own timing)")
+    return out
