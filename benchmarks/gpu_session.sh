@@ -63,7 +63,7 @@ step versions 60 "$PY" -c "import sys, torch, triton, transformers; print('pytho
 # first on PYTHONPATH, is the package setup.py would install (no pip, works offline).
 SHIM=$(mktemp -d)
 mkdir -p "$SHIM/slimbench"
-for d in suite methods tasks leaderboard; do
+for d in core suite methods tasks leaderboard; do
     [ -d "$ROOT/$d" ] && ln -s "$ROOT/$d" "$SHIM/slimbench/$d"
 done
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
@@ -81,6 +81,11 @@ step e2e_bert_w8a8 120 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmark
 # artifact round trip, kernel-call counts, eager + CUDA-graph latency, peak memory)
 #   -> results/benchmarks/cuda-methods-<gpu>.json
 step cuda_methods 60 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
+
+# (e2) the pruning family: 2:4 and block-sparse kernels vs fp16, the stock semi-structured anchor,
+# ResNet-50 with half its channels removed and a BERT-base with 2:4 FFNs as CUDA graphs
+#   -> results/benchmarks/prune-kernels-<gpu>.json
+step prune_kernels 120 "$PY" benchmarks/prune_kernels.py --reps 30 --out results/benchmarks
 
 # (f) stock PyTorch kernels, same machine and run, as anchors (last: quant_kernels.py times fp16
 # F.linear itself, so our ratios do not depend on this step)

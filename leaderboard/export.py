@@ -49,6 +49,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Δ acc", "accuracy_delta", True, lambda r: r.accuracy_delta, lambda r: fmt.delta_pp(r.accuracy_delta)),
     Column("Size", "size_bytes", True, lambda r: r.size_bytes, lambda r: fmt.size(r.size_bytes)),
     Column("Ratio", "compression", True, lambda r: r.compression, lambda r: fmt.times(r.compression)),
+    Column("Sparsity", "sparsity", True, lambda r: r.sparsity, lambda r: fmt.pct(r.sparsity)),
     Column("FLOPs dense", "flops_dense", True, lambda r: r.flops_dense, lambda r: fmt.flops(r.flops_dense)),
     Column("FLOPs eff.", "flops_effective", True, lambda r: r.flops_effective,
            lambda r: fmt.flops(r.flops_effective)),
@@ -60,6 +61,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Latency p90", "latency_p90_ms", True, lambda r: r.latency_p90_ms, lambda r: fmt.ms(r.latency_p90_ms)),
     Column("Speedup", "speedup", True, lambda r: r.speedup, lambda r: fmt.times(r.speedup)),
     Column("Peak memory", "peak_bytes", True, lambda r: r.peak_bytes, lambda r: fmt.size(r.peak_bytes)),
+    Column("Note", "note", False, lambda r: r.note, lambda r: r.note),
 )
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")

@@ -74,6 +74,8 @@ class Row:
     flops_dense: float | None
     flops_effective: float | None
     bops: float | None
+    sparsity: float | None  # what the method measured from its stored weights (pruning), else None
+    note: str  # a caveat the method recorded (e.g. "sparse storage is larger than dense here")
     device: str
     batch_size: int | None
     latency_median_ms: float | None
@@ -163,8 +165,8 @@ class _Group:
     runs: list[dict[str, Any]] = field(default_factory=list)
     pages: list[str] = field(default_factory=list)
 
-    def metric(self, name: str) -> list[float | None]:
-        return [_num(get(r, "metrics", name)) for r in self.runs]
+    def metric(self, name: str, table: str = "metrics") -> list[float | None]:
+        return [_num(get(r, table, name)) for r in self.runs]
 
     def per_batch(self, table: str, stat: str) -> dict[tuple[str, int | None], float | None]:
         """Median over seeds of `stat` in the run.json `table` (latency | memory), per (device, batch)."""
@@ -219,6 +221,8 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         flops_dense=median(group.metric("flops_dense")),
         flops_effective=median(group.metric("flops_effective")),
         bops=median(group.metric("bops")),
+        sparsity=median(group.metric("sparsity", "method_metrics")),
+        note="; ".join(dict.fromkeys(str(n) for r in group.runs if (n := get(r, "method_metrics", "note")))),
         device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
         latency_p90_ms=lat_p90.get((dev, bs)),
         speedup=_ratio(b_lat.get((dev, bs)), lat_med.get((dev, bs))),

@@ -6,6 +6,8 @@ is passed through `html.escape` before it reaches the markup.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from html import escape
 from pathlib import Path
@@ -103,6 +105,11 @@ def _plots(sec: Section) -> str:
         return ""
     configs = list({tuple(r.pages): r for r in sec.real}.values())
     svgs = [scatter_svg(_points(configs, "size_bytes", fmt.size), "Accuracy vs size", "size", fmt.size)]
+    pruned = [r for r in configs if r.sparsity is not None]
+    if pruned:  # pruning rows: accuracy against the share of weights kept (1 - sparsity: lower is sparser)
+        dense = [dataclasses.replace(r, sparsity=1 - r.sparsity) for r in pruned]
+        svgs.append(scatter_svg(_points(dense, "sparsity", lambda v: f"{100 * v:.3g}% of weights kept"),
+                                "Accuracy vs sparsity", "weight density (1 - sparsity)", lambda v: f"{v:.2f}"))
     combos = sorted({(r.device, r.batch_size) for r in sec.real if r.latency_median_ms is not None},
                     key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
     for dev, bs in combos:

@@ -132,3 +132,24 @@ def test_quant_kernels_smoke_runs_every_path(tmp_path):
     kernels = {(t["kernel"], t["shape"]) for t in rec["timings"]}
     assert ("w8a8 int8_gemm", "64x128x96") in kernels and ("codebook_gemv 2-bit", "1x1024x64") in kernels
     assert not any(t.get("default_error") for t in rec["timings"])
+
+
+def test_prune_kernels_smoke_runs_every_path(tmp_path):
+    """prune_kernels.py --smoke: the correctness checks, kernel timings and both model comparisons
+    on tiny shapes through the Triton interpreter, so the GPU-only code has run before a device does."""
+    proc = _run([sys.executable, str(BENCH / "prune_kernels.py"), "--smoke", "--out", str(tmp_path)], timeout=600,
+                env={**ENV, "TRITON_INTERPRET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "prune-kernels-cpu-smoke.json").read_text())
+    assert rec["complete"] and all(e["ok"] for e in rec["kernels"])
+    assert {e["kernel"].split()[0] for e in rec["kernels"]} == {"2:4", "block-sparse"}
+    assert [m["model"].split()[0] for m in rec["models"]] == ["resnet18", "bert-base-shaped,"]
+    assert rec["models"][0]["params_pruned"] < rec["models"][0]["params_dense"] / 2
+
+
+def test_prune_kernels_bows_out_without_cuda():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: prune_kernels.py would run the full benchmark")
+    proc = _run([sys.executable, str(BENCH / "prune_kernels.py")], timeout=60)
+    assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr

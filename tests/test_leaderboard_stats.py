@@ -193,3 +193,26 @@ def test_task_definitions_never_share_a_section():
         row = next(r for r in sec.real if r.method == "quant.minmax")
         assert abs(row.accuracy_delta + 0.01) < 1e-9
     assert section_title(aggregate(runs[:2]).sections[0]) == "toy-vision · cpu (Test CPU) · quick"
+
+
+def test_pruning_rows_show_sparsity_notes_and_their_plot(tmp_path):
+    from slimbench.leaderboard.export import to_markdown
+    from slimbench.leaderboard.rows import aggregate
+    from slimbench.leaderboard.site import build_site
+    from slimbench.leaderboard.synthetic import fake_run
+
+    runs = [fake_run(method="baseline", accuracy=0.9)]
+    for s, acc in ((0.5, 0.89), (0.9, 0.7)):
+        r = fake_run(method="prune.magnitude", family="pruning", config={"sparsity": s}, accuracy=acc)
+        r["method_metrics"] = {"sparsity": s, **({"note": "sparse storage is larger than dense here"} if s == 0.5
+                                                 else {})}
+        runs.append(r)
+    board = aggregate(runs)
+    rows = {r.label: r for r in board.sections[0].real if r.batch_size == 1}
+    assert rows["prune.magnitude sparsity=0.9"].sparsity == 0.9 and rows["baseline"].sparsity is None
+    assert rows["prune.magnitude sparsity=0.5"].note == "sparse storage is larger than dense here"
+    md = to_markdown(board)
+    assert "Sparsity" in md and "90.00" in md and "larger than dense" in md
+    index = build_site(runs, tmp_path / "site", "t").read_text()
+    assert "Accuracy vs sparsity" in index
+    assert "Accuracy vs sparsity" not in build_site(runs[:1], tmp_path / "site2", "t").read_text()

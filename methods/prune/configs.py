@@ -124,6 +124,9 @@ class StructuredConfig(MethodConfig):
     skip: tuple[str, ...] = setting(DEFAULT_SKIP, "fnmatch patterns of layers whose outputs keep all channels "
                                                   "(the classifier head by default)")
     grad_batches: int = setting(8, "training batches the taylor gradients are averaged over", ge=1)
+    round_to: int = setting(8, "channel and FFN-neuron counts are kept multiples of this (vector units and tensor "
+                               "cores want them; a 22-channel conv can run slower than a 32-channel one), so the "
+                               "ratio removed is approximate; 1: exact", ge=1)
 
 
 @dataclass(frozen=True)

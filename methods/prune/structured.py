@@ -64,9 +64,11 @@ def _score(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     return (w * g).abs() if g is not None else w.abs()
 
 
-def prune_transformer(blocks: list[nn.Module], ratio: float, grads: dict[int, torch.Tensor] | None) -> dict[str, Any]:
-    """Remove the lowest-scoring floor(ratio * heads) heads (at least one kept) and floor(ratio * width)
-    FFN neurons of every encoder layer. Scores: L1 of a unit's weights, or |w * g| with `grads`."""
+def prune_transformer(blocks: list[nn.Module], ratio: float, grads: dict[int, torch.Tensor] | None,
+                      round_to: int = 1) -> dict[str, Any]:
+    """Remove the lowest-scoring floor(ratio * heads) heads (at least one kept) and about ratio of the
+    FFN neurons (the count kept rounded up to a multiple of `round_to`) of every encoder layer.
+    Scores: L1 of a unit's weights, or |w * g| with `grads`."""
     removed_heads, removed_neurons, heads_before = 0, 0, 0
     with torch.no_grad():
         for block in blocks:
@@ -86,7 +88,8 @@ def prune_transformer(blocks: list[nn.Module], ratio: float, grads: dict[int, to
             up, down = block.intermediate.dense, block.output.dense
             width = up.out_features
             score = _score(up.weight, g(up.weight)).sum(1) + _score(down.weight, g(down.weight)).sum(0)
-            keep_n = torch.argsort(score, descending=True, stable=True)[:width - int(ratio * width)].sort().values
+            kept = min(width, -(-(width - int(ratio * width)) // round_to) * round_to)
+            keep_n = torch.argsort(score, descending=True, stable=True)[:kept].sort().values
             _keep_rows(up, keep_n)
             _keep_cols(down, keep_n)
             removed_heads, removed_neurons, heads_before = removed_heads + drop, removed_neurons + width - len(keep_n), \
@@ -95,8 +98,11 @@ def prune_transformer(blocks: list[nn.Module], ratio: float, grads: dict[int, to
 
 
 def prune_cnn(model: nn.Module, ratio: float, criterion: str, skip: tuple[str, ...], ctx: "CompressionContext",
-              batches: int) -> dict[str, Any]:
-    """Torch-Pruning's dependency graph removes `ratio` of the channels of every prunable group."""
+              batches: int, round_to: int = 1) -> dict[str, Any]:
+    """Torch-Pruning's dependency graph removes about `ratio` of the channels of every prunable group
+    (counts kept multiples of `round_to`). Convs stored channels-last stay so: the new, smaller
+    weights are created contiguous, and a channels-last model fed NCHW weights reorders at every
+    layer, which alone can make the pruned model slower than the dense one."""
     import torch_pruning as tp
 
     example = {k: v.to(ctx.device) for k, v in ctx.example_inputs(2).items()}
@@ -106,11 +112,18 @@ def prune_cnn(model: nn.Module, ratio: float, criterion: str, skip: tuple[str, .
         _accumulate_grads(model, ctx, batches)
     else:
         importance = tp.importance.MagnitudeImportance(p=1)
-    channels_before = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    channels_last = any(m.weight.dim() == 4 and not m.weight.is_contiguous()
+                        and m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    channels_before = sum(m.out_channels for m in convs)
     pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=ratio,
-                                  ignored_layers=ignored)
+                                  ignored_layers=ignored, round_to=round_to if round_to > 1 else None)
     pruner.step()
     model.zero_grad(set_to_none=True)
+    if channels_last:
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
     return {"channels_before": channels_before,
             "channels_after": sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))}
 
@@ -144,10 +157,10 @@ def prune_structured(model: nn.Module, cfg: "StructuredConfig", ctx: "Compressio
             _accumulate_grads(model, ctx, cfg.grad_batches)
             grads = {id(p): p.grad.detach().clone() for p in model.parameters() if p.grad is not None}
             model.zero_grad(set_to_none=True)
-        metrics = prune_transformer(blocks, cfg.ratio, grads)
+        metrics = prune_transformer(blocks, cfg.ratio, grads, cfg.round_to)
         sync_attention(model)
     elif kind == "cnn":
-        metrics = prune_cnn(model, cfg.ratio, cfg.criterion, cfg.skip, ctx, cfg.grad_batches)
+        metrics = prune_cnn(model, cfg.ratio, cfg.criterion, cfg.skip, ctx, cfg.grad_batches, cfg.round_to)
     else:
         raise ValueError(f"{owner} handles CNNs (conv channels) and BERT-style transformers (heads, FFN neurons); "
                          "this model has neither")
