@@ -311,3 +311,28 @@ def test_block_pruning_keeps_whole_blocks_and_reloads(toy_task, toy_baseline, tm
         create_method("prune.magnitude:block=16,schedule=gradual")
     with pytest.raises(ConfigError, match="storage=bsr stores whole blocks"):
         create_method("prune.random:storage=bsr")
+
+
+def test_structured_handles_depthwise_convs_and_squeeze_excite(tmp_path):
+    """A MobileNetV3 (depthwise convs, squeeze-excite, hard-swish): channels come out of every coupled
+    layer together, and the result reloads onto a fresh build by resizing alone."""
+    import timm
+
+    from slimbench.tasks.vision import TimmClassifier
+
+    def build(**_):
+        torch.manual_seed(0)
+        return TimmClassifier(timm.create_model("mobilenetv3_small_050", num_classes=5)).eval()
+
+    model = build()
+    batch = [({"pixel_values": torch.randn(2, 3, 32, 32)}, torch.zeros(2, dtype=torch.long))]
+    method = create_method("prune.structured:ratio=0.5,finetune=false,round_to=1")
+    result = method.compress(copy.deepcopy(model), make_context(calibration=batch, val=batch))
+    assert result.metrics["channels_after"] < result.metrics["channels_before"]
+    depthwise = [m for m in result.model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+    save_artifact(result, method, tmp_path)
+    reloaded = load_artifact(tmp_path, build, method).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=x), result.model.eval()(pixel_values=x))
