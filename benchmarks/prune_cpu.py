@@ -8,7 +8,9 @@ task's latency batch sizes, with the suite's own latency protocol and FLOP count
   measured speedup;
 - unstructured sparsity (magnitude masks) at 50/70/90%, run with the dense kernel (weights expanded
   once) and with torch's CSR sparse matmul: whether sparsity is ever faster on this CPU.
-Writes results/benchmarks/prune-cpu-<host>.json. Run it on a quiet machine: the numbers are timings.
+Convs have no CPU sparse kernel here (a sparse conv runs its expanded weight), so the CNN's
+unstructured rows are skipped. Writes results/benchmarks/prune-cpu-vm.json (-quick with --quick):
+named after the machine kind, as the other CPU records. Run it on a quiet machine: these are timings.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def _flops(model, inputs: dict) -> int:
 
 
 def structured(task, ratios, threads: int, quick: bool) -> list[dict]:
+    from slimbench.methods.common.options import DEFAULT_SKIP
     from slimbench.methods.prune.structured import attention_blocks, prune_cnn, prune_transformer, sync_attention
 
     base = task.build_model().eval()
@@ -57,7 +60,7 @@ def structured(task, ratios, threads: int, quick: bool) -> list[dict]:
             sync_attention(model)
         else:
             ctx = types.SimpleNamespace(device="cpu", example_inputs=lambda n: task.example_inputs(n))
-            prune_cnn(model, ratio, "l1", ("fc", "*.fc", "head", "*classifier*"), ctx, 1, round_to=8)
+            prune_cnn(model, ratio, "l1", DEFAULT_SKIP, ctx, 1, round_to=8)
         model.eval()
         for bs in task.config.latency_batch_sizes:
             x = task.example_inputs(bs)

@@ -84,10 +84,13 @@ def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------ sparse formats
 
-def to_bitmask(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values [nnz] in row-major order, mask uint8 [ceil(numel / 8)], one bit per position)."""
+def to_bitmask(dense: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values [nnz] in row-major order, mask uint8 [ceil(numel / 8)], one bit per position).
+
+    `keep` (bool, dense's shape) names the stored positions; default: the nonzeros. A pruning mask
+    passed here stores a kept weight that happens to be 0.0 too, so the stored count is the mask's."""
     flat = dense.reshape(-1)
-    keep = flat != 0
+    keep = flat != 0 if keep is None else keep.reshape(-1).to(torch.bool)
     bits = torch.nn.functional.pad(keep.to(torch.int64), (0, -flat.numel() % 8)).reshape(-1, 8)
     mask = (bits << torch.arange(8, dtype=torch.int64, device=dense.device)).sum(-1).to(torch.uint8)
     return flat[keep].contiguous(), mask
@@ -114,11 +117,12 @@ def index_dtype(extent: int) -> torch.dtype:
     return torch.int32
 
 
-def to_csr(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A 2-D tensor -> (values [nnz], column indices [nnz] in `index_dtype(cols)`, row pointers int32 [rows+1])."""
+def to_csr(dense: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 2-D tensor -> (values [nnz], column indices [nnz] in `index_dtype(cols)`, row pointers int32 [rows+1]);
+    `keep` as in `to_bitmask`."""
     if dense.dim() != 2:
         raise ValueError(f"to_csr expects a 2-D tensor, got shape {tuple(dense.shape)}")
-    rows, cols = dense.nonzero(as_tuple=True)
+    rows, cols = (dense != 0 if keep is None else keep.reshape(dense.shape).to(torch.bool)).nonzero(as_tuple=True)
     counts = torch.bincount(rows, minlength=dense.shape[0])
     row_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
     return dense[rows, cols].contiguous(), cols.to(index_dtype(dense.shape[1])), row_ptr

@@ -49,23 +49,33 @@ def overrides(layers: Iterable[str], per_layer: dict[str, float], owner: str) ->
 
 def gradients(model: nn.Module, layers: dict[str, nn.Module], ctx: "CompressionContext", batches: int,
               squared: bool) -> dict[str, torch.Tensor]:
-    """Mean over `batches` training batches of dL/dw (or of (dL/dw)^2) for each layer's weight.
+    """Over `batches` training batches: the mean gradient dL/dw (`squared=False`), or the empirical
+    Fisher diagonal, the mean over *examples* of (dL_i/dw)^2 (`squared=True`: one backward pass per
+    example, since squaring a batch's mean gradient is not the Fisher).
 
     No optimizer step is taken: this is measurement, not training, and costs no budget."""
     acc = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     was_training = model.training
     model.eval()  # BatchNorm statistics and dropout as at inference
     stream, seen = ctx.train_batches(), 0
+
+    def backward(inputs: dict, labels: torch.Tensor) -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(**inputs), labels).backward()
+        for n, m in layers.items():
+            g = m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)
+            acc[n] += g.pow(2) if squared else g
     try:
         for _ in range(batches):
             inputs, labels = next(stream)
-            inputs = {k: v.to(ctx.device) for k, v in inputs.items()}
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(**inputs), labels.to(ctx.device)).backward()
-            for n, m in layers.items():
-                g = m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)
-                acc[n] += g.pow(2) if squared else g
-            seen += 1
+            inputs, labels = {k: v.to(ctx.device) for k, v in inputs.items()}, labels.to(ctx.device)
+            if squared:
+                for i in range(len(labels)):
+                    backward({k: v[i:i + 1] for k, v in inputs.items()}, labels[i:i + 1])
+                    seen += 1
+            else:
+                backward(inputs, labels)
+                seen += 1
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -91,6 +101,8 @@ def saliency(model: nn.Module, layers: dict[str, nn.Module], kind: str, ctx: "Co
 
 def keep_top(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Mask keeping exactly round((1 - sparsity) * numel) highest scores (ties broken by position)."""
+    if not 0 <= sparsity <= 1:
+        raise ValueError(f"a layer's sparsity must be in [0, 1], got {sparsity}")
     n = score.numel()
     prune = int(round(sparsity * n))
     mask = torch.ones(n, dtype=torch.bool, device=score.device)
@@ -114,13 +126,44 @@ def global_sparsities(scores: dict[str, torch.Tensor], sparsity: float) -> dict[
     return out
 
 
+def rest_target(sizes: dict[str, int], sparsity: float, fixed: dict[str, float], owner: str = "pruning") -> float:
+    """The sparsity the layers not in `fixed` need so that all of them together reach `sparsity`."""
+    rest = sum(n for name, n in sizes.items() if name not in fixed)
+    if not rest:
+        return 0.0
+    need = (sparsity * sum(sizes.values()) - sum(fixed[n] * sizes[n] for n in fixed)) / rest
+    if not 0 <= need < 1:
+        raise ConfigError(f"{owner}: with per_layer fixing {len(fixed)} layer(s), the other layers would need "
+                          f"sparsity {need:.3f} to reach {sparsity} overall; choose a target in reach")
+    return need
+
+
 def allocate(scores: dict[str, torch.Tensor], sparsity: float, scope: str,
-             fixed: dict[str, float]) -> dict[str, float]:
-    """Per-layer sparsity: the `fixed` overrides, the rest uniform (layer) or by one global threshold."""
+             fixed: dict[str, float], owner: str = "pruning") -> dict[str, float]:
+    """Per-layer sparsity reaching `sparsity` over all the layers: the `fixed` overrides, the rest
+    uniform (layer) or by one global threshold (global), making up the difference."""
+    target = rest_target({n: s.numel() for n, s in scores.items()}, sparsity, fixed, owner)
     rest = {n: s for n, s in scores.items() if n not in fixed}
     if scope == "global" and rest:
-        return {**global_sparsities(rest, sparsity), **fixed}
-    return {**{n: sparsity for n in rest}, **fixed}
+        return {**global_sparsities(rest, target), **fixed}
+    return {**{n: target for n in rest}, **fixed}
+
+
+def row_masks(layers: dict[str, nn.Module], sparsity: float) -> Masks:
+    """Whole output rows pruned, lowest L2 norm first over all layers, until at least `sparsity`
+    of the weights are gone (the group-lasso threshold: rows go whole, so the count is a row's
+    length coarser than asked)."""
+    rows = [(float(norm), name, i) for name, m in layers.items()
+            for i, norm in enumerate(m.weight.detach().reshape(m.weight.shape[0], -1).norm(dim=1))]
+    total = sum(m.weight.numel() for m in layers.values())
+    masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in layers.items()}
+    pruned = 0
+    for _, name, i in sorted(rows):
+        if pruned >= sparsity * total - 1e-9:
+            break
+        masks[name][i] = False
+        pruned += masks[name][i].numel()
+    return masks
 
 
 def masks_from(scores: dict[str, torch.Tensor], sparsities: dict[str, float]) -> Masks:
@@ -206,6 +249,6 @@ def holders(layers: dict[str, nn.Module], masks: Masks) -> tuple[Callable, Calla
     return before, after
 
 
-def achieved(layers: dict[str, nn.Module]) -> dict[str, float]:
-    """Fraction of zero weights per layer (of what is about to be stored)."""
-    return {n: 1.0 - float(torch.count_nonzero(m.weight)) / m.weight.numel() for n, m in layers.items()}
+def achieved(masks: Masks) -> dict[str, float]:
+    """Fraction of positions pruned per layer."""
+    return {n: 1.0 - float(m.sum()) / max(m.numel(), 1) for n, m in masks.items()}

@@ -23,8 +23,9 @@ class SparseMethod(LayerSwapMethod):
     family = "pruning"
     config_cls = SparseConfig
 
-    def _prune(self, model, layers: dict, fixed: dict, ctx: CompressionContext) -> dict[str, Any]:
-        """Mask (and fine-tune) the dense `layers` in place; return what the run should record."""
+    def _prune(self, model, layers: dict, fixed: dict, ctx: CompressionContext) -> tuple[dict, dict[str, Any]]:
+        """Mask (and fine-tune) the dense `layers` in place; return the final masks and what the run
+        should record."""
         raise NotImplementedError
 
     def _swap(self, model, ctx: CompressionContext):
@@ -39,11 +40,15 @@ class SparseMethod(LayerSwapMethod):
             if not layers:
                 raise ValueError(f"{self.name}: no nn.Linear layer is a whole number of {self.config.block}x"
                                  f"{self.config.block} blocks: {dense}")
-            fixed = {n: s for n, s in fixed.items() if n in layers}
-        metrics = self._prune(model, layers, fixed, ctx)
+            named_dense = sorted(set(fixed) - set(layers))
+            if named_dense:
+                from slimbench.core.config import ConfigError
+                raise ConfigError(f"{self.name}: per_layer names {', '.join(named_dense)}, which block pruning "
+                                  f"keeps dense ({'; '.join(dense[n] for n in named_dense)})")
+        masks, metrics = self._prune(model, layers, fixed, ctx)
         if dense:
             metrics["kept_dense"] = dense
-        un.to_sparse(model, layers, self.config)
+        un.to_sparse(model, layers, masks, self.config)
         metrics.update(un.storage_metrics(model))
         check = un.kernel_check(model, ctx)
         if "note" in check and "note" in metrics:
@@ -82,19 +87,20 @@ class Magnitude(SparseMethod):
 
         c = self.config
         if c.schedule == "gradual":
-            trace = un.gradual(model, layers, c, fixed, ctx, f"{self.name} gradual")
-            return {"ramp": trace[-1:] + trace[:1], "mask_updates": len(trace)}
+            masks, trace = un.gradual(model, layers, c, fixed, ctx, f"{self.name} gradual")
+            return masks, {"ramp": trace[:1] + trace[-1:], "mask_updates": len(trace)}
         if c.block > 1:
             scores = mk.block_scores(layers, c.block)
-            masks = mk.expand_blocks(mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed)), c.block)
+            blocks = mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed, self.name))
+            masks = mk.expand_blocks(blocks, c.block)
         else:
             scores = mk.saliency(model, layers, "magnitude")
-            masks = mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed))
+            masks = mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed, self.name))
         if c.finetune:
             un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
         else:
             mk.apply(layers, masks)
-        return {}
+        return masks, {}
 
 
 @register_method("prune.random")
@@ -108,12 +114,13 @@ class Random(SparseMethod):
         from slimbench.methods.prune import unstructured as un
 
         scores = mk.saliency(model, layers, "magnitude")
-        masks = mk.random_masks(layers, mk.allocate(scores, self.config.sparsity, self.config.scope, fixed), ctx.seed)
+        sparsities = mk.allocate(scores, self.config.sparsity, self.config.scope, fixed, self.name)
+        masks = mk.random_masks(layers, sparsities, ctx.seed)
         if self.config.finetune:
             un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
         else:
             mk.apply(layers, masks)
-        return {}
+        return masks, {}
 
 
 @register_method("prune.sensitivity")
@@ -127,19 +134,27 @@ class Sensitivity(SparseMethod):
         from slimbench.methods.prune import sensitivity as sens
         from slimbench.methods.prune import unstructured as un
 
+        import time
+
         c = self.config
+        start = time.perf_counter()
         scores = mk.saliency(model, layers, c.saliency, ctx, c.grad_batches)
+        saliency_seconds = round(time.perf_counter() - start, 2)
         curves, base, cost = sens.scan(model, layers, scores, c.levels, ctx, c.scan_examples)
         sizes = {n: m.weight.numel() for n, m in layers.items()}
         chosen, tolerance = sens.allocate(curves, base, sizes, c.sparsity, fixed)
         masks = mk.masks_from(scores, chosen)
+        reached = 1 - sum(float(m.sum()) for m in masks.values()) / sum(sizes.values())
+        short = {} if reached >= c.sparsity - 1e-3 else {
+            "note": f"the scanned levels reach {reached:.3f} of the asked {c.sparsity} (a layer is capped at 0.999)"}
         if c.finetune:
             un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
         else:
             mk.apply(layers, masks)
-        return {**cost, "val_accuracy_unpruned": round(base, 4), "tolerance": round(tolerance, 4),
-                "saliency_batches": 0 if c.saliency == "magnitude" else c.grad_batches,
-                "allocated": {n: round(s, 4) for n, s in chosen.items()}}
+        return masks, {**cost, "val_accuracy_unpruned": round(base, 4), "tolerance": round(tolerance, 4),
+                       "saliency_batches": 0 if c.saliency == "magnitude" else c.grad_batches,
+                       "saliency_seconds": saliency_seconds, **short,
+                       "allocated": {n: round(s, 4) for n, s in chosen.items()}}
 
 
 @register_method("prune.l1")
@@ -154,9 +169,17 @@ class L1(SparseMethod):
 
         c = self.config
         un.penalised(model, layers, c, ctx, f"{self.name} {c.penalty} training")
-        scores = un.row_scores(layers) if c.penalty == "group" else mk.saliency(model, layers, "magnitude")
-        mk.apply(layers, mk.masks_from(scores, mk.allocate(scores, c.sparsity, "global", fixed)))
-        return {}
+        if c.penalty == "group":
+            if fixed:
+                from slimbench.core.config import ConfigError
+                raise ConfigError(f"{self.name}: penalty=group prunes whole rows by one global threshold; "
+                                  "per_layer sparsities are not supported with it")
+            masks = mk.row_masks(layers, c.sparsity)
+        else:
+            scores = mk.saliency(model, layers, "magnitude")
+            masks = mk.masks_from(scores, mk.allocate(scores, c.sparsity, "global", fixed, self.name))
+        mk.apply(layers, masks)
+        return masks, {}
 
 
 @register_method("prune.nm")

@@ -62,8 +62,10 @@ def allocate(curves: dict[str, dict[float, float]], base: float, sizes: dict[str
     is found, and the allocation is interpolated between the one just below it and it, so the
     overall sparsity is the target exactly (levels between scanned points are allowed). A target
     beyond every layer's highest scanned level scales the allocation up (capped at 0.999)."""
+    from slimbench.methods.prune.masks import rest_target
+
     free = {n: c for n, c in curves.items() if n not in fixed}
-    need = target * sum(sizes.values()) - sum(fixed[n] * sizes[n] for n in fixed)
+    need = rest_target(sizes, target, fixed, "prune.sensitivity") * sum(sizes[n] for n in free)
 
     def pick(t: float) -> dict[str, float]:
         return {n: max([s for s, acc in curve.items() if base - acc <= t], default=0.0) for n, curve in free.items()}
@@ -80,7 +82,7 @@ def allocate(curves: dict[str, dict[float, float]], base: float, sizes: dict[str
         if reached(cur) >= need:
             got_prev, got_cur = reached(prev), reached(cur)
             w = 1.0 if got_cur == got_prev else (need - got_prev) / (got_cur - got_prev)
-            return {**{n: prev[n] + w * (cur[n] - prev[n]) for n in free}, **fixed}, tolerance
+            return {**{n: min(0.999, max(0.0, prev[n] + w * (cur[n] - prev[n]))) for n in free}, **fixed}, tolerance
         prev = cur
     scale = need / max(reached(prev), 1e-12)  # the scanned levels cannot reach the target
     return {**{n: min(0.999, s * scale) for n, s in prev.items()}, **fixed}, tolerance

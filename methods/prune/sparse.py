@@ -71,19 +71,22 @@ class SparseLinear(_Expanded):
 
     @classmethod
     def from_dense(cls, weight2d: torch.Tensor, bias: torch.Tensor | None, storage_kind: str,
-                   kernel: str) -> "SparseLinear":
+                   kernel: str, keep: torch.Tensor | None = None) -> "SparseLinear":
         w = weight2d.detach().float()
-        layer = cls(w.shape[1], w.shape[0], bias is not None, int(torch.count_nonzero(w)), storage_kind, kernel)
-        return layer.fill(w, bias)
+        kept = int(keep.sum()) if keep is not None else int(torch.count_nonzero(w))
+        layer = cls(w.shape[1], w.shape[0], bias is not None, kept, storage_kind, kernel)
+        return layer.fill(w, bias, keep)
 
-    def fill(self, w: torch.Tensor, bias: torch.Tensor | None) -> "SparseLinear":
-        """Store the nonzeros of a [out, in] weight in this layer's format."""
+    def fill(self, w: torch.Tensor, bias: torch.Tensor | None, keep: torch.Tensor | None = None) -> "SparseLinear":
+        """Store the kept positions (`keep`, default the nonzeros) of a [out, in] weight in this layer's format."""
         w = w.detach().float()
+        if keep is not None:
+            keep = keep.reshape(w.shape)
         if self.storage == "bitmask":
-            values, mask = storage.to_bitmask(w)
+            values, mask = storage.to_bitmask(w, keep)
             self.mask.copy_(mask)
         else:
-            values, col, ptr = storage.to_csr(w)
+            values, col, ptr = storage.to_csr(w, keep)
             self.col_idx.copy_(col)
             self.row_ptr.copy_(ptr)
         self.values.copy_(values)
@@ -179,9 +182,10 @@ class SparseConv2d(ConvGeometry, SparseLinear):
         self.init_geometry(conv)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, storage_kind: str) -> "SparseConv2d":
+    def from_conv(cls, conv: nn.Conv2d, storage_kind: str, keep: torch.Tensor | None = None) -> "SparseConv2d":
         w2 = conv.weight.detach().reshape(conv.out_channels, -1)
-        return cls(conv, int(torch.count_nonzero(w2)), storage_kind).fill(w2, conv.bias)
+        kept = int(keep.sum()) if keep is not None else int(torch.count_nonzero(w2))
+        return cls(conv, kept, storage_kind).fill(w2, conv.bias, keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight_4d(self.weight2d().to(x.dtype), x)
@@ -219,7 +223,8 @@ class NMLinear(_Expanded):
         return storage.from_nm(self.values, self.positions, self.n, self.m, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and self.n == 2 and self.m == 4 and x.dtype in (torch.float16, torch.bfloat16):
+        if x.is_cuda and self.n == 2 and self.m == 4 and x.dtype in (torch.float16, torch.bfloat16) \
+                and self.in_features % 16 == 0:  # the kernel's K tile; other widths run the dense path
             from slimbench.methods.prune.kernels import nm as kern
             y = kern.nm24_linear(x.reshape(-1, self.in_features), self.values, self.positions, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
@@ -244,13 +249,15 @@ class NMConv2d(ConvGeometry, NMLinear):
         return f"{self.conv_repr()}, pattern={self.n}:{self.m}"
 
 
-def sparse_twin(layer: nn.Module, storage_kind: str, kernel: str, block: int = 1) -> _Expanded:
-    """The sparse-stored twin of a (masked) Linear / Conv2d."""
+def sparse_twin(layer: nn.Module, storage_kind: str, kernel: str, block: int = 1,
+                keep: torch.Tensor | None = None) -> _Expanded:
+    """The sparse-stored twin of a (masked) Linear / Conv2d, storing exactly the `keep` positions
+    (the pruning mask; default: the nonzeros)."""
     if storage_kind == "bsr":
         return BlockSparseLinear.from_linear(layer, block)
     if isinstance(layer, nn.Conv2d):
-        return SparseConv2d.from_conv(layer, storage_kind)
-    return SparseLinear.from_dense(layer.weight, layer.bias, storage_kind, kernel)
+        return SparseConv2d.from_conv(layer, storage_kind, keep)
+    return SparseLinear.from_dense(layer.weight, layer.bias, storage_kind, kernel, keep)
 
 
 def empty_sparse(layer: nn.Module, nnz: int, storage_kind: str, kernel: str, block: int = 1) -> _Expanded:

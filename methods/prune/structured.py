@@ -81,7 +81,7 @@ def prune_transformer(blocks: list[nn.Module], ratio: float, grads: dict[int, to
             score = score + _score(out.weight, g(out.weight)).reshape(out.weight.shape[0], h, d).sum((0, 2))
             drop = min(int(ratio * h), h - 1)
             keep_h = torch.argsort(score, descending=True, stable=True)[:h - drop].sort().values
-            keep = (keep_h[:, None] * d + torch.arange(d)).reshape(-1)
+            keep = (keep_h[:, None] * d + torch.arange(d, device=keep_h.device)).reshape(-1)
             for lin in (att.query, att.key, att.value):
                 _keep_rows(lin, keep)
             _keep_cols(out, keep)
@@ -150,7 +150,8 @@ def prune_structured(model: nn.Module, cfg: "StructuredConfig", ctx: "Compressio
     """Prune, then fine-tune the smaller model for the whole budget."""
     params_before = sum(p.numel() for p in model.parameters())
     kind = structure_of(model)
-    blocks = attention_blocks(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    blocks = [b for b in attention_blocks(model) if not matches(names[id(b)], cfg.skip)]
     if kind == "transformer":
         grads = None
         if cfg.criterion == "taylor":

@@ -36,19 +36,25 @@ def finetune_masked(model: nn.Module, layers: dict[str, nn.Module], masks: mk.Ma
 
 
 def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfig", fixed: dict[str, float],
-            ctx: "CompressionContext", desc: str) -> list[tuple[int, float]]:
-    """Magnitude pruning along the cubic ramp during fine-tuning; returns the (step, sparsity) updates."""
+            ctx: "CompressionContext", desc: str) -> tuple[mk.Masks, list[tuple[int, float]]]:
+    """Magnitude pruning along the cubic ramp during fine-tuning; returns the final masks and the
+    (step, sparsity) updates. A zero budget prunes one-shot to the target (nothing to ramp over)."""
     total = ctx.budget_steps
     current: mk.Masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in layers.items()}
     trace: list[tuple[int, float]] = []
 
-    def update(step: int) -> None:
-        target = mk.cubic(step, total, cfg.sparsity)
-        scaled = {n: mk.cubic(step, total, s) for n, s in fixed.items()}
+    def update(step: int, final: bool = False) -> None:
+        frac = 1.0 if final else mk.cubic(step, total, 1.0)
+        target = cfg.sparsity * frac
+        scaled = {n: s * frac for n, s in fixed.items()}
         scores = mk.saliency(model, layers, "magnitude")
         current.update(mk.masks_from(scores, mk.allocate(scores, target, cfg.scope, scaled)))
         mk.apply(layers, current)
         trace.append((step, round(target, 4)))
+
+    if total <= 0:
+        update(0, final=True)
+        return current, trace
 
     def before(m, step):
         for n, layer in layers.items():
@@ -65,8 +71,8 @@ def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfi
     ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, before_step=before, after_step=after,
                     desc=desc)
     if trace[-1][1] != round(cfg.sparsity, 4):
-        update(total)  # a budget too short for the ramp still ends at the asked sparsity
-    return trace
+        update(total, final=True)  # a budget too short for the ramp still ends at the asked sparsity
+    return current, trace
 
 
 def penalised(model: nn.Module, layers: dict[str, nn.Module], cfg: "L1Config", ctx: "CompressionContext",
@@ -84,20 +90,10 @@ def penalised(model: nn.Module, layers: dict[str, nn.Module], cfg: "L1Config", c
     ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, loss=loss, desc=desc)
 
 
-def row_scores(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Each weight scored by the L2 norm of its output row (group-lasso groups are pruned whole)."""
-    out = {}
-    for n, m in layers.items():
-        w = m.weight.detach()
-        norms = w.reshape(w.shape[0], -1).norm(dim=1)
-        out[n] = norms.reshape(-1, *([1] * (w.dim() - 1))).expand_as(w).contiguous()
-    return out
-
-
-def to_sparse(model: nn.Module, layers: dict[str, nn.Module], cfg: "SparseConfig") -> None:
-    """Swap every selected (masked) layer for its sparse-stored twin."""
+def to_sparse(model: nn.Module, layers: dict[str, nn.Module], masks: mk.Masks, cfg: "SparseConfig") -> None:
+    """Swap every selected (masked) layer for its sparse-stored twin, storing exactly the mask's positions."""
     for name, layer in layers.items():
-        replace_module(model, name, sparse_twin(layer, cfg.storage_kind, cfg.kernel, cfg.block))
+        replace_module(model, name, sparse_twin(layer, cfg.storage_kind, cfg.kernel, cfg.block, masks[name]))
 
 
 def storage_metrics(model: nn.Module) -> dict[str, Any]:
@@ -107,11 +103,12 @@ def storage_metrics(model: nn.Module) -> dict[str, Any]:
     for name, m in model.named_modules():
         if isinstance(m, (SparseLinear, BlockSparseLinear)):
             dense = m.in_features * m.out_features
-            per_layer[name] = round(1 - m.values.numel() / dense, 6)
+            per_layer[name] = round(1 - m.values.numel() / dense, 6) if dense else 0.0
             kept, total = kept + m.values.numel(), total + dense
             idx = sum(getattr(m, b).numel() * getattr(m, b).element_size() for b in m.slim_index)
             stored, index = stored + m.values.numel() * m.values.element_size() + idx, index + idx
     out: dict[str, Any] = {"sparsity": round(1 - kept / total, 6) if total else 0.0, "sparsity_per_layer": per_layer,
+                           "kept_weights": kept, "pruned_layer_weights": total,
                            "sparse_weight_bytes": stored, "sparse_index_bytes": index,
                            "dense_weight_bytes": total * 4}
     if stored > total * 4:
@@ -127,20 +124,23 @@ def kernel_check(model: nn.Module, ctx: "CompressionContext", reps: int = 10) ->
         return {}
     inputs = {k: v.to(ctx.device) for k, v in ctx.example_inputs(1).items()}
     model.eval()
+    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
     times = {}
     for kernel in ("csr", "dense"):
         for m in sparse:
             m.kernel = kernel
         with torch.inference_mode():
             model(**inputs)  # warm-up: caches the expanded / CSR weights
+            sync()
             start = time.perf_counter()
             for _ in range(reps):
                 model(**inputs)
+            sync()
         times[kernel] = (time.perf_counter() - start) / reps * 1e3
     for m in sparse:
         m.kernel = "csr"
     out = {"csr_ms_bs1": round(times["csr"], 4), "dense_ms_bs1": round(times["dense"], 4)}
     if times["dense"] < times["csr"]:
-        out["note"] = (f"the dense kernel would be faster at batch 1 here ({times['dense']:.3g} ms vs "
-                       f"{times['csr']:.3g} ms with CSR; the method's own timing)")
+        out["note"] = (f"the dense kernel would be faster at batch 1 on {ctx.device.type} ({times['dense']:.3g} ms "
+                       f"vs {times['csr']:.3g} ms with CSR; the method's own timing)")
     return out
