@@ -1,4 +1,4 @@
-"""Compile the quantization kernels for Hopper (sm_90) on a machine without a GPU.
+"""Compile the quantization and pruning kernels for Hopper (sm_90) on a machine without a GPU.
 
     python benchmarks/compile_sm90.py [--all] [--out results/benchmarks]
 
@@ -147,6 +147,18 @@ def configs(full: bool):
                 out.append((f"codebook {bits}-bit {m}x{k}x{n} {cfg}", codebook, name,
                             lambda x=x, codes=codes, table=table, bits=bits, cfg=cfg:
                             codebook.codebook_gemv(x, codes, table, bits, None, cfg)))
+    from slimbench.methods.prune.kernels import blocksparse, nm
+    for m, k, n in ([(4096, 768, 3072), (1, 4096, 11008), (16, 4096, 11008)] if not full else
+                    [(8192, 8192, 8192), (4096, 768, 3072), (4096, 3072, 768), (1, 4096, 11008), (16, 4096, 11008)]):
+        x = torch.zeros(m, k, dtype=torch.float16)
+        v, p = torch.zeros(n, k // 2, dtype=torch.float16), torch.zeros(n, k // 8, dtype=torch.uint8)
+        out.append((f"2:4 nm24 {m}x{k}x{n}", nm, "_nm24_kernel", lambda x=x, v=v, p=p: nm.nm24_linear(x, v, p)))
+    for b in (32, 64):
+        x = torch.zeros(4096, 4096, dtype=torch.float16)
+        vals = torch.zeros(16, b, b, dtype=torch.float16)
+        crow, col = torch.zeros(4096 // b + 1, dtype=torch.int32), torch.zeros(16, dtype=torch.int32)
+        out.append((f"block-sparse {b}x{b} 4096^3", blocksparse, "_bsr_kernel",
+                    lambda x=x, vals=vals, crow=crow, col=col: blocksparse.bsr_linear(x, vals, crow, col)))
     return out
 
 

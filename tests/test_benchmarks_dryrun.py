@@ -113,7 +113,8 @@ def test_kernels_compile_for_hopper(tmp_path):
     for r in rows:
         by_kernel.setdefault(r["kernel"], []).append(r)
     assert {"_int8_gemm_kernel", "_int8_gemm_tma_kernel", "_quant_act_kernel", "_w4a16_gemv_kernel",
-            "_w4a16_dot_kernel", "_codebook_lanes_kernel", "_codebook_dot_kernel"} <= set(by_kernel)
+            "_w4a16_dot_kernel", "_codebook_lanes_kernel", "_codebook_dot_kernel", "_nm24_kernel",
+            "_bsr_kernel"} <= set(by_kernel)
     assert all(r["tma"] and "IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_tma_kernel"])
     assert any("IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_kernel"])
     assert not any(r["spills"] for r in rows)

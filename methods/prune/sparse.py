@@ -26,6 +26,7 @@ class _Expanded(nn.Module):
 
     def _init_cache(self) -> None:
         self.register_buffer("_dense", None, persistent=False)
+        self._conv_weight: torch.Tensor | None = None  # convs: the 4-d weight in the inputs' layout
 
     def expand(self) -> torch.Tensor:
         raise NotImplementedError
@@ -33,10 +34,27 @@ class _Expanded(nn.Module):
     def weight2d(self) -> torch.Tensor:
         if self._dense is None or self._dense.device != self.values.device:
             self._dense = self.expand()
+            self._conv_weight = None
         return self._dense
 
+    def conv_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The expanded conv weight, 4-d, in x's dtype and memory format, cached: a sparse conv run
+        with the dense kernel costs what the dense conv costs, not a reshape and copy per call."""
+        w = self._conv_weight
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if w is None or w.dtype != x.dtype or w.device != x.device or \
+                w.is_contiguous(memory_format=torch.channels_last) != channels_last:
+            w = self.weight_4d(self.weight2d().to(x.dtype), x)
+            w = w.contiguous(memory_format=torch.channels_last) if channels_last else w.contiguous()
+            self._conv_weight = w
+        return w
+
+    def _apply(self, fn, recurse=True):
+        self._conv_weight = None  # .to() / .half(): re-derived from the stored tensors on next use
+        return super()._apply(fn, recurse)
+
     def _load_from_state_dict(self, *args, **kwargs):
-        self._dense = None
+        self._dense, self._conv_weight = None, None
         super()._load_from_state_dict(*args, **kwargs)
 
     @property
@@ -188,8 +206,7 @@ class SparseConv2d(ConvGeometry, SparseLinear):
         return cls(conv, kept, storage_kind).fill(w2, conv.bias, keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight_4d(self.weight2d().to(x.dtype), x)
-        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+        return self.conv(x, self.conv_weight(x), None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.conv_repr()}, nnz={self.values.numel()}, storage={self.storage}"
@@ -242,8 +259,7 @@ class NMConv2d(ConvGeometry, NMLinear):
         self.init_geometry(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight_4d(self.weight2d().to(x.dtype), x)
-        return self.conv(x, w, None if self.bias is None else self.bias.to(x.dtype))
+        return self.conv(x, self.conv_weight(x), None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.conv_repr()}, pattern={self.n}:{self.m}"
