@@ -13,7 +13,8 @@ from slimbench.methods.common.options import BN_HELP, DEFAULT_SKIP
 
 PRUNE_SKIP_HELP = ("fnmatch patterns of layers left dense, ';'-separated; the default keeps the classifier head and "
                    "the stem conv (as the quantization methods do); embeddings and norms are never pruned")
-SPARSITY_HELP = "fraction of the selected layers' weights set to zero, in [0, 1)"
+SPARSITY_HELP = ("fraction of the selected layers' weights removed, overall, in [0, 1); layers named in per_layer "
+                 "take their own sparsity and the others make up the difference")
 STORAGE_HELP = ("how the sparse weights are stored: bitmask (1 bit per position + the nonzero values), csr (values "
                 "+ column indices + row pointers) or, for block pruning, bsr (the nonzero blocks + their block "
                 "indices); auto: bsr when pruning blocks, else bitmask. The size includes the index bytes, and the "
