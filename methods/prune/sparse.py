@@ -49,12 +49,19 @@ class _Expanded(nn.Module):
             self._conv_weight = w
         return w
 
+    def values_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """The stored values in the kernels' dtype, cast once (not once per call)."""
+        v = getattr(self, "_typed_values", None)
+        if v is None or v.dtype != dtype or v.device != self.values.device:
+            v = self._typed_values = self.values.to(dtype).contiguous()
+        return v
+
     def _apply(self, fn, recurse=True):
-        self._conv_weight = None  # .to() / .half(): re-derived from the stored tensors on next use
+        self._conv_weight = self._typed_values = None  # re-derived from the stored tensors on next use
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._dense, self._conv_weight = None, None
+        self._dense, self._conv_weight, self._typed_values = None, None, None
         super()._load_from_state_dict(*args, **kwargs)
 
     @property
@@ -182,8 +189,8 @@ class BlockSparseLinear(_Expanded):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
             from slimbench.methods.prune.kernels import blocksparse as kern
-            y = kern.bsr_linear(x.reshape(-1, self.in_features), self.values, self.crow_indices, self.col_indices,
-                                self.bias)
+            y = kern.bsr_linear(x.reshape(-1, self.in_features), self.values_as(x.dtype), self.crow_indices,
+                                self.col_indices, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
@@ -243,7 +250,7 @@ class NMLinear(_Expanded):
         if x.is_cuda and self.n == 2 and self.m == 4 and x.dtype in (torch.float16, torch.bfloat16) \
                 and self.in_features % 16 == 0:  # the kernel's K tile; other widths run the dense path
             from slimbench.methods.prune.kernels import nm as kern
-            y = kern.nm24_linear(x.reshape(-1, self.in_features), self.values, self.positions, self.bias)
+            y = kern.nm24_linear(x.reshape(-1, self.in_features), self.values_as(x.dtype), self.positions, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 

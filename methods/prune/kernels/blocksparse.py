@@ -48,7 +48,7 @@ def bsr_linear(x: torch.Tensor, values: torch.Tensor, crow: torch.Tensor, col: t
         raise ValueError(f"block-sparse kernel: blocks must be square 16, 32 or 64; got values {tuple(values.shape)}")
     n = (crow.numel() - 1) * b
     x = x.contiguous()
-    v = values.to(x.dtype).contiguous()
+    v = values if values.dtype == x.dtype and values.is_contiguous() else values.to(x.dtype).contiguous()
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(m, block_m), crow.numel() - 1)
     _bsr_kernel[grid](x, v, crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous(),

@@ -68,7 +68,7 @@ def nm24_linear(x: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, 
         raise ValueError(f"2:4 kernel: K={k} must be a multiple of 16 with values [N, K/2] and positions "
                          f"[N, K/8]; got {tuple(values.shape)} and {tuple(positions.shape)}")
     x = x.contiguous()
-    v = values.to(x.dtype).contiguous()
+    v = values if values.dtype == x.dtype and values.is_contiguous() else values.to(x.dtype).contiguous()
     p = positions.contiguous()
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     block_k = max(16, pow2_at_most(k, 64))
