@@ -128,7 +128,7 @@ class SparseLinear(_Expanded):
         if self._csr is None or self._csr.device != self.values.device:
             if self.storage == "csr":
                 self._csr = torch.sparse_csr_tensor(self.row_ptr.long(), self.col_idx.long(), self.values,
-                                                    (self.out_features, self.in_features))
+                                                    (self.out_features, self.in_features), check_invariants=False)
             else:
                 self._csr = self.expand().to_sparse_csr()
         return self._csr
