@@ -53,7 +53,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("FLOPs dense", "flops_dense", True, lambda r: r.flops_dense, lambda r: fmt.flops(r.flops_dense)),
     Column("FLOPs eff.", "flops_effective", True, lambda r: r.flops_effective,
            lambda r: fmt.flops(r.flops_effective)),
-    Column("BOPs", "bops", True, lambda r: r.bops, lambda r: fmt.flops(r.bops)),
+    Column("BOPs", "bops", True, lambda r: r.bops, lambda r: fmt.bops(r.bops)),
     Column("Device", "device", False, lambda r: r.device, lambda r: r.device),
     Column("Batch", "batch_size", True, lambda r: r.batch_size, _batch),
     Column("Latency median", "latency_median_ms", True, lambda r: r.latency_median_ms,

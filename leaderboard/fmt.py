@@ -31,6 +31,10 @@ def flops(v: float | None) -> str:
     return si(v, "FLOPs")
 
 
+def bops(v: float | None) -> str:
+    return si(v, "BOPs")
+
+
 def ms(v: float | None) -> str:
     if not _ok(v):
         return MISSING

@@ -13,7 +13,7 @@ from slimbench.leaderboard.rows import device_label, get
 _METRIC_FMT: dict[str, Callable[[Any], str]] = {
     "accuracy": lambda v: fmt.pct(v) + " %", "balanced_accuracy": lambda v: fmt.pct(v) + " %",
     "size_bytes": fmt.size, "weights_bytes": fmt.size, "tensors_bytes": fmt.size, "meta_bytes": fmt.size,
-    "index_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops, "bops": fmt.flops,
+    "index_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops, "bops": fmt.bops,
     "compress_seconds": lambda v: f"{v:.3g} s"}
 _PROVENANCE_ORDER = ("mlflow_run_id", "git_commit", "slimbench", "torch", "cuda", "python", "platform",
                      "device_name", "cpu_model", "cpu_capability", "threads", "started", "duration_s")
