@@ -211,14 +211,15 @@ def nm_masks(layers: dict[str, nn.Module], n: int, m: int, owner: str) -> Masks:
 
     for name, layer in layers.items():
         require_divides(owner, name, "m", m, fan_in(layer), fan_in_name(layer))
-    out = {}
-    for name, layer in layers.items():
-        w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
-        groups = w.abs().reshape(w.shape[0], -1, m)
-        top = groups.topk(n, dim=-1).indices
-        keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
-        out[name] = keep.reshape(layer.weight.shape)
-    return out
+    return {name: nm_keep(layer.weight.detach(), n, m) for name, layer in layers.items()}
+
+
+def nm_keep(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The N:M mask of one weight: its n largest |w| of every m consecutive inputs per output row
+    (the caller has checked that m divides the fan-in)."""
+    groups = weight.reshape(weight.shape[0], -1, m).abs()
+    top = groups.topk(n, dim=-1).indices
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True).reshape(weight.shape)
 
 
 def cubic(step: int, total: int, final: float, ramp: float = 0.75) -> float:

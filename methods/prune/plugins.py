@@ -96,10 +96,7 @@ class Magnitude(SparseMethod):
         else:
             scores = mk.saliency(model, layers, "magnitude")
             masks = mk.masks_from(scores, mk.allocate(scores, c.sparsity, c.scope, fixed, self.name))
-        if c.finetune:
-            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
-        else:
-            mk.apply(layers, masks)
+        un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", c.finetune)
         return masks, {}
 
 
@@ -116,10 +113,7 @@ class Random(SparseMethod):
         scores = mk.saliency(model, layers, "magnitude")
         sparsities = mk.allocate(scores, self.config.sparsity, self.config.scope, fixed, self.name)
         masks = mk.random_masks(layers, sparsities, ctx.seed)
-        if self.config.finetune:
-            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
-        else:
-            mk.apply(layers, masks)
+        un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", self.config.finetune)
         return masks, {}
 
 
@@ -147,10 +141,7 @@ class Sensitivity(SparseMethod):
         reached = 1 - sum(float(m.sum()) for m in masks.values()) / sum(sizes.values())
         short = {} if reached >= c.sparsity - 1e-3 else {
             "note": f"the scanned levels reach {reached:.3f} of the asked {c.sparsity} (a layer is capped at 0.999)"}
-        if c.finetune:
-            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
-        else:
-            mk.apply(layers, masks)
+        un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", c.finetune)
         return masks, {**cost, "val_accuracy_unpruned": round(base, 4), "tolerance": round(tolerance, 4),
                        "saliency_batches": 0 if c.saliency == "magnitude" else c.grad_batches,
                        "saliency_seconds": saliency_seconds, **short,
@@ -198,15 +189,11 @@ class NM(LayerSwapMethod):
         c = self.config
         layers = mk.selected(model, c.skip, self.name)
         masks = mk.nm_masks(layers, c.n, c.m, self.name)  # a pattern that does not divide a layer fails here
-        if c.finetune:
-            un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune")
-        else:
-            mk.apply(layers, masks)
+        un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", c.finetune)
         for name, layer in layers.items():
             replace_module(model, name, nm_twin(layer, c.n, c.m))
-        dense = sum(m.weight.numel() for m in layers.values())
-        return model, {"sparsity": round(1 - c.n / c.m, 6), "pattern": f"{c.n}:{c.m}",
-                       "sparsity_per_layer": {n: round(1 - c.n / c.m, 6) for n in layers}, "dense_weights": dense}
+        # sparsity itself is measured from the stored values (`_metrics`)
+        return model, {"pattern": f"{c.n}:{c.m}", "dense_weights": sum(m.weight.numel() for m in layers.values())}
 
     def _twins(self):
         from slimbench.methods.prune.sparse import NMLinear

@@ -24,10 +24,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def finetune_masked(model: nn.Module, layers: dict[str, nn.Module], masks: mk.Masks, ctx: "CompressionContext",
-                    desc: str) -> int:
-    """Fine-tune for the whole budget with the pruned weights held at zero; returns the steps."""
+                    desc: str, finetune: bool = True) -> int:
+    """Zero the pruned weights, then (if `finetune`) fine-tune for the whole budget with them held
+    at zero; returns the steps."""
     mk.apply(layers, masks)
-    if ctx.budget_steps <= 0:
+    if not finetune or ctx.budget_steps <= 0:
         return 0
     before, after = mk.holders(layers, masks)
     ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, before_step=before, after_step=after,
