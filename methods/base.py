@@ -8,8 +8,9 @@ What a method gets (`CompressionContext`, built by the suite's one `make_context
 - `task`: a `TaskSpec`: the task's name and kind, its budgets, and `build_model(**overrides)`
   for fresh models of its architecture (a student, a search child); no data;
 - data: `calibration()`, `train_batches()` (endless, at the fine-tuning batch size, seeded by the
-  run), `val_batches()` and `example_inputs(n)` (validation). Nothing in the context leads to
-  the test split: selection (checkpoints, ranks, sparsities, architectures) uses validation data;
+  run), `val_batches()` and `example_inputs(n)` (validation), and `val_accuracy(model)`, the
+  suite's own evaluator on validation batches. Nothing in the context leads to the test split:
+  selection (checkpoints, ranks, sparsities, architectures) uses validation data;
 - `trainer`: the one trainer (`fit(model, batches, recipe, seed, loss=, param_groups=, before_step=,
   after_step=, account=)`); every optimizer step is charged to the run's `StepLedger`, and a
   method asking for more than its budget (`ctx.finetune.steps`, or `ctx.search.steps` on the
@@ -101,6 +102,7 @@ class CompressionContext:
     example: Callable[[int], dict[str, "torch.Tensor"]]  # a validation batch of n items
     frozen_teacher: "nn.Module | None" = field(default=None, repr=False)
     candidate_logger: Callable[..., Any] | None = field(default=None, repr=False)
+    evaluator: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)  # (model, batches, device)
 
     @property
     def finetune(self) -> TrainRecipe:
@@ -131,6 +133,13 @@ class CompressionContext:
     def val_batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator[Batch]:
         """The validation split in order (the profile's `val_limit` unless `limit` is given)."""
         return self.val(batch_size, limit)
+
+    def val_accuracy(self, model: "nn.Module", batches: Iterable[Batch] | None = None) -> float:
+        """Accuracy of `model` on validation `batches` (default: `val_batches()`), scored by the
+        suite's evaluator, so what a method selects on is measured the way its test row will be."""
+        if self.evaluator is None:
+            raise RuntimeError("this context has no evaluator (build it with make_context)")
+        return float(self.evaluator(model, self.val_batches() if batches is None else batches, self.device)["accuracy"])
 
     def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
         """A validation batch of exactly `batch_size` items (tracing, latency tables)."""

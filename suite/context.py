@@ -56,6 +56,8 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
     """
     import torch
 
+    from slimbench.suite.measure.accuracy import evaluate
+
     device = torch.device(device)
     progress = progress or ProgressConfig(False)
     if task is not None:
@@ -81,7 +83,7 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
     teacher = frozen_copy(baseline, device) if baseline is not None else None
     return CompressionContext(task=spec, trainer=BudgetedTrainer(base_trainer, ledger), device=device, seed=seed,
                               ledger=ledger, calibration=calib, train_stream=stream, val=val_fn, example=example,
-                              frozen_teacher=teacher, candidate_logger=candidate_logger)
+                              frozen_teacher=teacher, candidate_logger=candidate_logger, evaluator=evaluate)
 
 
 def _tracked(make: Callable[[], Iterable], desc: str, total: int, progress: ProgressConfig) -> Iterator:

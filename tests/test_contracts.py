@@ -98,6 +98,22 @@ def test_validation_split_is_disjoint_and_documented(toy_task):
     assert not any(tuple(data.val[i][0].tolist()) in train for i in range(len(data.val)))
 
 
+def test_val_accuracy_scores_validation_like_the_suite(toy_task, toy_baseline):
+    from slimbench.methods.base import CompressionContext
+    from slimbench.suite.measure.accuracy import evaluate
+
+    ctx = make_context(toy_task, baseline=toy_baseline)
+    batches = list(ctx.val_batches())
+    expected = evaluate(toy_baseline, batches, ctx.device)["accuracy"]
+    assert 0.5 < ctx.val_accuracy(toy_baseline) == pytest.approx(expected)
+    one = batches[:1]
+    assert ctx.val_accuracy(toy_baseline, one) == pytest.approx(evaluate(toy_baseline, one, "cpu")["accuracy"])
+    bare = CompressionContext(**{f: getattr(ctx, f) for f in ("task", "trainer", "device", "seed", "ledger",
+                                                              "calibration", "train_stream", "val", "example")})
+    with pytest.raises(RuntimeError, match="no evaluator"):
+        bare.val_accuracy(toy_baseline)
+
+
 def test_teacher_is_a_frozen_private_copy(toy_task, toy_baseline):
     before = copy.deepcopy(toy_baseline.state_dict())
     ctx = make_context(toy_task, baseline=toy_baseline)

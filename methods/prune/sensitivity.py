@@ -21,23 +21,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
 
 
-def val_accuracy(model: nn.Module, batches: list, device: Any) -> float:
-    correct = n = 0
-    with torch.inference_mode():
-        for inputs, labels in batches:
-            out = model(**{k: v.to(device) for k, v in inputs.items()})
-            correct += int((out.argmax(-1).cpu() == labels).sum())
-            n += len(labels)
-    return correct / max(n, 1)
-
-
 def scan(model: nn.Module, layers: dict[str, nn.Module], scores: dict[str, torch.Tensor], levels: tuple[float, ...],
          ctx: "CompressionContext", examples: int) -> tuple[dict[str, dict[float, float]], float, dict[str, Any]]:
     """{layer: {sparsity: validation accuracy with only that layer pruned}}, the unpruned accuracy, and the cost."""
     start = time.perf_counter()
     batches = list(ctx.val_batches(limit=examples))
-    model.eval()
-    base = val_accuracy(model, batches, ctx.device)
+    base = ctx.val_accuracy(model, batches)
     curves: dict[str, dict[float, float]] = {}
     for name, layer in layers.items():
         original = layer.weight.detach().clone()
@@ -45,7 +34,7 @@ def scan(model: nn.Module, layers: dict[str, nn.Module], scores: dict[str, torch
         for s in levels:
             with torch.no_grad():
                 layer.weight.mul_(mk.keep_top(scores[name], s).to(layer.weight.dtype))
-            curves[name][s] = val_accuracy(model, batches, ctx.device)
+            curves[name][s] = ctx.val_accuracy(model, batches)
             with torch.no_grad():
                 layer.weight.copy_(original)
     cost = {"scan_evaluations": len(layers) * len(levels) + 1, "scan_examples": sum(len(y) for _, y in batches),
