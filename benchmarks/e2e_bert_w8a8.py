@@ -123,16 +123,9 @@ def time_ms(fn, torch, reps: int, warmup: int, cuda: bool = True) -> dict:
 
 def graph_runner(model, ids, torch):
     """Capture one forward as a CUDA graph; returns (replay fn, static logits)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):  # compile Triton kernels and settle the allocator before capture
-            model(input_ids=ids)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = model(input_ids=ids).logits
-    return graph.replay, out
+    from gpu_common import capture_graph  # this script's folder is on sys.path when run
+    replay, out = capture_graph(model, {"input_ids": ids}, torch)
+    return replay, out.logits
 
 
 def versions(torch) -> dict:

@@ -21,57 +21,29 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import re
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_common import capture_graph, median_ms, record_path, rel_err, start  # noqa: E402
+
 DEV = "cuda"
 NM_SHAPES = [(8192, 8192, 8192), (4096, 768, 3072), (4096, 3072, 768), (1, 4096, 11008), (16, 4096, 11008)]
 BSR_SHAPES = [(4096, 4096, 4096, 32), (4096, 4096, 4096, 64)]
 SMOKE_NM, SMOKE_BSR = [(8, 64, 32)], [(8, 64, 64, 16)]
 
 
-def bench(fn, torch, reps: int, warm: int = 10) -> float:
-    """Median ms over `reps` CUDA-event-timed calls, L2 flushed before each (wall time under --smoke)."""
-    if DEV == "cpu":
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    flush = torch.empty(256 << 20, dtype=torch.int8, device=DEV)
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def two_of_four(torch, n: int, k: int):
+    from slimbench.methods.prune.masks import nm_keep
     w = torch.randn(n, k, device=DEV) / k ** 0.5
-    keep = w.reshape(n, -1, 4).abs().topk(2, -1).indices
-    mask = torch.zeros(n, k // 4, 4, dtype=torch.bool, device=DEV).scatter_(-1, keep, True).reshape(n, k)
-    return w * mask
+    return w * nm_keep(w, 2, 4)
 
 
 def block_sparse(torch, n: int, k: int, b: int, density: float):
     w = torch.randn(n, k, device=DEV) / k ** 0.5
     keep = torch.rand(n // b, k // b, device=DEV) < density
     return w * keep.repeat_interleave(b, 0).repeat_interleave(b, 1)
-
-
-def rel_err(out, ref) -> float:
-    return float((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-12))
 
 
 def kernels(torch, F, reps: int, smoke: bool, result: dict, save) -> None:
@@ -93,14 +65,14 @@ def kernels(torch, F, reps: int, smoke: bool, result: dict, save) -> None:
             entry["ok"] = entry["rel_err"] < 2e-2
         except Exception as exc:  # recorded, never timed
             entry.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-        entry["fp16_ms"] = bench(lambda: F.linear(x, wh), torch, reps)
+        entry["fp16_ms"] = median_ms(lambda: F.linear(x, wh), torch, reps, DEV)
         if entry["ok"]:
-            entry["ms"] = bench(lambda: nm.nm24_linear(x, values, positions), torch, reps)
+            entry["ms"] = median_ms(lambda: nm.nm24_linear(x, values, positions), torch, reps, DEV)
             entry["speedup"] = entry["fp16_ms"] / entry["ms"]
         try:  # the stock anchor: torch's semi-structured 2:4 (cuSPARSELt / CUTLASS), where it runs
             from torch.sparse import to_sparse_semi_structured
             ws = to_sparse_semi_structured(wh)
-            entry["stock_ms"] = bench(lambda: F.linear(x, ws), torch, reps)
+            entry["stock_ms"] = median_ms(lambda: F.linear(x, ws), torch, reps, DEV)
             entry["stock_speedup"] = entry["fp16_ms"] / entry["stock_ms"]
         except Exception as exc:
             entry["stock_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -121,9 +93,9 @@ def kernels(torch, F, reps: int, smoke: bool, result: dict, save) -> None:
             entry["ok"] = entry["rel_err"] < 2e-2
         except Exception as exc:
             entry.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-        entry["fp16_ms"] = bench(lambda: F.linear(x, w), torch, reps)
+        entry["fp16_ms"] = median_ms(lambda: F.linear(x, w), torch, reps, DEV)
         if entry["ok"]:
-            entry["ms"] = bench(lambda: blocksparse.bsr_linear(x, vals, crow, col), torch, reps)
+            entry["ms"] = median_ms(lambda: blocksparse.bsr_linear(x, vals, crow, col), torch, reps, DEV)
             entry["speedup"] = entry["fp16_ms"] / entry["ms"]
         result["kernels"].append(entry)
         print(f"{entry['shape']} {entry['kernel']}: {entry}", flush=True)
@@ -134,21 +106,8 @@ def graph_ms(torch, model, inputs: dict, reps: int) -> float:
     """Median ms of a CUDA-graph replay of one forward (wall time of one eager call under --smoke)."""
     if DEV == "cpu":
         with torch.inference_mode():
-            model(**inputs)
-            t0 = time.perf_counter()
-            model(**inputs)
-        return (time.perf_counter() - t0) * 1e3
-    with torch.inference_mode():
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                model(**inputs)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            model(**inputs)
-    return bench(g.replay, torch, reps)
+            return median_ms(lambda: model(**inputs), torch, reps, DEV)
+    return median_ms(capture_graph(model, inputs, torch)[0], torch, reps, DEV)
 
 
 def models(torch, reps: int, smoke: bool, result: dict, save) -> None:
@@ -182,20 +141,18 @@ def models(torch, reps: int, smoke: bool, result: dict, save) -> None:
     from transformers import BertConfig, BertModel
 
     from slimbench.methods.common.layers import replace_module
+    from slimbench.methods.prune.masks import apply, nm_masks
     from slimbench.methods.prune.sparse import nm_twin
     cfg = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128) if smoke \
         else BertConfig()
     bs, seq = (2, 16) if smoke else (32, 128)
     dense = BertModel(cfg).eval()
     sparse = copy.deepcopy(dense)
-    with torch.no_grad():
-        for layer in sparse.encoder.layer:
-            for name in ("intermediate.dense", "output.dense"):
-                lin = layer.get_submodule(name)
-                w = lin.weight.reshape(lin.weight.shape[0], -1, 4)
-                keep = w.abs().topk(2, -1).indices
-                lin.weight.mul_(torch.zeros_like(w, dtype=torch.bool).scatter_(-1, keep, True).reshape_as(lin.weight))
-                replace_module(layer, name, nm_twin(lin, 2, 4))
+    ffn = {n: m for n, m in sparse.named_modules() if n.endswith(("intermediate.dense", "output.dense"))
+           and ".attention." not in n}
+    apply(ffn, nm_masks(ffn, 2, 4, "prune_kernels"))
+    for name, lin in ffn.items():
+        replace_module(sparse, name, nm_twin(lin, 2, 4))
     ids = {"input_ids": torch.randint(0, cfg.vocab_size, (bs, seq), device=DEV)}
     entry = {"model": "bert-base-shaped, FFN 2:4", "batch": bs, "seq": seq}
     entry["dense_ms"] = graph_ms(torch, dense.to(DEV, dtype), ids, reps)
@@ -217,25 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     global DEV
-    if args.smoke:
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            print("prune_kernels --smoke: set TRITON_INTERPRET=1 in the environment (before Python starts)")
-            return 2
-        DEV = "cpu"
-    elif not torch.cuda.is_available():
-        print("prune_kernels: no CUDA device here; run this on the GPU machine. Nothing was measured.")
-        return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from e2e_bert_w8a8 import import_slimbench  # the one shim the GPU scripts share
-    import_slimbench()
+    name, code = start("prune_kernels", args.smoke, torch)
+    if name is None:
+        return code
+    DEV = "cpu" if args.smoke else "cuda"
     import triton
 
-    name = "cpu-smoke" if args.smoke else torch.cuda.get_device_name()
     result = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "reps": args.reps,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "kernels": [], "models": [], "complete": False}
-    out = Path(args.out) / f"prune-kernels-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = record_path(args.out, "prune-kernels", name)
 
     def save():
         out.write_text(json.dumps(result, indent=1))

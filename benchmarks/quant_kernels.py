@@ -22,42 +22,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_common import median_ms, record_path, rel_err, start  # noqa: E402
+
 DEV = "cuda"  # "cpu" under --smoke (the Triton interpreter)
 # The target shapes first: results are saved after each shape, so a timeout loses only the tail.
 SHAPES = [(8192, 8192, 8192), (1, 4096, 11008), (16, 4096, 11008), (4096, 768, 3072), (4096, 3072, 768),
           (16384, 4096, 4096), (32, 4096, 4096)]
 SMOKE_SHAPES = [(64, 128, 96), (1, 1024, 64), (16, 256, 48)]  # --smoke: every code path, tiny
-
-
-def bench(fn, torch, reps: int, flush: bool, warm: int = 10) -> float:
-    """Median ms of `fn` over `reps` CUDA-event-timed calls (L2 flushed before each if asked)."""
-    if DEV == "cpu":  # --smoke: the code paths, not the numbers
-        import time
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    cache = torch.empty(256 << 20, dtype=torch.int8, device=DEV) if flush else None
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        if cache is not None:
-            cache.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def correctness(torch, F) -> dict[str, dict]:
@@ -68,9 +44,6 @@ def correctness(torch, F) -> dict[str, dict]:
     from slimbench.methods.quant.kmeans import CodebookLinear
     from slimbench.methods.quant.linear import QuantLinear
     from slimbench.methods.quant.w8a8 import W8A8Linear, int8_matmul, quantize_per_token
-
-    def rel(a, b):
-        return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-12))
 
     out: dict[str, dict] = {}
     torch.manual_seed(0)
@@ -98,16 +71,16 @@ def correctness(torch, F) -> dict[str, dict]:
         for cfg, dt, tol in [(None, torch.float32, 1e-5), (w8a8.GemmConfig(128, 128, 128, 8, 8, 3, "tma"), torch.float32,
                                                             1e-5), (w8a8.GemmConfig(kernel="tma"), torch.float16, 2e-3)]:
             record(f"w8a8.int8_gemm {cfg.kernel if cfg else 'default'} {str(dt)[6:]} {m}x{k}x{n}",
-                   lambda: rel(w8a8.int8_gemm(xq, q.weight, xs, q.weight_scale, q.bias, dt, cfg).cpu(), ref), tol)
+                   lambda: rel_err(w8a8.int8_gemm(xq, q.weight, xs, q.weight_scale, q.bias, dt, cfg).cpu(), ref), tol)
         with torch.no_grad():
-            record(f"W8A8Linear cuda vs cpu {m}x{k}x{n}", lambda: rel(q(x).cpu(), q.cpu()(x.cpu().float())), 2e-2)
+            record(f"W8A8Linear cuda vs cpu {m}x{k}x{n}", lambda: rel_err(q(x).cpu(), q.cpu()(x.cpu().float())), 2e-2)
         W = w4a16.W4Config
         for sym in (True, False):
             ql = QuantLinear.from_linear(lin, 4, "group", 128, sym)
             ref = F.linear(x, ql.dequantize().half(), ql.bias.half())
             def got():
                 return w4a16.w4a16_linear(x, ql.qweight, ql.scale, ql.zero, 128, ql.bias)
-            record(f"w4a16 g128 sym={sym} {m}x{k}x{n}", lambda: rel(got(), ref), 1e-2)
+            record(f"w4a16 g128 sym={sym} {m}x{k}x{n}", lambda: rel_err(got(), ref), 1e-2)
             # each kernel explicitly (the default picks one): PTX decode in fp16 and bf16, Triton decode in fp16
             variants = [W(16, 64, 256, 1, 4, 4), W(1, 32, 2048, 1, 4, 1, "gemv"),
                         W(16, 64, 128, 2, 4, 4, "dot", False), W(1, 32, 1024, 1, 4, 1, "gemv", False)]
@@ -116,7 +89,7 @@ def correctness(torch, F) -> dict[str, dict]:
                     ref = F.linear(x.to(dt).float(), ql.dequantize().to(dt).float(), ql.bias.float())
                     record(f"w4a16 {cfg.kernel} asm={cfg.asm} bk={cfg.block_k} split={cfg.split_k} sym={sym} "
                            f"{str(dt)[6:]} {m}x{k}x{n}",
-                           lambda: rel(w4a16.w4a16_linear(x.to(dt), ql.qweight, ql.scale, ql.zero, 128, ql.bias, cfg),
+                           lambda: rel_err(w4a16.w4a16_linear(x.to(dt), ql.qweight, ql.scale, ql.zero, 128, ql.bias, cfg),
                                        ref), 1e-2)
         if m <= 16:
             Cg = codebook.GemvConfig
@@ -124,7 +97,7 @@ def correctness(torch, F) -> dict[str, dict]:
                 cl = CodebookLinear.from_linear(lin, bits, 1, 5, 0)
                 ref = F.linear(x, cl.dequantize().half(), cl.bias.half())
                 with torch.no_grad():
-                    record(f"codebook_gemv {bits}-bit {m}x{k}x{n}", lambda: rel(cl(x), ref), 1e-2)
+                    record(f"codebook_gemv {bits}-bit {m}x{k}x{n}", lambda: rel_err(cl(x), ref), 1e-2)
                 dec = "select" if bits == 2 else "gather"
                 variants = [Cg(16, 4096 // bits, 2, 1, "lanes", dec), Cg(64, 256, 4, 3, "dot", dec, 16)]
                 if bits == 2:  # 16-bit partial sums; the where-select spelling
@@ -133,7 +106,7 @@ def correctness(torch, F) -> dict[str, dict]:
                     for dt in (torch.float16, torch.bfloat16) if cfg.asm else (torch.float16,):
                         ref = F.linear(x.to(dt).float(), cl.dequantize().to(dt).float(), cl.bias.float())
                         record(f"codebook {bits}-bit {cfg.kernel} {cfg.decode} asm={cfg.asm} {str(dt)[6:]} "
-                               f"{m}x{k}x{n}", lambda: rel(codebook.codebook_gemv(x.to(dt), cl.codes, cl.codebook,
+                               f"{m}x{k}x{n}", lambda: rel_err(codebook.codebook_gemv(x.to(dt), cl.codes, cl.codebook,
                                                                                   bits, cl.bias, cfg), ref), 1e-2)
     return out
 
@@ -192,7 +165,7 @@ def checked(make, ref):
     which the sweep reports and skips (the defaults are checked in `correctness`)."""
     def make_checked(cfg):
         fn = make(cfg)
-        err = float((fn().float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-12))
+        err = rel_err(fn(), ref)
         if not err <= 1e-2:
             print(f"  {cfg}: wrong result, rel err {err:.1e}; not timed", flush=True)
             raise ValueError(f"wrong result, rel err {err:.1e}")
@@ -206,7 +179,7 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
     from slimbench.methods.quant.kernels import codebook, w4a16, w8a8
 
     def timed(fn):
-        return bench(fn, torch, reps, flush)
+        return median_ms(fn, torch, reps, DEV, flush)
 
     def sweep(name, shape, base_ms, make, default_cfg, alternatives):
         """Time `make(cfg)` for the default config and (unless quick) each alternative."""
@@ -302,20 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     global DEV
-    if args.smoke:
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            print("quant_kernels --smoke: set TRITON_INTERPRET=1 in the environment (before Python starts)")
-            return 2
-        DEV = "cpu"
-    elif not torch.cuda.is_available():
-        print("quant_kernels: no CUDA device here; run this on the GPU machine. Nothing was measured.")
-        return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from e2e_bert_w8a8 import import_slimbench  # the one shim the GPU scripts share
-    import_slimbench()
+    name, code = start("quant_kernels", args.smoke, torch)
+    if name is None:
+        return code
+    DEV = "cpu" if args.smoke else "cuda"
     import triton
 
-    name = "cpu-smoke" if args.smoke else torch.cuda.get_device_name()
     print(f"{name}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
     checks = correctness(torch, F)
     bad = [k for k, v in checks.items() if not v["ok"]]
@@ -323,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "reps": args.reps, "l2_flush": not args.no_flush, "correctness": checks, "timings": [],
               "complete": False}
-    out = Path(args.out) / f"quant-kernels-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = record_path(args.out, "quant-kernels", name)
 
     def save():
         out.write_text(json.dumps(result, indent=1))
