@@ -42,6 +42,56 @@ def toy_baseline():
     return model.eval()
 
 
+def _triton_interprets() -> bool:
+    """Whether this process's triton was first imported with TRITON_INTERPRET=1. Triton decorates
+    its own tl.* helpers at that first import, so a later setting gives kernels that fail inside
+    the interpreter; the kernel test files set the variable before importing anything."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.sum, InterpretedFunction)
+
+
+@pytest.fixture(scope="module")
+def interpreted_kernels():
+    """`load(package, names, probe) -> {name: module}`: kernel modules (re)imported so that their
+    kernels are interpreter functions (`probe`, "module.kernel", names one of them). Skips the
+    test when triton was imported without the interpreter here; `interpreter_rerun` then checks
+    the same file in a fresh process."""
+    import importlib
+
+    if not _triton_interprets():
+        pytest.skip("triton was imported without TRITON_INTERPRET in this process; the file's subprocess "
+                    "test runs these")
+    from triton.runtime.interpreter import InterpretedFunction
+
+    def load(package: str, names: list[str], probe: str) -> dict:
+        mods = {n: importlib.import_module(f"{package}.{n}") for n in names}
+        module, kernel = probe.split(".")
+        if not isinstance(getattr(mods[module], kernel), InterpretedFunction):  # imported before the env was set
+            mods = {n: importlib.reload(mods[n]) for n in names}
+        return mods
+    return load
+
+
+@pytest.fixture
+def interpreter_rerun(request):
+    """`run() -> CompletedProcess`: the calling test file rerun by pytest in a fresh Python with
+    TRITON_INTERPRET=1. Skips when this process interprets already (the file's tests ran here)."""
+    import subprocess
+    import sys
+
+    if _triton_interprets():
+        pytest.skip("the interpreter is active in this process: the kernel tests run here")
+    path = Path(str(request.node.fspath)).resolve()
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", str(path)], cwd=path.parents[1],
+                              env=dict(os.environ, TRITON_INTERPRET="1"), capture_output=True, text=True,
+                              timeout=600)
+    return run
+
+
 CONFORMANCE_TASKS = ("toy-cnn", "toy-transformer")
 
 

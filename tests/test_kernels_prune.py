@@ -1,16 +1,11 @@
 """The pruning family's Triton kernels against plain torch references, on CPU through Triton's
-interpreter (the variable must be set before triton's first import: see test_kernels_quant.py,
-whose subprocess fallback this file shares in form)."""
+interpreter (the variable must be set before triton's first import: see test_kernels_quant.py;
+the fixtures that load the kernels or rerun the file are in conftest.py)."""
 from __future__ import annotations
 
 import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # noqa: E402  (must precede any triton import)
-
-import importlib
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,36 +13,14 @@ import torch
 from slimbench.methods.common import storage
 
 
-def _interpreter_ready() -> bool:
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(tl.sum, InterpretedFunction)
-
-
-READY = _interpreter_ready()
-needs_interpreter = pytest.mark.skipif(not READY, reason="triton was imported without TRITON_INTERPRET in this "
-                                                         "process; test_kernels_in_subprocess runs these")
-
-
-def test_kernels_in_subprocess():
-    if READY:
-        pytest.skip("the interpreter is active in this process: the tests below run here")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", str(Path(__file__).resolve())],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+def test_kernels_in_subprocess(interpreter_rerun):
+    proc = interpreter_rerun()
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
-def kern():
-    from triton.runtime.interpreter import InterpretedFunction
-
-    mods = {n: importlib.import_module(f"slimbench.methods.prune.kernels.{n}") for n in ("nm", "blocksparse")}
-    if not isinstance(mods["nm"]._nm24_kernel, InterpretedFunction):  # imported before the env was set
-        mods = {n: importlib.reload(m) for n, m in mods.items()}
-    return mods
+def kern(interpreted_kernels):
+    return interpreted_kernels("slimbench.methods.prune.kernels", ["nm", "blocksparse"], "nm._nm24_kernel")
 
 
 def _two_of_four(n: int, k: int, seed: int) -> torch.Tensor:
@@ -60,7 +33,6 @@ def _two_of_four(n: int, k: int, seed: int) -> torch.Tensor:
     return w
 
 
-@needs_interpreter
 @pytest.mark.parametrize("m,k,n,dtype,bias", [(1, 32, 8, torch.float16, True), (5, 64, 40, torch.float16, False),
                                               (33, 128, 24, torch.bfloat16, True)])
 def test_nm24_matches_dense_reference(kern, m, k, n, dtype, bias):
@@ -74,7 +46,6 @@ def test_nm24_matches_dense_reference(kern, m, k, n, dtype, bias):
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2 * float(ref.abs().max()))
 
 
-@needs_interpreter
 def test_nm24_rejects_bad_shapes(kern):
     with pytest.raises(ValueError, match="multiple of 16"):
         kern["nm"].nm24_linear(torch.randn(2, 24).half(), torch.zeros(4, 12), torch.zeros(4, 3, dtype=torch.uint8))
@@ -88,7 +59,6 @@ def _block_sparse(n: int, k: int, block: int, density: float, seed: int) -> torc
     return w * keep.repeat_interleave(block, 0).repeat_interleave(block, 1)
 
 
-@needs_interpreter
 @pytest.mark.parametrize("m,k,n,block,density,dtype", [(3, 64, 48, 16, 0.5, torch.float16),
                                                         (20, 128, 64, 32, 0.25, torch.bfloat16),
                                                         (1, 64, 64, 16, 1.0, torch.float16)])

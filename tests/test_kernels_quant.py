@@ -14,49 +14,22 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # noqa: E402  (must precede any triton import)
 
-import importlib
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def _interpreter_ready() -> bool:
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(tl.sum, InterpretedFunction)
-
-
-READY = _interpreter_ready()
-needs_interpreter = pytest.mark.skipif(not READY, reason="triton was imported without TRITON_INTERPRET in this "
-                                                         "process; test_kernels_in_subprocess runs these")
-
-
-def test_kernels_in_subprocess():
-    if READY:
-        pytest.skip("the interpreter is active in this process: the tests below run here")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", str(Path(__file__).resolve())],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+def test_kernels_in_subprocess(interpreter_rerun):
+    proc = interpreter_rerun()
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
-def kern():
+def kern(interpreted_kernels):
     """The kernel modules, (re)imported so that their kernels are interpreter functions."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    names = ["_util", "w8a8", "w4a16", "codebook"]
-    mods = {n: importlib.import_module(f"slimbench.methods.quant.kernels.{n}") for n in names}
-    if not isinstance(mods["w8a8"]._int8_gemm_kernel, InterpretedFunction):  # imported before the env was set
-        mods = {n: importlib.reload(mods[n]) for n in names}
-    return mods
+    return interpreted_kernels("slimbench.methods.quant.kernels", ["_util", "w8a8", "w4a16", "codebook"],
+                               "w8a8._int8_gemm_kernel")
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -65,7 +38,6 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------- W8A8
 
-@needs_interpreter
 @pytest.mark.parametrize("m,k,block_k", [(3, 72, None), (5, 100, 32)])
 def test_quantize_act_matches_reference(kern, m, k, block_k):
     from slimbench.methods.quant.w8a8 import quantize_per_token, quantize_static
@@ -81,7 +53,6 @@ def test_quantize_act_matches_reference(kern, m, k, block_k):
     assert torch.equal(q, qr) and torch.equal(s, sr)
 
 
-@needs_interpreter
 @pytest.mark.parametrize("m,k,n,cfg", [(5, 72, 40, None), (40, 96, 48, (16, 16, 32, 2)), (33, 128, 64, None)])
 def test_int8_gemm_epilogue(kern, m, k, n, cfg):
     from slimbench.methods.quant.w8a8 import int8_matmul
@@ -100,7 +71,6 @@ def test_int8_gemm_epilogue(kern, m, k, n, cfg):
         assert out.dtype == dtype and rel_err(out, ref + bias) < 1e-2
 
 
-@needs_interpreter
 @pytest.mark.parametrize("m,k,n", [(5, 64, 40), (130, 32, 72), (33, 160, 24)])
 def test_int8_gemm_tma_persistent(kern, m, k, n):
     """The persistent TMA variant: more tiles than programs (the tile loop), ragged M/N/K edges
@@ -121,7 +91,6 @@ def test_int8_gemm_tma_persistent(kern, m, k, n):
     assert out.dtype == torch.float16 and rel_err(out, ref + bias) < 1e-2
 
 
-@needs_interpreter
 @pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])
 @pytest.mark.parametrize("kernel", ["plain", "tma"])
 def test_int8_gemm_fused_activation_and_requantization(kern, act, kernel):
@@ -162,7 +131,6 @@ def test_int8_gemm_tma_refuses_unaligned_and_unknown(kern):
                                kern["w8a8"].GemmConfig(16, 16, 32, 2, 4, 1, "wgmma"))
 
 
-@needs_interpreter
 @pytest.mark.parametrize("static", [False, True])
 def test_w8a8_linear_kernel_path(kern, static):
     from slimbench.methods.quant.w8a8 import W8A8Linear
@@ -176,7 +144,6 @@ def test_w8a8_linear_kernel_path(kern, static):
 
 # ---------------------------------------------------------------- W4A16
 
-@needs_interpreter
 @pytest.mark.parametrize("gran,group,sym,split,dtype", [
     ("group", 128, True, 1, torch.float16), ("group", 32, False, 3, torch.float16),
     ("channel", 384, False, 2, torch.bfloat16), ("tensor", 384, True, 1, torch.float16)])
@@ -224,7 +191,6 @@ W4_CASES = [  # m, k, n, group, sym, dtype, bias, config (W4Config fields)
 ]
 
 
-@needs_interpreter
 @pytest.mark.parametrize("m,k,n,group,sym,dtype,bias,cfg", W4_CASES)
 def test_w4a16_kernels_vs_torch(kern, m, k, n, group, sym, dtype, bias, cfg):
     g = torch.Generator().manual_seed(m * k + n)
@@ -236,7 +202,6 @@ def test_w4a16_kernels_vs_torch(kern, m, k, n, group, sym, dtype, bias, cfg):
     assert out.dtype == dtype and out.shape == (m, n) and rel_err(out, ref) < 1e-2
 
 
-@needs_interpreter
 def test_w4a16_default_configs_and_errors(kern, monkeypatch):
     from slimbench.methods.quant.linear import QuantLinear
 
@@ -264,7 +229,6 @@ def test_w4a16_default_configs_and_errors(kern, monkeypatch):
 
 # ---------------------------------------------------------------- codebook GEMV
 
-@needs_interpreter
 @pytest.mark.parametrize("bits,k,m,dtype,bias", [(4, 256, 1, torch.float16, True), (2, 250, 3, torch.float16, False),
                                                  (2, 256, 2, torch.bfloat16, True), (4, 249, 2, torch.float16, False)])
 def test_codebook_gemv(kern, bits, k, m, dtype, bias):
@@ -293,7 +257,6 @@ CB_CASES = [  # bits, m, k, n, dtype, bias, config (GemvConfig fields)
 ]
 
 
-@needs_interpreter
 @pytest.mark.parametrize("bits,m,k,n,dtype,bias,cfg", CB_CASES)
 def test_codebook_kernels_vs_torch(kern, bits, m, k, n, dtype, bias, cfg):
     from slimbench.methods.common import storage as packing
@@ -308,7 +271,6 @@ def test_codebook_kernels_vs_torch(kern, bits, m, k, n, dtype, bias, cfg):
     assert out.dtype == dtype and out.shape == (m, n) and rel_err(out, ref) < 1e-2
 
 
-@needs_interpreter
 def test_codebook_default_configs_and_errors(kern, monkeypatch):
     cb = kern["codebook"]
     monkeypatch.setattr(cb, "interpreting", lambda: False)
