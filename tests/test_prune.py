@@ -127,6 +127,7 @@ def test_sensitivity_records_its_scan_cost(toy_task, toy_baseline):
     assert m["scan_evaluations"] == 3 * 2 + 1  # 3 layers x 2 levels, plus the unpruned model
     assert m["scan_examples"] == 128  # the whole toy validation split
     assert m["saliency_batches"] == 2 and m["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert m["saliency_backward_passes"] == 2 * 64  # fisher: one backward pass per example (toy batches of 64)
     assert set(m["allocated"]) == {"net.0", "net.2", "net.4"}
 
 
@@ -273,6 +274,8 @@ def test_structured_says_unsupported_for_a_plain_mlp(toy_task):
     ('prune.magnitude:{"per_layer": {"net.0": 1.5}}', r"per_layer\['net.0'\]=1.5 must be in \[0, 1\)"),
     ("prune.sensitivity:levels=", "levels is empty"),
     ("prune.magnitude:storage=coo", "choose one of auto, bitmask, csr, bsr"),
+    ('prune.l1:{"penalty": "group", "per_layer": {"net.0": 0.5}}', r"cannot take per_layer=\{'net.0': 0.5\}"),
+    ("prune.nm:m=3", "m=3 is not supported; choose one of 2, 4, 8, 16"),
 ])
 def test_bad_configs_are_refused_before_any_work(spec, message):
     with pytest.raises(ConfigError, match=message):
@@ -290,6 +293,20 @@ def test_sparsity_map_naming_no_layer_fails_before_training(toy_task, toy_baseli
     with pytest.raises(ConfigError, match=r"per_layer pattern '\*attention\*' names no prunable layer; the layers are "
                                           r"net.0, net.2, net.4"):
         _compress('prune.magnitude:{"per_layer": {"*attention*": 0.5}}', toy_task, toy_baseline, trainer=Spy())
+    assert calls == []
+
+
+def test_unreachable_sparsity_map_fails_before_training(toy_task, toy_baseline):
+    calls = []
+
+    class Spy(Trainer):
+        def fit(self, *a, **kw):
+            calls.append(1)
+            return super().fit(*a, **kw)
+
+    spec = 'prune.sensitivity:{"sparsity": 0.1, "per_layer": {"net.2": 0.9}}'
+    with pytest.raises(ConfigError, match=r"other layers would need sparsity .*; choose sparsity in \[0\.\d+, "):
+        _compress(spec, toy_task, toy_baseline, trainer=Spy())
     assert calls == []
 
 

@@ -112,6 +112,9 @@ class L1Config(SparseConfig):
     def validate(self) -> None:
         super().validate()
         check(self.finetune, "prune.l1 trains with the penalty: it needs finetune=true")
+        check(self.penalty != "group" or not self.per_layer,
+              f"penalty=group prunes whole rows by one global threshold and cannot take per_layer="
+              f"{dict(self.per_layer)}; use penalty=l1 or drop per_layer")
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,9 @@ class StructuredConfig(MethodConfig):
 @dataclass(frozen=True)
 class NMConfig(MethodConfig):
     n: int = setting(2, "weights kept in every group of m consecutive inputs", ge=1)
-    m: int = setting(4, "group size (2:4 is what sparse tensor cores run)", ge=2)
+    m: int = setting(4, "group size (2:4 is what sparse tensor cores run)", choices=(2, 4, 8, 16))
     finetune: bool = setting(True, "fine-tune for the task's budget afterwards, the N:M pattern held")
     skip: tuple[str, ...] = setting(DEFAULT_SKIP, PRUNE_SKIP_HELP)
 
     def validate(self) -> None:
         check(self.n < self.m, f"n={self.n} must be smaller than m={self.m}")
-        check(self.m in (2, 4, 8, 16), f"m={self.m} is not supported; choose one of 2, 4, 8, 16")

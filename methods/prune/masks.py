@@ -8,7 +8,6 @@ within one weight per layer.
 """
 from __future__ import annotations
 
-import fnmatch
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.core.config import ConfigError
-from slimbench.methods.common.layers import WEIGHT_LAYERS, eligible
+from slimbench.methods.common.layers import WEIGHT_LAYERS, matches, targets
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -26,10 +25,7 @@ Masks = dict[str, torch.Tensor]
 
 def selected(model: nn.Module, skip: Iterable[str], owner: str) -> dict[str, nn.Module]:
     """The Linear / Conv2d layers a pruning method works on (raises if there are none)."""
-    layers = dict(eligible(model, skip, WEIGHT_LAYERS))
-    if not layers:
-        raise ValueError(f"{owner} found no nn.Linear or nn.Conv2d layer to prune (skip={tuple(skip)!r})")
-    return layers
+    return dict(targets(model, skip, owner, WEIGHT_LAYERS, verb="prune"))
 
 
 def overrides(layers: Iterable[str], per_layer: dict[str, float], owner: str) -> dict[str, float]:
@@ -37,7 +33,7 @@ def overrides(layers: Iterable[str], per_layer: dict[str, float], owner: str) ->
     names = list(layers)
     out: dict[str, float] = {}
     for pattern, s in per_layer.items():
-        hit = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        hit = [n for n in names if matches(n, (pattern,))]
         if not hit:
             raise ConfigError(f"{owner}: per_layer pattern {pattern!r} names no prunable layer; the layers are "
                               f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
@@ -48,10 +44,11 @@ def overrides(layers: Iterable[str], per_layer: dict[str, float], owner: str) ->
 # ---------------------------------------------------------------- saliency
 
 def gradients(model: nn.Module, layers: dict[str, nn.Module], ctx: "CompressionContext", batches: int,
-              squared: bool) -> dict[str, torch.Tensor]:
+              squared: bool, cost: dict | None = None) -> dict[str, torch.Tensor]:
     """Over `batches` training batches: the mean gradient dL/dw (`squared=False`), or the empirical
     Fisher diagonal, the mean over *examples* of (dL_i/dw)^2 (`squared=True`: one backward pass per
-    example, since squaring a batch's mean gradient is not the Fisher).
+    example, since squaring a batch's mean gradient is not the Fisher). The batches and backward
+    passes it ran are counted into `cost`.
 
     No optimizer step is taken: this is measurement, not training, and costs no budget."""
     acc = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
@@ -65,8 +62,9 @@ def gradients(model: nn.Module, layers: dict[str, nn.Module], ctx: "CompressionC
         for n, m in layers.items():
             g = m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)
             acc[n] += g.pow(2) if squared else g
+    drawn = 0
     try:
-        for _ in range(batches):
+        for drawn in range(1, batches + 1):
             inputs, labels = next(stream)
             inputs, labels = {k: v.to(ctx.device) for k, v in inputs.items()}, labels.to(ctx.device)
             if squared:
@@ -79,21 +77,27 @@ def gradients(model: nn.Module, layers: dict[str, nn.Module], ctx: "CompressionC
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    if cost is not None:
+        cost["saliency_batches"] = cost.get("saliency_batches", 0) + drawn
+        cost["saliency_backward_passes"] = cost.get("saliency_backward_passes", 0) + seen
     return {n: a / max(seen, 1) for n, a in acc.items()}
 
 
 def saliency(model: nn.Module, layers: dict[str, nn.Module], kind: str, ctx: "CompressionContext | None" = None,
-             batches: int = 8) -> dict[str, torch.Tensor]:
+             batches: int = 8, cost: dict | None = None) -> dict[str, torch.Tensor]:
     """Importance of each weight (higher = keep): |w|, |w * g| (first-order Taylor) or
-    w^2 * E[g^2] / 2 (OBD's second-order term with the diagonal empirical Fisher as the Hessian)."""
+    w^2 * E[g^2] / 2 (OBD's second-order term with the diagonal empirical Fisher as the Hessian).
+    Gradient passes are counted into `cost`."""
     if kind == "magnitude":
         return {n: m.weight.detach().abs() for n, m in layers.items()}
     if ctx is None:
         raise ValueError(f"{kind} saliency needs training batches")
     if kind == "taylor":
-        g = gradients(model, layers, ctx, batches, squared=False)
+        g = gradients(model, layers, ctx, batches, squared=False, cost=cost)
         return {n: (m.weight.detach() * g[n]).abs() for n, m in layers.items()}
-    g2 = gradients(model, layers, ctx, batches, squared=True)
+    if kind != "fisher":
+        raise ValueError(f"saliency kind {kind!r} is not known; choose one of magnitude, taylor, fisher")
+    g2 = gradients(model, layers, ctx, batches, squared=True, cost=cost)
     return {n: 0.5 * m.weight.detach().pow(2) * g2[n] for n, m in layers.items()}
 
 
@@ -133,8 +137,11 @@ def rest_target(sizes: dict[str, int], sparsity: float, fixed: dict[str, float],
         return 0.0
     need = (sparsity * sum(sizes.values()) - sum(fixed[n] * sizes[n] for n in fixed)) / rest
     if not 0 <= need < 1:
+        total = sum(sizes.values())
+        low = sum(fixed[n] * sizes[n] for n in fixed) / total
         raise ConfigError(f"{owner}: with per_layer fixing {len(fixed)} layer(s), the other layers would need "
-                          f"sparsity {need:.3f} to reach {sparsity} overall; choose a target in reach")
+                          f"sparsity {need:.3f} to reach {sparsity} overall; choose sparsity in "
+                          f"[{low:.3f}, {low + rest / total:.3f})")
     return need
 
 
@@ -249,7 +256,3 @@ def holders(layers: dict[str, nn.Module], masks: Masks) -> tuple[Callable, Calla
         apply(layers, masks)
     return before, after
 
-
-def achieved(masks: Masks) -> dict[str, float]:
-    """Fraction of positions pruned per layer."""
-    return {n: 1.0 - float(m.sum()) / max(m.numel(), 1) for n, m in masks.items()}

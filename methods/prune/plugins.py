@@ -33,7 +33,7 @@ class SparseMethod(LayerSwapMethod):
         from slimbench.methods.prune import unstructured as un
 
         layers = mk.selected(model, self.config.skip, self.name)
-        fixed = mk.overrides(layers, self.config.per_layer, self.name)  # bad patterns fail before any work
+        fixed = mk.overrides(layers, self.config.per_layer, self.name)  # bad maps fail before any work
         dense: dict[str, str] = {}
         if self.config.block > 1:
             layers, dense = mk.block_layers(layers, self.config.block)
@@ -45,6 +45,7 @@ class SparseMethod(LayerSwapMethod):
                 from slimbench.core.config import ConfigError
                 raise ConfigError(f"{self.name}: per_layer names {', '.join(named_dense)}, which block pruning "
                                   f"keeps dense ({'; '.join(dense[n] for n in named_dense)})")
+        mk.rest_target({n: m.weight.numel() for n, m in layers.items()}, self.config.sparsity, fixed, self.name)
         masks, metrics = self._prune(model, layers, fixed, ctx)
         if dense:
             metrics["kept_dense"] = dense
@@ -87,7 +88,7 @@ class Magnitude(SparseMethod):
 
         c = self.config
         if c.schedule == "gradual":
-            masks, trace = un.gradual(model, layers, c, fixed, ctx, f"{self.name} gradual")
+            masks, trace = un.gradual(model, layers, c, fixed, ctx, self.name)
             return masks, {"ramp": trace[:1] + trace[-1:], "mask_updates": len(trace)}
         if c.block > 1:
             scores = mk.block_scores(layers, c.block)
@@ -131,8 +132,8 @@ class Sensitivity(SparseMethod):
         import time
 
         c = self.config
-        start = time.perf_counter()
-        scores = mk.saliency(model, layers, c.saliency, ctx, c.grad_batches)
+        start, grad_cost = time.perf_counter(), {"saliency_batches": 0, "saliency_backward_passes": 0}
+        scores = mk.saliency(model, layers, c.saliency, ctx, c.grad_batches, grad_cost)
         saliency_seconds = round(time.perf_counter() - start, 2)
         curves, base, cost = sens.scan(model, layers, scores, c.levels, ctx, c.scan_examples)
         sizes = {n: m.weight.numel() for n, m in layers.items()}
@@ -143,8 +144,7 @@ class Sensitivity(SparseMethod):
             "note": f"the scanned levels reach {reached:.3f} of the asked {c.sparsity} (a layer is capped at 0.999)"}
         un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", c.finetune)
         return masks, {**cost, "val_accuracy_unpruned": round(base, 4), "tolerance": round(tolerance, 4),
-                       "saliency_batches": 0 if c.saliency == "magnitude" else c.grad_batches,
-                       "saliency_seconds": saliency_seconds, **short,
+                       **grad_cost, "saliency_seconds": saliency_seconds, **short,
                        "allocated": {n: round(s, 4) for n, s in chosen.items()}}
 
 
@@ -160,11 +160,7 @@ class L1(SparseMethod):
 
         c = self.config
         un.penalised(model, layers, c, ctx, f"{self.name} {c.penalty} training")
-        if c.penalty == "group":
-            if fixed:
-                from slimbench.core.config import ConfigError
-                raise ConfigError(f"{self.name}: penalty=group prunes whole rows by one global threshold; "
-                                  "per_layer sparsities are not supported with it")
+        if c.penalty == "group":  # per_layer is refused with it by L1Config
             masks = mk.row_masks(layers, c.sparsity)
         else:
             scores = mk.saliency(model, layers, "magnitude")
@@ -192,8 +188,7 @@ class NM(LayerSwapMethod):
         un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", c.finetune)
         for name, layer in layers.items():
             replace_module(model, name, nm_twin(layer, c.n, c.m))
-        # sparsity itself is measured from the stored values (`_metrics`)
-        return model, {"pattern": f"{c.n}:{c.m}", "dense_weights": sum(m.weight.numel() for m in layers.values())}
+        return model, {"pattern": f"{c.n}:{c.m}"}  # sparsity and bytes are measured from what is stored (`_metrics`)
 
     def _twins(self):
         from slimbench.methods.prune.sparse import NMLinear
@@ -204,14 +199,9 @@ class NM(LayerSwapMethod):
         return nm_twin(layer, self.config.n, self.config.m, fill=False)
 
     def _metrics(self, model) -> dict[str, Any]:
-        """The N:M sparsity measured from the stored values (n of m per group, exactly)."""
-        from slimbench.methods.prune.sparse import NMLinear
-        layers = {n: m for n, m in model.named_modules() if isinstance(m, NMLinear)}
-        kept = sum(m.values.numel() for m in layers.values())
-        dense = sum(m.in_features * m.out_features for m in layers.values())
-        return {"sparsity": round(1 - kept / dense, 6),
-                "sparsity_per_layer": {n: round(1 - m.values.numel() / (m.in_features * m.out_features), 6)
-                                       for n, m in layers.items()}}
+        """The N:M sparsity and bytes measured from the stored values (n of m per group, exactly)."""
+        from slimbench.methods.prune.unstructured import storage_metrics
+        return storage_metrics(model)
 
     def _format(self) -> str:
         return f"{self.config.n}:{self.config.m} semi-structured, fp32 values + bit-packed positions"

@@ -51,10 +51,8 @@ def allocate(curves: dict[str, dict[float, float]], base: float, sizes: dict[str
     is found, and the allocation is interpolated between the one just below it and it, so the
     overall sparsity is the target exactly (levels between scanned points are allowed). A target
     beyond every layer's highest scanned level scales the allocation up (capped at 0.999)."""
-    from slimbench.methods.prune.masks import rest_target
-
     free = {n: c for n, c in curves.items() if n not in fixed}
-    need = rest_target(sizes, target, fixed, "prune.sensitivity") * sum(sizes[n] for n in free)
+    need = mk.rest_target(sizes, target, fixed, "prune.sensitivity") * sum(sizes[n] for n in free)
 
     def pick(t: float) -> dict[str, float]:
         return {n: max([s for s, acc in curve.items() if base - acc <= t], default=0.0) for n, curve in free.items()}

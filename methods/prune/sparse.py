@@ -18,7 +18,7 @@ from slimbench.methods.common import storage
 from slimbench.methods.common.layers import ConvGeometry, conv_cost, dtype_bits, fan_in, linear_cost
 
 
-class _Expanded(nn.Module):
+class StoredSparse(nn.Module):
     """A weight stored compressed and expanded lazily into a cached dense matrix [out, in]."""
 
     in_features: int
@@ -56,11 +56,22 @@ class _Expanded(nn.Module):
             v = self._typed_values = self.values.to(dtype).contiguous()
         return v
 
+    def index32(self, name: str) -> torch.Tensor:
+        """A stored index buffer as contiguous int32 for the GPU kernels, converted once (it is stored
+        in the narrowest integer type, and converting it per call would cost a copy every forward)."""
+        cache = self.__dict__.setdefault("_index32", {})
+        t, src = cache.get(name), getattr(self, name)
+        if t is None or t.device != src.device:
+            t = cache[name] = src.to(torch.int32).contiguous()
+        return t
+
     def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_index32", None)
         self._conv_weight = self._typed_values = None  # re-derived from the stored tensors on next use
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, *args, **kwargs):
+        self.__dict__.pop("_index32", None)
         self._dense, self._conv_weight, self._typed_values = None, None, None
         super()._load_from_state_dict(*args, **kwargs)
 
@@ -75,7 +86,7 @@ class _Expanded(nn.Module):
         return linear_cost(self, inputs, self.density, bits)
 
 
-class SparseLinear(_Expanded):
+class SparseLinear(StoredSparse):
     """Buffers: `values` [nnz] and either `mask` uint8 (bitmask) or `col_idx` + `row_ptr` (CSR); `bias`."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, nnz: int, storage_kind: str = "bitmask",
@@ -151,7 +162,7 @@ class SparseLinear(_Expanded):
                 f"storage={self.storage}, kernel={self.kernel}")
 
 
-class BlockSparseLinear(_Expanded):
+class BlockSparseLinear(StoredSparse):
     """A Linear pruned in BxB blocks, stored as torch's BSR: `values` [nnzb, B, B], `crow_indices`
     [out/B + 1], `col_indices` [nnzb] (the index data); `bias`. On CUDA in half precision the
     block-sparse kernel multiplies the stored blocks only; elsewhere the weight is expanded once."""
@@ -182,15 +193,11 @@ class BlockSparseLinear(_Expanded):
         return torch.sparse_bsr_tensor(self.crow_indices.long(), self.col_indices.long(), self.values,
                                        (self.out_features, self.in_features)).to_dense()
 
-    @property
-    def density(self) -> float:
-        return self.values.numel() / (self.in_features * self.out_features)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
             from slimbench.methods.prune.kernels import blocksparse as kern
-            y = kern.bsr_linear(x.reshape(-1, self.in_features), self.values_as(x.dtype), self.crow_indices,
-                                self.col_indices, self.bias)
+            y = kern.bsr_linear(x.reshape(-1, self.in_features), self.values_as(x.dtype), self.index32("crow_indices"),
+                                self.index32("col_indices"), self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
@@ -202,7 +209,7 @@ class BlockSparseLinear(_Expanded):
 class SparseConv2d(ConvGeometry, SparseLinear):
     """A Conv2d stored like a SparseLinear over its [out, in/groups*kh*kw] view; runs dense."""
 
-    def __init__(self, conv: nn.Conv2d, nnz: int, storage_kind: str = "bitmask", kernel: str = "dense"):
+    def __init__(self, conv: nn.Conv2d, nnz: int, storage_kind: str = "bitmask"):
         super().__init__(fan_in(conv), conv.out_channels, conv.bias is not None, nnz, storage_kind, "dense")
         self.init_geometry(conv)
 
@@ -219,7 +226,7 @@ class SparseConv2d(ConvGeometry, SparseLinear):
         return f"{self.conv_repr()}, nnz={self.values.numel()}, storage={self.storage}"
 
 
-class NMLinear(_Expanded):
+class NMLinear(StoredSparse):
     """Exactly n of every m consecutive inputs kept: `values` [out, in*n/m] and `positions`
     (each value's index in its group, bit-packed) as the index data; `bias`."""
 
@@ -273,7 +280,7 @@ class NMConv2d(ConvGeometry, NMLinear):
 
 
 def sparse_twin(layer: nn.Module, storage_kind: str, kernel: str, block: int = 1,
-                keep: torch.Tensor | None = None) -> _Expanded:
+                keep: torch.Tensor | None = None) -> StoredSparse:
     """The sparse-stored twin of a (masked) Linear / Conv2d, storing exactly the `keep` positions
     (the pruning mask; default: the nonzeros)."""
     if storage_kind == "bsr":
@@ -283,7 +290,7 @@ def sparse_twin(layer: nn.Module, storage_kind: str, kernel: str, block: int = 1
     return SparseLinear.from_dense(layer.weight, layer.bias, storage_kind, kernel, keep)
 
 
-def empty_sparse(layer: nn.Module, nnz: int, storage_kind: str, kernel: str, block: int = 1) -> _Expanded:
+def empty_sparse(layer: nn.Module, nnz: int, storage_kind: str, kernel: str, block: int = 1) -> StoredSparse:
     """An empty sparse twin for a freshly built layer (restore; filled by load_state_dict); `nnz`
     counts stored values (whole blocks for bsr)."""
     if storage_kind == "bsr":

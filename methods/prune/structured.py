@@ -139,9 +139,10 @@ def _accumulate_grads(model: nn.Module, ctx: "CompressionContext", batches: int)
         F.cross_entropy(model(**{k: v.to(ctx.device) for k, v in inputs.items()}), labels.to(ctx.device)).backward()
 
 
-def structure_of(model: nn.Module) -> str | None:
-    """'transformer' (BERT-style encoder layers), 'cnn' (conv layers) or None (neither)."""
-    if attention_blocks(model):
+def structure_of(model: nn.Module, blocks: list | None = None) -> str | None:
+    """'transformer' (BERT-style encoder layers), 'cnn' (conv layers) or None (neither); `blocks`:
+    the model's `attention_blocks`, when the caller has them already."""
+    if attention_blocks(model) if blocks is None else blocks:
         return "transformer"
     return "cnn" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else None
 
@@ -149,9 +150,10 @@ def structure_of(model: nn.Module) -> str | None:
 def prune_structured(model: nn.Module, cfg: "StructuredConfig", ctx: "CompressionContext", owner: str) -> Compressed:
     """Prune, then fine-tune the smaller model for the whole budget."""
     params_before = sum(p.numel() for p in model.parameters())
-    kind = structure_of(model)
+    found = attention_blocks(model)
+    kind = structure_of(model, found)
     names = {id(m): n for n, m in model.named_modules()}
-    blocks = [b for b in attention_blocks(model) if not matches(names[id(b)], cfg.skip)]
+    blocks = [b for b in found if not matches(names[id(b)], cfg.skip)]
     if kind == "transformer":
         grads = None
         if cfg.criterion == "taylor":

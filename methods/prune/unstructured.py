@@ -16,7 +16,7 @@ from torch import nn
 
 from slimbench.methods.common.layers import replace_module
 from slimbench.methods.prune import masks as mk
-from slimbench.methods.prune.sparse import BlockSparseLinear, SparseLinear, sparse_twin
+from slimbench.methods.prune.sparse import SparseLinear, StoredSparse, sparse_twin
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -24,20 +24,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def finetune_masked(model: nn.Module, layers: dict[str, nn.Module], masks: mk.Masks, ctx: "CompressionContext",
-                    desc: str, finetune: bool = True) -> int:
+                    desc: str, finetune: bool = True) -> None:
     """Zero the pruned weights, then (if `finetune`) fine-tune for the whole budget with them held
-    at zero; returns the steps."""
+    at zero (the run records the steps from the ledger)."""
     mk.apply(layers, masks)
     if not finetune or ctx.budget_steps <= 0:
-        return 0
+        return
     before, after = mk.holders(layers, masks)
     ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, before_step=before, after_step=after,
                     desc=desc)
-    return ctx.budget_steps
 
 
 def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfig", fixed: dict[str, float],
-            ctx: "CompressionContext", desc: str) -> tuple[mk.Masks, list[tuple[int, float]]]:
+            ctx: "CompressionContext", owner: str) -> tuple[mk.Masks, list[tuple[int, float]]]:
     """Magnitude pruning along the cubic ramp during fine-tuning; returns the final masks and the
     (step, sparsity) updates. A zero budget prunes one-shot to the target (nothing to ramp over)."""
     total = ctx.budget_steps
@@ -49,7 +48,7 @@ def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfi
         target = cfg.sparsity * frac
         scaled = {n: s * frac for n, s in fixed.items()}
         scores = mk.saliency(model, layers, "magnitude")
-        current.update(mk.masks_from(scores, mk.allocate(scores, target, cfg.scope, scaled)))
+        current.update(mk.masks_from(scores, mk.allocate(scores, target, cfg.scope, scaled, owner)))
         mk.apply(layers, current)
         trace.append((step, round(target, 4)))
 
@@ -57,10 +56,7 @@ def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfi
         update(0, final=True)
         return current, trace
 
-    def before(m, step):
-        for n, layer in layers.items():
-            if layer.weight.grad is not None:
-                layer.weight.grad.mul_(current[n].to(layer.weight.grad.dtype))
+    before, _ = mk.holders(layers, current)  # reads `current`, which each update refills in place
 
     def after(m, step):
         if (step + 1) % cfg.update_every == 0 or step + 1 == total:
@@ -70,7 +66,7 @@ def gradual(model: nn.Module, layers: dict[str, nn.Module], cfg: "MagnitudeConfi
 
     update(0)
     ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, before_step=before, after_step=after,
-                    desc=desc)
+                    desc=f"{owner} gradual")
     if trace[-1][1] != round(cfg.sparsity, 4):
         update(total, final=True)  # a budget too short for the ramp still ends at the asked sparsity
     return current, trace
@@ -99,20 +95,21 @@ def to_sparse(model: nn.Module, layers: dict[str, nn.Module], masks: mk.Masks, c
 
 def storage_metrics(model: nn.Module) -> dict[str, Any]:
     """Sparsity measured from what is stored (values vs the dense shape), per layer and overall, and
-    the stored bytes of the sparse layers against what dense fp32 weights would take."""
-    per_layer, kept, total, stored, index = {}, 0, 0, 0, 0
+    the stored bytes of the sparse layers against what dense weights of the values' dtype would take."""
+    per_layer, kept, total, stored, index, dense_bytes = {}, 0, 0, 0, 0, 0
     for name, m in model.named_modules():
-        if isinstance(m, (SparseLinear, BlockSparseLinear)):
+        if isinstance(m, StoredSparse):
             dense = m.in_features * m.out_features
             per_layer[name] = round(1 - m.values.numel() / dense, 6) if dense else 0.0
             kept, total = kept + m.values.numel(), total + dense
             idx = sum(getattr(m, b).numel() * getattr(m, b).element_size() for b in m.slim_index)
             stored, index = stored + m.values.numel() * m.values.element_size() + idx, index + idx
+            dense_bytes += dense * m.values.element_size()
     out: dict[str, Any] = {"sparsity": round(1 - kept / total, 6) if total else 0.0, "sparsity_per_layer": per_layer,
                            "kept_weights": kept, "pruned_layer_weights": total,
                            "sparse_weight_bytes": stored, "sparse_index_bytes": index,
-                           "dense_weight_bytes": total * 4}
-    if stored > total * 4:
+                           "dense_weight_bytes": dense_bytes}
+    if stored > dense_bytes:
         out["note"] = "sparse storage is larger than dense here (index bytes outweigh the zeros)"
     return out
 
