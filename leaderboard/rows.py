@@ -262,7 +262,8 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
             error=str(run.get("error") or ""), simulated=bool(get(run, "method", "simulated", default=False)),
             page=page, run_id=str(get(run, "provenance", "mlflow_run_id", default=""))))
     for key in [k for k in failed if k not in groups]:
-        # A stand-in for a killed run may lack the device name or the task definition: join its task's section.
+        # A stand-in for a killed run from a store written before runs carried their whole device as a tag
+        # may lack the device name or the task definition: join its task's section.
         kind = key[2].split(" ", 1)[0]
         near = [k for k in groups if k[:2] == key[:2] and k[2].split(" ", 1)[0] == kind
                 and (not key[3] or k[3] == key[3])]

@@ -20,6 +20,7 @@ schemas and keeps the newest run per run key.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from datetime import datetime, timezone
@@ -58,6 +59,7 @@ def record_tags(record: RunRecord) -> dict[str, str]:
             "slimbench.label": record.method.label, "slimbench.profile": record.task.profile,
             "slimbench.device_label": record.device.label, "slimbench.kind": "run",
             "slimbench.baseline_key": record.baseline.get("key", ""),
+            "slimbench.device": json.dumps(dataclasses.asdict(record.device)),
             "slimbench.simulated": str(record.method.simulated).lower(),
             **{f"slimbench.{k}": json.dumps(v) if isinstance(v, (dict, list)) else v
                for k, v in record.provenance.items() if v is not None}}
@@ -216,14 +218,18 @@ def _stand_in(run: Any) -> dict[str, Any]:
     built from the tags and params the harness logs when a run starts."""
     tags, params = dict(run.data.tags), dict(run.data.params)
     skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile", "device_label", "kind",
-            "baseline_key"}
+            "baseline_key", "device"}
     prov: dict[str, Any] = {k.split(".", 1)[1]: v for k, v in tags.items()
                             if k.startswith("slimbench.") and k.split(".", 1)[1] not in skip}
     prov["mlflow_run_id"] = run.info.run_id
     if run.info.start_time:
         prov["started"] = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).isoformat()
     seed = params.get("seed")
-    device = str(params.get("device", "?"))
+    try:  # the whole device (capability included), so the stand-in lands in its run's section
+        device = json.loads(tags["slimbench.device"])
+    except (KeyError, ValueError):  # stores written before the tag: what the params and provenance give
+        kind = str(params.get("device", "?")).split(":")[0]
+        device = {"type": kind, "name": prov.get("device_name", ""), "threads": prov.get("threads")}
     return {
         "run_key": tags.get("slimbench.run_key", ""), "status": "FAILED", "command": None,
         "task": {"name": tags.get("slimbench.task") or params.get("task", "?"),
@@ -233,8 +239,7 @@ def _stand_in(run: Any) -> dict[str, Any]:
                    "simulated": tags.get("slimbench.simulated") == "true",
                    "config": {k[7:]: v for k, v in params.items() if k.startswith("config.")}},
         "seed": int(seed) if seed and seed.lstrip("-").isdigit() else seed,
-        "device": {"type": device.split(":")[0], "name": prov.get("device_name", ""),
-                   "threads": prov.get("threads")},
+        "device": device, "baseline": {"key": tags.get("slimbench.baseline_key", "")},
         "provenance": prov,
         "error": "no run.json: the run was killed before writing its results, or is still running "
                  f"(MLflow status {run.info.status})",
