@@ -41,6 +41,7 @@ def fake_run(task: str = "toy-vision", method: str = "baseline", family: str = "
         "method": {"name": method, "family": family, "label": label, "description": description,
                    "simulated": simulated, "config": {"version": 1, **config}},
         "seed": seed, "device": {"type": device, "name": device_name, "threads": 2},
+        "baseline": {"key": hashlib.sha1(repr((task, profile)).encode()).hexdigest()[:16]},  # the task definition
         "metrics": ({"accuracy": accuracy, "balanced_accuracy": accuracy, "size_bytes": size_bytes,
                      "params_total": size_bytes / 4, "params_nonzero": size_bytes / 4, "flops_dense": flops,
                      "flops_effective": flops * 0.8, "weights_bytes": size_bytes * 0.98} if finished else {}),

@@ -147,3 +147,14 @@ def test_wired_into_the_slimbench_cli(tmp_path: Path, tmp_path_factory, capsys):
     out = tmp_path / "via-cli"
     assert cli.main(["leaderboard", "--tracking-uri", uri, "--results-dir", str(results), "--out", str(out)]) == 0
     assert (out / "index.html").exists() and str(out / "index.html") in capsys.readouterr().out
+
+
+def test_killed_run_stand_in_carries_its_device_and_task_definition(tmp_path_factory):
+    from slimbench.suite.tracking import Tracker
+
+    uri, results = store.shared_store(tmp_path_factory)
+    records = Tracker(uri=uri, results_dir=results).read_records()
+    killed = next(r for r in records if "no run.json" in str(r.get("error")))
+    finished = next(r for r in records if r["task"]["name"] == killed["task"]["name"] and r["status"] == "FINISHED")
+    assert killed["device"] == finished["device"]
+    assert killed["baseline"]["key"] == finished["baseline"]["key"] != ""
