@@ -66,11 +66,6 @@ def _padded(lo: float, hi: float, log: bool) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def family_class(family: str) -> str:
-    """A CSS class from the fixed family list: a run's family string never reaches an attribute raw."""
-    return family_slug(family)
-
-
 def family_css() -> str:
     """One fill rule per family, from its colour in `core.families` (keyed by name, not position)."""
     rules = [f"circle.{family_slug(f)} {{ fill: {c}; }}" for f, c in FAMILY_COLOURS.items()]
@@ -113,7 +108,7 @@ def scatter_svg(points: list[Point], title: str, x_label: str, fmt_x: Callable[[
     boxes: list[tuple[float, float, float, float]] = []
     for p, on in zip(pts, front):
         cx, cy = sx(p.cost), sy(p.accuracy)
-        cls = f'pt {"front" if on else "dominated"} {family_class(p.family)}'
+        cls = f'pt {"front" if on else "dominated"} {family_slug(p.family)}'
         out.append(f'<a href="{escape(p.href)}"><circle class="{cls}" cx="{cx:.1f}" cy="{cy:.1f}" r="5" '
                    f'data-label="{escape(p.label)}" data-href="{escape(p.href)}" data-front="{int(on)}">'
                    f'<title>{escape(p.label)}: {escape(p.detail)}{"" if on else " (dominated)"}</title>'

@@ -13,11 +13,12 @@ from html import escape
 from pathlib import Path
 from typing import Any, Iterable
 
+from slimbench.core.families import family_slug
 from slimbench.leaderboard import fmt
 from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, NOTES, SIMULATED_TITLE, failed_csv, finite,
                                           section_title, to_csv, to_json, to_markdown)
 from slimbench.leaderboard.page import Assets
-from slimbench.leaderboard.plots import Point, family_class, scatter_svg
+from slimbench.leaderboard.plots import Point, scatter_svg
 from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, aggregate, get
 from slimbench.leaderboard.runpage import render_run_page
 from slimbench.core.families import FAMILIES
@@ -116,7 +117,7 @@ def _plots(sec: Section) -> str:
         rows = [r for r in sec.real if (r.device, r.batch_size) == (dev, bs)]
         svgs.append(scatter_svg(_points(rows, "latency_median_ms", fmt.ms),
                                 f"Accuracy vs latency · {dev} · batch {bs}", "median latency", fmt.ms))
-    legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_class(f)}" '
+    legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_slug(f)}" '
                       f'cx="5" cy="5" r="4"/></svg> {escape(f)}' for f in FAMILIES)
     return (f'<div class="plots">{"".join(svgs)}</div><p class="legend">{legend} · the dashed line is the '
             "Pareto front (labelled); dominated configurations are dimmed. Click a point for its run.</p>")

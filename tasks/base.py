@@ -230,7 +230,6 @@ class MethodData:
 
     def __init__(self, config: TaskConfig, data: TaskData):
         self._splits = Splits(without_data(config), data.without_test())
-        self.info = {k: v for k, v in data.info.items() if k != "class_balance"}
 
     def train_stream(self, batch_size: int, seed: int) -> Iterator:
         return self._splits.train_stream(batch_size, seed)
@@ -290,9 +289,6 @@ class Task:
 
     def train_stream(self, batch_size: int, seed: int) -> Iterator:
         return self.splits().train_stream(batch_size, seed)
-
-    def calibration_batches(self, batch_size: int = 64) -> Iterator:
-        return self.splits().calibration_batches(batch_size)
 
     def val_batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator:
         return self.splits().val_batches(batch_size, limit)
