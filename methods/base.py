@@ -181,6 +181,7 @@ class Method:
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     simulated: ClassVar[bool] = False
     version: ClassVar[int] = 1
+    default_seeds: ClassVar[int] = 1  # seeds a run without --seeds/--seed gives this method
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_cls()

@@ -32,7 +32,9 @@ def _add_run(sub) -> None:
     p.add_argument("--method-config", action="append", metavar="FILE",
                    help="a YAML/JSON file of config fields naming its method (`method: NAME`); recorded verbatim "
                         "with the run; repeat for several")
-    p.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds 0..N-1 (default 1)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="run seeds 0..N-1 (default: each method's own default, 1 for most; 3 for distillation, "
+                        "whose gains are often within seed noise)")
     p.add_argument("--seed", type=int, action="append", metavar="S", help="explicit seed(s), instead of --seeds")
     p.add_argument("--profile", choices=PROFILES, default="default",
                    help="quick: CI-sized; default: the embedded default; full: paper-grade budgets (GPU)")
@@ -91,8 +93,8 @@ def cmd_run(args) -> int:
     tasks = _csv(args.tasks) or list_tasks()
     methods = (args.method or []) + [spec_from_file(f) for f in args.method_config or []]
     methods = methods or [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
-    seeds = args.seed if args.seed else list(range(args.seeds))
-    if not args.seed and args.seeds < 1:
+    seeds = args.seed if args.seed else (list(range(args.seeds)) if args.seeds is not None else None)
+    if not args.seed and args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be >= 1")
@@ -103,7 +105,8 @@ def cmd_run(args) -> int:
                       command=" ".join(["slimbench", *map(shlex.quote, sys.argv[1:])]),
                       progress=ProgressConfig(False if args.no_progress else None), log=log)
     harness = Harness(opts)
-    log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {len(seeds)} seed(s); "
+    n_seeds = f"{len(seeds)} seed(s)" if seeds is not None else "each method's default seeds"
+    log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {n_seeds}; "
         f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}")
     results = harness.run_all(specs)
     records = [r.record if r.record else harness.tracker.record(r.run_id) for r in results if r.run_id]

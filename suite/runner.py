@@ -75,16 +75,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def plan(tasks: list[str], methods: list[str], seeds: list[int], profile: str) -> list[RunSpec]:
-    """Validate every task, method and config before any work starts."""
+def plan(tasks: list[str], methods: list[str], seeds: list[int] | None, profile: str) -> list[RunSpec]:
+    """Validate every task, method and config before any work starts. `seeds=None`: each method's
+    `default_seeds` (0..N-1)."""
     from slimbench.methods import create_method
     from slimbench.tasks import get_task
 
     for t in tasks:
         get_task(t, profile)
-    for m in methods:
-        create_method(m)
-    return [RunSpec(t, m, s) for t in tasks for m in methods for s in seeds]
+    per = {m: seeds if seeds is not None else list(range(create_method(m).default_seeds)) for m in methods}
+    return [RunSpec(t, m, s) for t in tasks for m in methods for s in per[m]]
 
 
 def run_key(task, method, seed: int, device_label: str) -> str:

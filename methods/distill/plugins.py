@@ -1,0 +1,168 @@
+"""The distillation method plugins, registered without importing torch.
+
+Each builds a student with the task's own builder (`students`), trains it for the task's whole
+fine-tuning budget with its loss, and returns it with the builder overrides, so the artifact
+reloads as `task.build_model(**overrides)` plus the saved tensors. The last step is what is
+measured (no best-checkpoint picking). `distill.scratch` is the control every KD row is read
+against: same student, init, budget and seeds, labels only.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from slimbench.methods.base import Compressed, CompressionContext, Method, register_method
+from slimbench.methods.distill.configs import DKDConfig, FeatureConfig, KDConfig, ScratchConfig, StudentConfig
+
+
+class DistillMethod(Method):
+    """A student trained against the frozen teacher (`_loss`); subclasses choose the loss."""
+
+    family = "distillation"
+    config_cls = StudentConfig
+    default_seeds: ClassVar[int] = 3  # KD gains are often within seed noise: the default suite runs three
+
+    def supports(self, task, device):
+        return None
+
+    def _loss(self, student, teacher, ctx: CompressionContext, info: dict[str, Any]):
+        """(loss function for the trainer or None for cross-entropy, extra parameter groups, cleanup)."""
+        return None, [], None
+
+    def compress(self, model, ctx: CompressionContext) -> Compressed:
+        from slimbench.methods.distill.students import build_student
+
+        student, over, info = build_student(ctx, self.config, self.name)
+        loss, extra, cleanup = self._loss(student, ctx.teacher, ctx, info)
+        try:
+            if ctx.budget_steps > 0:
+                groups = [{"params": list(student.parameters())}, *extra]
+                ctx.trainer.fit(student, ctx.train_batches(), ctx.recipe(), ctx.seed, loss=loss,
+                                param_groups=groups, desc=f"{self.name} student")
+        finally:
+            if cleanup is not None:
+                cleanup()
+        student.eval()
+        info["student_val_accuracy"] = round(ctx.val_accuracy(student), 5)
+        return Compressed(student, metrics=info, build_overrides=over)
+
+
+@register_method("distill.scratch")
+class Scratch(DistillMethod):
+    description = ("Control: the distillation student (same architecture, init, budget and seeds) trained on the "
+                   "labels alone, so every KD row shows what the teacher bought.")
+    config_cls = ScratchConfig
+
+
+def _teacher_logits(teacher, cache: dict | None, stats: dict[str, int]):
+    """teacher(**inputs) under no_grad, optionally cached by the batch's bytes."""
+    import hashlib
+
+    import torch
+
+    def logits(inputs: dict):
+        key = None
+        if cache is not None:
+            h = hashlib.sha1()
+            for k in sorted(inputs):
+                h.update(k.encode())
+                h.update(inputs[k].detach().cpu().numpy().tobytes())
+            key = h.hexdigest()
+            if key in cache:
+                stats["hits"] += 1
+                return cache[key].to(next(iter(inputs.values())).device)
+        with torch.no_grad():
+            out = teacher(**inputs)
+        stats["forwards"] += 1
+        if key is not None:
+            cache[key] = out.detach().cpu()
+        return out
+    return logits
+
+
+@register_method("distill.kd")
+class KD(DistillMethod):
+    description = ("Hinton knowledge distillation: a smaller student trained on the teacher's softened logits "
+                   "(T^2-scaled KL, batchmean) plus cross-entropy, weights alpha / 1 - alpha.")
+    config_cls = KDConfig
+
+    def _loss(self, student, teacher, ctx, info):
+        from slimbench.methods.common.losses import kd_loss
+
+        c = self.config
+        stats = {"forwards": 0, "hits": 0}
+        teacher_out = _teacher_logits(teacher, {} if c.cache_teacher else None, stats)
+
+        def loss(model, inputs, logits, labels):
+            return kd_loss(logits, teacher_out(inputs), labels, c.temperature, c.alpha)
+
+        info.update(temperature=c.temperature, alpha=c.alpha)
+        if c.cache_teacher:
+            def cleanup():
+                info["teacher_cache"] = dict(stats)
+            return loss, [], cleanup
+        return loss, [], None
+
+
+@register_method("distill.dkd")
+class DKD(DistillMethod):
+    description = ("Decoupled KD: target-class (TCKD) and non-target-class (NCKD) KL terms weighted apart "
+                   "(alpha, beta), plus cross-entropy; KD terms ramped in over a warm-up.")
+    config_cls = DKDConfig
+
+    def _loss(self, student, teacher, ctx, info):
+        import torch
+
+        from slimbench.methods.common.losses import dkd_loss
+
+        c = self.config
+        ramp = max(1, int(c.warmup * ctx.budget_steps))
+        step = [0]
+
+        def loss(model, inputs, logits, labels):
+            with torch.no_grad():
+                t = teacher(**inputs)
+            scale = min(1.0, (step[0] + 1) / ramp)
+            step[0] += 1
+            return dkd_loss(logits, t, labels, c.temperature, scale * c.alpha, scale * c.beta, c.ce)
+
+        info.update(temperature=c.temperature, alpha=c.alpha, beta=c.beta)
+        return loss, [], None
+
+
+@register_method("distill.feature")
+class Feature(DistillMethod):
+    description = ("Feature distillation: logit KD plus FitNets-style stage hints through learned 1x1 projections "
+                   "(CNNs) or hidden-state MSE and attention-map KL per mapped layer (transformers).")
+    config_cls = FeatureConfig
+
+    def _loss(self, student, teacher, ctx, info):
+        import torch
+
+        from slimbench.methods.common.losses import kd_loss
+        from slimbench.methods.distill.features import FeatureLoss
+        from slimbench.methods.distill.students import layer_map
+
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            feats = FeatureLoss(student, teacher, layer_map(teacher, student, c.layer_map, self.name),
+                                c.attention, self.name)
+        feats.projections.to(ctx.device)
+        parts = {"feature": 0.0, "attention": 0.0}
+
+        def loss(model, inputs, logits, labels):
+            with torch.no_grad():
+                t = teacher(**inputs)
+            hint, attn = feats(inputs)
+            parts["feature"], parts["attention"] = float(hint.detach()), float(attn.detach())
+            return kd_loss(logits, t, labels, c.temperature, c.alpha) + c.feature * hint + c.attention * attn
+
+        def cleanup():
+            feats.close()
+            info["final_feature_loss"] = round(parts["feature"], 6)
+            if feats.kind == "transformer":
+                info["final_attention_loss"] = round(parts["attention"], 6)
+
+        info.update(temperature=c.temperature, alpha=c.alpha, feature_kind=feats.kind)
+        groups = [{"params": list(feats.projections.parameters())}] if len(feats.projections) else []
+        return loss, groups, cleanup

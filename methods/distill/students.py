@@ -1,0 +1,139 @@
+"""Students: what they are built as (builder overrides) and what they start from (the teacher).
+
+A student is always `task.build_model(**overrides)`, so its artifact reloads through the same
+door as any model: the suite rebuilds it from the recorded overrides and loads the bytes.
+Overrides are given (`student`) or derived from the teacher's own shape for the two model kinds
+the suite ships: a timm ResNet (`layers`, `channels`, `stem_width`) and a transformers encoder
+(`num_hidden_layers`, `intermediate_size`).
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from slimbench.core.config import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.distill.configs import StudentConfig
+
+_LAYER = re.compile(r"(^|\.)(encoder\.layer)\.(\d+)\.")
+
+
+def hf_config(model: nn.Module) -> Any | None:
+    """The transformers config of a wrapped or bare transformers model, else None."""
+    inner = getattr(model, "model", model)
+    cfg = getattr(inner, "config", None)
+    return cfg if hasattr(cfg, "num_hidden_layers") else None
+
+
+def resnet_stages(model: nn.Module) -> list[nn.Module] | None:
+    """The four stages of a timm ResNet (`layer1`..`layer4`), else None."""
+    net = getattr(model, "net", model)
+    stages = [getattr(net, f"layer{i}", None) for i in range(1, 5)]
+    return stages if all(isinstance(s, nn.Sequential) for s in stages) else None
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """A transformers encoder's layer list (`...encoder.layer`), else None."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ModuleList) and name.endswith("encoder.layer"):
+            return m
+    return None
+
+
+def _round8(x: float) -> int:
+    """Down to a multiple of 8 (vector units want them), at least 8: a width below 1 always shrinks."""
+    return max(8, int(x + 1e-9) // 8 * 8)
+
+
+def derive(teacher: nn.Module, cfg: "StudentConfig", owner: str) -> dict[str, Any]:
+    """The student's builder overrides: `cfg.student` if given, else shrunk by depth and width."""
+    if cfg.student:
+        return dict(cfg.student)
+    hf = hf_config(teacher)
+    if hf is not None:
+        over: dict[str, Any] = {"num_hidden_layers": max(1, round(hf.num_hidden_layers * cfg.depth))}
+        if cfg.width != 1:
+            over["intermediate_size"] = _round8(hf.intermediate_size * cfg.width)
+        return over
+    stages = resnet_stages(teacher)
+    if stages is not None:
+        net = getattr(teacher, "net", teacher)
+        stem = net.conv1[0] if isinstance(net.conv1, nn.Sequential) else net.conv1
+        return {"layers": [max(1, round(len(s) * cfg.depth)) for s in stages],
+                "channels": [_round8(s[0].conv1.out_channels * cfg.width) for s in stages],
+                "stem_width": _round8(stem.out_channels * cfg.width)}
+    raise ConfigError(f"{owner} derives students from depth/width for timm ResNets and transformers encoders only; "
+                      f"give this model's student as builder arguments (student={{...}} in a config file or JSON)")
+
+
+def layer_map(teacher: nn.Module, student: nn.Module, given: tuple[int, ...], owner: str) -> list[int]:
+    """Which teacher layer each student transformer layer copies / imitates ([] for other models)."""
+    t_layers, s_layers = encoder_layers(teacher), encoder_layers(student)
+    if t_layers is None or s_layers is None:
+        if given:
+            raise ConfigError(f"{owner}: layer_map={list(given)} names transformer layers, but this model has none")
+        return []
+    n_t, n_s = len(t_layers), len(s_layers)
+    if not given:
+        return [round((i + 1) * n_t / n_s) - 1 for i in range(n_s)] if n_s <= n_t else \
+            [min(i, n_t - 1) for i in range(n_s)]
+    if len(given) != n_s:
+        raise ConfigError(f"{owner}: layer_map={list(given)} has {len(given)} entries but the student has {n_s} "
+                          f"layers; give one teacher layer (0..{n_t - 1}) per student layer")
+    bad = [i for i in given if i >= n_t]
+    if bad:
+        raise ConfigError(f"{owner}: layer_map names teacher layer(s) {bad}, but the teacher has layers 0..{n_t - 1}")
+    return list(given)
+
+
+def inherit(student: nn.Module, teacher: nn.Module, mapping: list[int]) -> dict[str, int]:
+    """Copy the teacher's weights into the student: student layer i <- teacher layer mapping[i]; a
+    smaller tensor takes the teacher tensor's leading slice in every dimension (the first channels,
+    neurons, positions), a larger one the teacher's values in its leading part. Returns counts."""
+    t_state = teacher.state_dict()
+    s_state = student.state_dict()
+    copied = sliced = fresh = 0
+    with torch.no_grad():
+        for key, dst in s_state.items():
+            src_key = _LAYER.sub(lambda m: f"{m.group(1)}{m.group(2)}.{mapping[int(m.group(3))]}.", key) \
+                if mapping else key
+            src = t_state.get(src_key)
+            if src is None or src.dim() != dst.dim():
+                fresh += 1
+                continue
+            if src.dim() == 0:
+                dst.copy_(src)
+                copied += 1
+                continue
+            region = tuple(slice(0, min(a, b)) for a, b in zip(dst.shape, src.shape))
+            dst[region].copy_(src[region])
+            copied += 1
+            sliced += dst.shape != src.shape
+    student.load_state_dict(s_state)
+    return {"tensors_inherited": copied, "tensors_sliced": sliced, "tensors_fresh": fresh}
+
+
+def build_student(ctx, cfg: "StudentConfig", owner: str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(student on the run's device, its builder overrides, what the run records about it)."""
+    teacher = ctx.teacher
+    over = derive(teacher, cfg, owner)
+    try:
+        student = ctx.build_model(**over)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{owner}: the task's model builder rejected student={over}: {exc}") from exc
+    mapping = layer_map(teacher, student, cfg.layer_map, owner)
+    student.to(ctx.device)
+    info: dict[str, Any] = {"student": over}
+    if mapping:
+        info["layer_map"] = mapping
+    if cfg.init == "teacher":
+        info.update(inherit(student, teacher, mapping))
+    n_s, n_t = (sum(p.numel() for p in m.parameters()) for m in (student, teacher))
+    info.update(student_params=n_s, teacher_params=n_t, params_ratio=round(n_t / n_s, 3))
+    if n_s > n_t:
+        info["note"] = f"student larger than its teacher ({n_s:,} vs {n_t:,} parameters)"
+    return student, over, info

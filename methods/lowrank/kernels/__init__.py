@@ -1,0 +1,1 @@
+"""The low-rank family's Triton kernel (fused two-factor linear)."""

@@ -1,0 +1,103 @@
+"""The low-rank method plugins, registered without importing torch.
+
+Both swap chosen layers for factorised twins (`LayerSwapMethod`): the artifact records which
+layers and their ranks, and restore builds empty twins of those ranks for the saved factors.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from slimbench.methods.base import CompressionContext, register_method
+from slimbench.methods.common.swap import LayerSwapMethod
+from slimbench.methods.lowrank.configs import SVDConfig, TuckerConfig
+
+
+class FactorMethod(LayerSwapMethod):
+    """A low-rank method: unsupported (not failed) on a model with nothing it can factorise."""
+
+    family = "low-rank"
+    what: ClassVar[str] = ""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._reasons: dict[str, str | None] = {}  # per task model: why nothing can be factorised
+
+    def _check(self, model) -> None:
+        raise NotImplementedError
+
+    def supports(self, task, device):
+        key = getattr(task, "key", None)
+        if key is None:
+            return None
+        if key not in self._reasons:
+            try:
+                self._check(task.build_model())
+                self._reasons[key] = None
+            except ValueError as exc:
+                self._reasons[key] = f"{self.name} factorises {self.what}; this task's model has none outside " \
+                                     f"skip ({exc})"
+            except Exception:  # cannot tell: let compress report the real problem
+                return None
+        return self._reasons[key]
+
+    def _meta(self, model) -> dict[str, Any]:
+        twins = self._twins()
+        return {"ranks": {n: getattr(m, "rank", None) or list(m.ranks)
+                          for n, m in model.named_modules() if isinstance(m, twins)}}
+
+
+@register_method("lowrank.svd")
+class SVD(FactorMethod):
+    description = ("Truncated SVD of Linear layers stored as two factors (plain, Fisher-weighted FWSVD or "
+                   "activation-aware ASVD; ranks by parameter budget, energy or validation sensitivity), then "
+                   "fine-tuned; layers not smaller or measured slower stay dense.")
+    config_cls = SVDConfig
+    what = "nn.Linear layers"
+
+    def _check(self, model) -> None:
+        from slimbench.methods.common.layers import LINEAR, targets
+        targets(model, self.config.skip, self.name, LINEAR, verb="factorise")
+
+    def _swap(self, model, ctx: CompressionContext):
+        from slimbench.methods.lowrank.procedure import factorise_linear
+        return factorise_linear(model, self.config, ctx, self.name)
+
+    def _twins(self):
+        from slimbench.methods.lowrank.modules import LowRankLinear
+        return (LowRankLinear,)
+
+    def _empty(self, name, layer, meta):
+        from slimbench.methods.lowrank.modules import LowRankLinear
+        return LowRankLinear(layer.in_features, layer.out_features, int(meta["ranks"][name]), layer.bias is not None,
+                             self.config.kernel)
+
+    def _format(self) -> str:
+        return f"two fp32 factors per layer (U [out, r], V [r, in]), {self.config.kernel} kernel"
+
+
+@register_method("lowrank.tucker")
+class Tucker(FactorMethod):
+    description = ("Tucker-2 (HOSVD) of kxk Conv2d layers: 1x1 -> kxk core -> 1x1 convs (ranks by FLOP budget, "
+                   "energy or VBMF), then fine-tuned; convs not smaller or measured slower stay dense.")
+    config_cls = TuckerConfig
+    what = "kxk, groups=1 nn.Conv2d layers"
+
+    def _check(self, model) -> None:
+        from slimbench.methods.lowrank.procedure import conv_targets
+        conv_targets(model, self.config.skip, self.name)
+
+    def _swap(self, model, ctx: CompressionContext):
+        from slimbench.methods.lowrank.procedure import factorise_conv
+        return factorise_conv(model, self.config, ctx, self.name)
+
+    def _twins(self):
+        from slimbench.methods.lowrank.modules import TuckerConv2d
+        return (TuckerConv2d,)
+
+    def _empty(self, name, layer, meta):
+        from slimbench.methods.lowrank.modules import TuckerConv2d
+        r_out, r_in = meta["ranks"][name]
+        return TuckerConv2d(layer, int(r_out), int(r_in))
+
+    def _format(self) -> str:
+        return "three fp32 convs per factorised conv (1x1, kxk core, 1x1)"

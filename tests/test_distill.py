@@ -1,0 +1,178 @@
+"""The distillation family: its losses against hand-written formulas, students (derived shapes,
+inheritance from the teacher, layer maps), feature taps, bad input, and the default seeds."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimbench.core.config import ConfigError
+from slimbench.methods import create_method
+
+
+def _logits(n=6, c=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g) * 3, torch.randn(n, c, generator=g) * 3, torch.randint(0, c, (n,), generator=g)
+
+
+def test_kd_loss_is_hintons_formula():
+    from slimbench.methods.common.losses import kd_loss
+
+    s, t, y = _logits()
+    T, alpha = 3.0, 0.7
+    p_t, p_s = F.softmax(t / T, -1), F.softmax(s / T, -1)
+    kl = (p_t * (p_t.log() - p_s.log())).sum(-1).mean()
+    want = alpha * T * T * kl + (1 - alpha) * F.cross_entropy(s, y)
+    torch.testing.assert_close(kd_loss(s, t, y, T, alpha), want)
+    assert kd_loss(t, t, y, T, 1.0).abs() < 1e-6  # a student equal to its teacher has nothing to learn
+
+
+def test_dkd_reassembles_kd():
+    """KD = TCKD + (1 - p_t[target]) * NCKD per example (the identity DKD decouples): with alpha=1,
+    beta=1-p_t and no cross-entropy, DKD equals the soft KD term."""
+    from slimbench.methods.common.losses import dkd_loss, kd_loss
+
+    T = 2.0
+    for seed in range(4):
+        s, t, y = _logits(n=1, seed=seed)
+        beta = 1 - float(F.softmax(t / T, -1)[0, y[0]])
+        torch.testing.assert_close(dkd_loss(s, t, y, T, 1.0, beta, ce=0.0), kd_loss(s, t, y, T, 1.0),
+                                   rtol=1e-4, atol=1e-6)
+    s, t, y = _logits()
+    assert dkd_loss(s, t, y, T, 0.0, 1.0, ce=0.0) > 0 and dkd_loss(s, s, y, T, 1.0, 8.0, ce=0.0).abs() < 1e-5
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("distill.kd:temperature=0", "temperature"), ("distill.kd:alpha=1.5", "alpha"), ("distill.kd:alpha=-0.1", "alpha"),
+    ("distill.dkd:temperature=-1", "temperature"), ("distill.kd:width=0", "width"),
+    ("distill.kd:layer_map=1;1", "repeats"), ("distill.dkd:alpha=0,beta=0,ce=0", "nothing to train"),
+])
+def test_bad_configs_fail_before_work(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        create_method(spec)
+
+
+def _ctx(conformance_tasks, name, seed=0):
+    from slimbench.suite.context import make_context
+    task, baseline = conformance_tasks[name]
+    return make_context(task, baseline=baseline, seed=seed), baseline
+
+
+def test_students_derived_inherited_and_flagged(conformance_tasks):
+    from slimbench.methods.distill.configs import StudentConfig
+    from slimbench.methods.distill.students import build_student
+
+    ctx, teacher = _ctx(conformance_tasks, "toy-transformer")
+    student, over, info = build_student(ctx, StudentConfig(), "distill.kd")
+    assert over == {"num_hidden_layers": 1, "intermediate_size": 48} and info["layer_map"] == [1]
+    s_layer = student.model.bert.encoder.layer[0]
+    t_layer = teacher.model.bert.encoder.layer[1]
+    torch.testing.assert_close(s_layer.attention.self.query.weight, t_layer.attention.self.query.weight)
+    torch.testing.assert_close(s_layer.intermediate.dense.weight, t_layer.intermediate.dense.weight[:48])
+    assert "note" not in info and info["params_ratio"] > 1
+
+    big, _, info = build_student(ctx, StudentConfig(width=2.0, depth=1.0), "distill.kd")
+    assert "larger than its teacher" in info["note"]
+    with pytest.raises(ConfigError, match="teacher has layers 0..1"):
+        build_student(ctx, StudentConfig(layer_map=(5,)), "distill.kd")
+    with pytest.raises(ConfigError, match="1 layers"):
+        build_student(ctx, StudentConfig(layer_map=(0, 1)), "distill.kd")
+
+    ctx, teacher = _ctx(conformance_tasks, "toy-cnn")
+    student, over, info = build_student(ctx, StudentConfig(width=0.5), "distill.kd")
+    assert over["channels"] == [16, 24, 24, 48] and over["layers"] == [1, 1, 1, 1]
+    torch.testing.assert_close(student.net.layer4[0].conv2.weight,
+                               teacher.net.layer4[0].conv2.weight[:48, :48].contiguous())
+    scratch, _, info = build_student(ctx, StudentConfig(width=0.5, init="scratch"), "distill.kd")
+    assert "tensors_inherited" not in info
+    with pytest.raises(ConfigError, match="names transformer layers"):
+        build_student(ctx, StudentConfig(layer_map=(0,)), "distill.kd")
+
+
+def test_attention_maps_match_the_models_own(conformance_tasks):
+    """The attention maps feature distillation matches, computed from the hooked query/key
+    projections, are the ones the model's eager attention computes (padding included)."""
+    from slimbench.methods.distill.features import Taps, attention_logprobs
+
+    task, model = conformance_tasks["toy-transformer"]
+    inputs = task.example_inputs(4)
+    layer = model.model.bert.encoder.layer[0]
+    taps = Taps({"q": layer.attention.self.query, "k": layer.attention.self.key})
+    with torch.no_grad():
+        out = model.model(**inputs, output_attentions=True)
+    taps.close()
+    mine = attention_logprobs(taps.out["q"], taps.out["k"], layer.attention.self.num_attention_heads,
+                              inputs["attention_mask"]).exp()
+    theirs = out.attentions[0]
+    keep = inputs["attention_mask"].bool()[:, None, :, None].expand_as(mine)  # rows of real tokens
+    torch.testing.assert_close(mine[keep], theirs[keep], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("task_name", ["toy-cnn", "toy-transformer"])
+def test_feature_terms_are_finite_and_trainable(conformance_tasks, task_name):
+    from slimbench.methods.distill.configs import StudentConfig
+    from slimbench.methods.distill.features import FeatureLoss
+    from slimbench.methods.distill.students import build_student, layer_map
+
+    ctx, teacher = _ctx(conformance_tasks, task_name)
+    student, _, _ = build_student(ctx, StudentConfig(width=0.5), "distill.feature")
+    feats = FeatureLoss(student, teacher, layer_map(teacher, student, (), "x"), 1.0, "distill.feature")
+    inputs = ctx.example_inputs(8)
+    student(**inputs)
+    with torch.no_grad():
+        teacher(**inputs)
+    hint, attn = feats(inputs)
+    feats.close()
+    assert torch.isfinite(hint) and hint > 0 and torch.isfinite(attn) and attn >= 0
+    hint.backward()
+    assert any(p.grad is not None for p in feats.projections.parameters()) or not len(feats.projections)
+    assert any(p.grad is not None for p in student.parameters())
+
+
+def test_kd_moves_the_student_towards_the_teacher(conformance_tasks):
+    """With alpha=1 the only signal is the teacher: training must bring the student's distribution
+    closer to the teacher's on validation inputs than it was at the start."""
+    import dataclasses
+
+    from slimbench.methods.distill.configs import KDConfig
+    from slimbench.methods.distill.plugins import KD
+    from slimbench.suite.context import make_context
+
+    task, baseline = conformance_tasks["toy-transformer"]
+    ctx = make_context(task, baseline=baseline, seed=0,
+                       finetune=dataclasses.replace(task.config.finetune, steps=30))
+    method = KD(KDConfig(alpha=1.0, init="scratch", temperature=2.0))
+    x = ctx.example_inputs(32)
+
+    def gap(model):
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(model(**x), -1), F.log_softmax(baseline(**x), -1),
+                                  reduction="batchmean", log_target=True))
+    from slimbench.methods.distill.students import build_student
+    start = gap(build_student(ctx, method.config, "distill.kd")[0].eval())
+    result = method.compress(baseline, ctx)
+    assert gap(result.model) < 0.5 * start
+    assert result.metrics["alpha"] == 1.0 and result.build_overrides == {"num_hidden_layers": 1, "intermediate_size": 48}
+
+
+def test_teacher_cache_hits_only_repeated_batches(conformance_tasks):
+    from slimbench.methods.distill.plugins import _teacher_logits
+
+    _, baseline = conformance_tasks["toy-cnn"]
+    stats = {"forwards": 0, "hits": 0}
+    logits = _teacher_logits(baseline, {}, stats)
+    a = {"pixel_values": torch.randn(2, 1, 16, 16)}
+    b = {"pixel_values": torch.randn(2, 1, 16, 16)}
+    first = logits(a)
+    logits(b)
+    torch.testing.assert_close(logits(a), first)
+    assert stats == {"forwards": 2, "hits": 1}
+
+
+def test_distillation_runs_three_seeds_by_default():
+    from slimbench.suite.runner import plan
+
+    specs = plan(["toy"], ["distill.kd", "baseline"], None, "quick")
+    assert sorted(s.seed for s in specs if s.method == "distill.kd") == [0, 1, 2]
+    assert [s.seed for s in specs if s.method == "baseline"] == [0]
+    assert len(plan(["toy"], ["distill.kd"], [5], "quick")) == 1
