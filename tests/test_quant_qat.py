@@ -242,3 +242,23 @@ def test_qat_beats_minmax_on_toy(bits, toy_task, toy_baseline):
     train_split = list(toy_task.loader("train", 256))
     assert _ce_acc(trained, train_split)[0] < 0.95 * _ce_acc(minmax, train_split)[0]
     assert _ce_acc(trained, toy_task.test_batches())[1] >= _ce_acc(minmax, toy_task.test_batches())[1] - 0.03
+
+
+def test_qat_distills_from_the_teacher(conformance_tasks, method_contract, tmp_path):
+    """loss=kd trains the fake-quant model on the teacher's logits (the trainer is handed the KD
+    loss, which is zero for a student equal to its teacher), and the result keeps the contract."""
+    import torch
+
+    from slimbench.methods import create_method
+    from slimbench.methods.quant.qat import teacher_kd
+    from slimbench.suite.context import make_context
+
+    task, baseline = conformance_tasks["toy-transformer"]
+    ctx = make_context(task, baseline=baseline)
+    loss = teacher_kd(ctx, 2.0, 1.0)
+    inputs = task.example_inputs(8)
+    with torch.no_grad():
+        same = loss(None, inputs, baseline(**inputs), torch.zeros(8, dtype=torch.long))
+        other = loss(None, inputs, torch.zeros(8, 4), torch.zeros(8, dtype=torch.long))
+    assert float(same) < 1e-6 < float(other)
+    method_contract(lambda: create_method("quant.qat:loss=kd,bits=8,granularity=channel"), task, baseline, tmp_path)

@@ -81,6 +81,11 @@ class TrainedGridConfig(GridConfig):
 @dataclass(frozen=True)
 class QATConfig(TrainedGridConfig):
     bits: int = setting(4, "weight bits: 2, 3, 4 or 8 (symmetric)", choices=PACKABLE_BITS)
+    loss: Literal["ce", "kd"] = setting(
+        "ce", "ce: cross-entropy on the labels; kd: quantization-aware distillation, Hinton KD against the frozen "
+              "fp32 teacher (the baseline), so the quantized model learns the teacher's outputs")
+    temperature: float = setting(4.0, "loss=kd: T of the softened logits", gt=0)
+    alpha: float = setting(0.9, "loss=kd: weight of the teacher term (1 - alpha weights cross-entropy)", ge=0, le=1)
 
     @property
     def final_bits(self) -> int:

@@ -73,7 +73,8 @@ class GPTQ(_PackedGrid):
 @register_method("quant.qat")
 class QAT(_PackedGrid):
     description = ("Quantization-aware training (STE + LSQ learned step sizes) of Linear/Conv2d weights for the "
-                   "fine-tuning budget, then stored bit-packed like quant.minmax.")
+                   "fine-tuning budget (on the labels, or distilled from the teacher with loss=kd), then stored "
+                   "bit-packed like quant.minmax.")
     config_cls = QATConfig
 
     def minmax_config(self) -> MinMaxConfig:
@@ -83,8 +84,10 @@ class QAT(_PackedGrid):
         return f"{self.name}: LSQ-learned scales, " + super()._format()
 
     def _swap(self, model, ctx: CompressionContext):
-        from slimbench.methods.quant.qat import compress_qat
-        return compress_qat(model, ctx, self.minmax_config(), self.name)
+        from slimbench.methods.quant.qat import compress_qat, teacher_kd
+        c = self.config
+        loss = teacher_kd(ctx, c.temperature, c.alpha) if c.loss == "kd" else None
+        return compress_qat(model, ctx, self.minmax_config(), self.name, loss)
 
 
 @register_method("quant.progressive")

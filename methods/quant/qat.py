@@ -52,11 +52,28 @@ def endless(make: Callable[[], Iterable]) -> Iterator:
             raise ValueError("the training data is empty")
 
 
-def train(model: nn.Module, ctx: "CompressionContext", steps: int, batches: Iterable, desc: str) -> None:
-    """Fine-tune the fake-quant model (weights, biases, step sizes) with the shared trainer."""
+def train(model: nn.Module, ctx: "CompressionContext", steps: int, batches: Iterable, desc: str,
+          loss: Callable | None = None) -> None:
+    """Fine-tune the fake-quant model (weights, biases, step sizes) with the shared trainer
+    (`loss`: the trainer's loss function; default cross-entropy)."""
     if steps <= 0:
         return
-    ctx.trainer.fit(model, batches, ctx.recipe(steps), ctx.seed, desc=desc)
+    ctx.trainer.fit(model, batches, ctx.recipe(steps), ctx.seed, desc=desc, loss=loss)
+
+
+def teacher_kd(ctx: "CompressionContext", temperature: float, alpha: float) -> Callable:
+    """The trainer loss of quantization-aware distillation: KD against the context's frozen teacher."""
+    import torch
+
+    from slimbench.methods.common.losses import kd_loss
+
+    teacher = ctx.teacher
+
+    def loss(model, inputs, logits, labels):
+        with torch.no_grad():
+            t = teacher(**inputs)
+        return kd_loss(logits, t, labels, temperature, alpha)
+    return loss
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -66,8 +83,9 @@ def convert(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def compress_qat(model: nn.Module, ctx: "CompressionContext", cfg: "MinMaxConfig", owner: str) -> nn.Module:
-    """quant.qat: fake-quant at cfg.bits, train for the whole budget, convert."""
+def compress_qat(model: nn.Module, ctx: "CompressionContext", cfg: "MinMaxConfig", owner: str,
+                 loss: Callable | None = None) -> nn.Module:
+    """quant.qat: fake-quant at cfg.bits, train for the whole budget (with `loss`), convert."""
     prepare(model, cfg, owner)
-    train(model, ctx, ctx.budget_steps, endless(ctx.train_batches), desc=f"{owner} {cfg.bits}-bit")
+    train(model, ctx, ctx.budget_steps, endless(ctx.train_batches), desc=f"{owner} {cfg.bits}-bit", loss=loss)
     return convert(model)
