@@ -76,6 +76,7 @@ class Row:
     bops: float | None
     sparsity: float | None  # what the method measured from its stored weights (pruning), else None
     note: str  # a caveat the method recorded (e.g. "sparse storage is larger than dense here")
+    control: dict[str, Any] | None  # the run's control row: {"method": name, "config": fields it shares}
     device: str
     batch_size: int | None
     latency_median_ms: float | None
@@ -223,10 +224,32 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         bops=median(group.metric("bops")),
         sparsity=median(group.metric("sparsity", "method_metrics")),
         note="; ".join(dict.fromkeys(str(n) for r in group.runs if (n := get(r, "method_metrics", "note")))),
-        device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
+        control=ctl if isinstance(ctl := get(first, "method_metrics", "control"), dict) else None, device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
         latency_p90_ms=lat_p90.get((dev, bs)),
         speedup=_ratio(b_lat.get((dev, bs)), lat_med.get((dev, bs))),
         peak_bytes=mem.get((dev, bs))) for dev, bs in keys]
+
+
+def _control_notes(rows: list[Row]) -> None:
+    """A row that names its control (a KD student names the no-teacher student of the same shape)
+    gets a note saying whether it beat it, by how much, over how many seeds each; said plainly when
+    it did not."""
+    for row in rows:
+        ctl = row.control
+        if not ctl or row.accuracy is None:
+            continue
+        shared = ctl.get("config") or {}
+        match = [c for c in rows if c.method == ctl.get("method") and c.device == row.device
+                 and c.batch_size == row.batch_size and c.accuracy is not None
+                 and all(c.config.get(k) == v for k, v in shared.items())]
+        if not match:
+            continue
+        c = max(match, key=lambda c: c.n_seeds)
+        diff = 100 * (row.accuracy - c.accuracy)
+        verdict = "beat" if diff > 0 else "did not beat"
+        text = (f"{verdict} the control {c.label} ({diff:+.2f} pp; {row.n_seeds} vs {c.n_seeds} seed"
+                f"{'s' if c.n_seeds != 1 else ''})")
+        row.note = f"{row.note}; {text}" if row.note else text
 
 
 def _seed_key(seed: Any) -> tuple[int, float, str]:
@@ -287,6 +310,7 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
             pairs = sorted(zip(g.runs, g.pages), key=lambda rp: _seed_key(rp[0].get("seed")))
             g.runs, g.pages = [r for r, _ in pairs], [p for _, p in pairs]
             (sec.simulated if sim else sec.real).extend(_rows(g, base, "simulated" if sim else "real"))
+        _control_notes(sec.real)
         sec.real.sort(key=_sort_key)
         sec.simulated.sort(key=_sort_key)
         sections.append(sec)

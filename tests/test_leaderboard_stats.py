@@ -216,3 +216,27 @@ def test_pruning_rows_show_sparsity_notes_and_their_plot(tmp_path):
     index = build_site(runs, tmp_path / "site", "t").read_text()
     assert "Accuracy vs sparsity" in index
     assert "Accuracy vs sparsity" not in build_site(runs[:1], tmp_path / "site2", "t").read_text()
+
+
+def test_kd_rows_say_whether_they_beat_their_no_teacher_control():
+    """A distillation row names its control; the board finds the control row of the same student and
+    says plainly, per row, whether the teacher helped (and by how much, over how many seeds)."""
+    from slimbench.leaderboard.rows import aggregate
+    from slimbench.leaderboard.synthetic import fake_run
+
+    student = {"width": 0.5}
+    runs = [fake_run(method="baseline", accuracy=0.92)]
+    for seed in range(3):
+        runs.append(fake_run(method="distill.scratch", family="distillation", config=student, seed=seed,
+                             accuracy=0.88 + 0.001 * seed))
+        runs.append(fake_run(method="distill.scratch", family="distillation", config={"width": 0.25}, seed=seed,
+                             accuracy=0.95))  # another student: never the control of the width=0.5 rows
+        for method, acc in (("distill.kd", 0.89), ("distill.dkd", 0.87)):
+            r = fake_run(method=method, family="distillation", config={**student, "temperature": 4}, seed=seed,
+                         accuracy=acc)
+            r["method_metrics"] = {"control": {"method": "distill.scratch", "config": student}}
+            runs.append(r)
+    rows = {(r.method, r.batch_size): r for r in aggregate(runs).sections[0].real if r.config.get("width") == 0.5}
+    assert rows[("distill.kd", 1)].note == "beat the control distill.scratch width=0.5 (+0.90 pp; 3 vs 3 seeds)"
+    assert rows[("distill.dkd", 64)].note.startswith("did not beat the control distill.scratch width=0.5 (-1.10 pp")
+    assert rows[("distill.scratch", 1)].note == ""

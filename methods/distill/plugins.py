@@ -43,7 +43,18 @@ class DistillMethod(Method):
                 cleanup()
         student.eval()
         info["student_val_accuracy"] = round(ctx.val_accuracy(student), 5)
+        if self.name != "distill.scratch":
+            info["control"] = self.control()
         return Compressed(student, metrics=info, build_overrides=over)
+
+    def control(self) -> dict[str, Any]:
+        """The no-teacher row this run is read against: distill.scratch with the same student
+        (the leaderboard finds it by these fields and says whether the teacher helped)."""
+        import dataclasses
+
+        from slimbench.core.config import to_dict
+        shared = {f.name for f in dataclasses.fields(StudentConfig)} - {"version"}
+        return {"method": "distill.scratch", "config": {k: v for k, v in to_dict(self.config).items() if k in shared}}
 
 
 @register_method("distill.scratch")
