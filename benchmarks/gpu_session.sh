@@ -11,8 +11,8 @@
 # `set -u` without `set -e`). Everything worth keeping is copied flat into $OUT, which the
 # device tool sends back (at most 8 files): session.log, stock-kernels.txt, the result JSONs.
 #
-# Environment: BUDGET (seconds, default 480), QUICK=1 (quant_kernels without its config
-# sweep), STOCK_KERNELS (path to shared/bench/stock_kernels.py; ../shared does not travel, so
+# Environment: BUDGET (seconds, default 480), QUICK=1 (quant_kernels and lowrank_kernels without
+# their config sweeps), STOCK_KERNELS (path to shared/bench/stock_kernels.py; ../shared does not travel, so
 # carry a copy), PYTHON (default python3), OUT (set by the device tool; a local folder otherwise).
 set -u
 
@@ -86,6 +86,12 @@ step cuda_methods 60 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
 # ResNet-50 with half its channels removed and a BERT-base with 2:4 FFNs as CUDA graphs
 #   -> results/benchmarks/prune-kernels-<gpu>.json
 step prune_kernels 120 "$PY" benchmarks/prune_kernels.py --reps 30 --out results/benchmarks
+
+# (e3) the low-rank family: the fused two-factor kernel vs dense fp16 and two cuBLAS calls, and a
+# BERT-base-shaped encoder with rank-25% FFNs as CUDA graphs -> results/benchmarks/lowrank-kernels-<gpu>.json
+LR_ARGS=(--reps 30 --out results/benchmarks)
+[ "${QUICK:-0}" = 1 ] && LR_ARGS+=(--quick)
+step lowrank_kernels 150 "$PY" benchmarks/lowrank_kernels.py "${LR_ARGS[@]}"
 
 # (f) stock PyTorch kernels, same machine and run, as anchors (last: quant_kernels.py times fp16
 # F.linear itself, so our ratios do not depend on this step)

@@ -264,6 +264,9 @@ def hf_classifier(cfg: TaskConfig, package: str | None = None, path: str | None 
 
     Pretrained weights load on every build (the suite caches the fine-tuned baseline); the new
     classification head is initialized from cfg.seed in a forked RNG, so builds are identical.
+    `kwargs` override the model's config (a student or search child: `num_hidden_layers=3`,
+    `intermediate_size=1152`); pretrained tensors whose shape the override changed are then
+    freshly initialized instead of failing the build (the caller fills them).
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -277,7 +280,8 @@ def hf_classifier(cfg: TaskConfig, package: str | None = None, path: str | None 
             torch.manual_seed(cfg.seed)
             model = _from_pretrained(AutoModelForSequenceClassification, "model",
                                      {"package": package, "path": path, "model_id": model_id,
-                                      "revision": revision}, num_labels=cfg.num_classes, **kwargs)
+                                      "revision": revision}, num_labels=cfg.num_classes,
+                                     **({"ignore_mismatched_sizes": True} if kwargs else {}), **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:

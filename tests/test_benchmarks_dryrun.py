@@ -154,3 +154,26 @@ def test_prune_kernels_bows_out_without_cuda():
         pytest.skip("CUDA present: prune_kernels.py would run the full benchmark")
     proc = _run([sys.executable, str(BENCH / "prune_kernels.py")], timeout=60)
     assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_lowrank_kernels_smoke_runs_every_path(tmp_path):
+    """lowrank_kernels.py --smoke: the fused kernel's correctness checks (default and a multi-chunk,
+    split config), the timings and the low-rank BERT comparison (fused path included) on tiny shapes
+    through the Triton interpreter."""
+    proc = _run([sys.executable, str(BENCH / "lowrank_kernels.py"), "--smoke", "--out", str(tmp_path)], timeout=600,
+                env={**ENV, "TRITON_INTERPRET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "lowrank-kernels-cpu-smoke.json").read_text())
+    assert rec["complete"] and all(e["ok"] for e in rec["kernels"])
+    assert all(len(e["configs"]) == 2 and all(c["rel_err"] < 2e-2 for c in e["configs"]) for e in rec["kernels"])
+    (bert,) = rec["models"]
+    assert bert["params_lowrank"] < bert["params_dense"] and bert["fused_vs_torch_rel_err"] < 2e-2
+    assert bert["fused_ms"] > 0 and bert["torch_ms"] > 0
+
+
+def test_lowrank_kernels_bows_out_without_cuda():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: lowrank_kernels.py would run the full benchmark")
+    proc = _run([sys.executable, str(BENCH / "lowrank_kernels.py")], timeout=60)
+    assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
