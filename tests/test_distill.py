@@ -63,7 +63,7 @@ def test_students_derived_inherited_and_flagged(conformance_tasks):
     from slimbench.methods.distill.students import build_student
 
     ctx, teacher = _ctx(conformance_tasks, "toy-transformer")
-    student, over, info = build_student(ctx, StudentConfig(), "distill.kd")
+    student, over, info = build_student(ctx, StudentConfig(init="leading"), "distill.kd")
     assert over == {"num_hidden_layers": 1, "intermediate_size": 48} and info["layer_map"] == [1]
     s_layer = student.model.bert.encoder.layer[0]
     t_layer = teacher.model.bert.encoder.layer[1]
@@ -79,14 +79,46 @@ def test_students_derived_inherited_and_flagged(conformance_tasks):
         build_student(ctx, StudentConfig(layer_map=(0, 1)), "distill.kd")
 
     ctx, teacher = _ctx(conformance_tasks, "toy-cnn")
-    student, over, info = build_student(ctx, StudentConfig(width=0.5), "distill.kd")
-    assert over["channels"] == [16, 24, 24, 48] and over["layers"] == [1, 1, 1, 1]
+    student, over, info = build_student(ctx, StudentConfig(width=0.5, init="leading"), "distill.kd")
+    assert over["channels"] == [16, 24, 24, 48] and over["layers"] == [1, 1, 1, 1] and over["stem_width"] == 8
     torch.testing.assert_close(student.net.layer4[0].conv2.weight,
                                teacher.net.layer4[0].conv2.weight[:48, :48].contiguous())
     scratch, _, info = build_student(ctx, StudentConfig(width=0.5, init="scratch"), "distill.kd")
     assert "tensors_inherited" not in info
     with pytest.raises(ConfigError, match="names transformer layers"):
         build_student(ctx, StudentConfig(layer_map=(0,)), "distill.kd")
+
+
+@pytest.mark.parametrize("task_name", ["toy-cnn", "toy-transformer"])
+def test_ranked_init_keeps_the_most_important_units(conformance_tasks, task_name):
+    """The importance-ranked teacher copy computes what the teacher does (a full-width student
+    inherits it exactly), and a narrower student keeps the units of largest L1 norm (transformer
+    FFN neurons; a CNN's coupled groups are scored whole, so the check is that whole teacher
+    filters were chosen, not leading slices)."""
+    from slimbench.methods.distill.configs import StudentConfig
+    from slimbench.methods.distill.students import build_student
+
+    ctx, teacher = _ctx(conformance_tasks, task_name)
+    x = ctx.example_inputs(8)
+    full, _, info = build_student(ctx, StudentConfig(width=1.0, depth=1.0), "distill.kd")
+    assert info["tensors_sliced"] == 0 and info["tensors_fresh"] == 0
+    with torch.no_grad():
+        torch.testing.assert_close(full.eval()(**x), teacher(**x), rtol=1e-4, atol=1e-4)
+    narrow, _, info = build_student(ctx, StudentConfig(width=0.5, depth=1.0), "distill.kd")
+    if task_name == "toy-transformer":
+        t_up, s_up = teacher.model.bert.encoder.layer[0].intermediate.dense, \
+            narrow.model.bert.encoder.layer[0].intermediate.dense
+        t_down = teacher.model.bert.encoder.layer[0].output.dense
+        norms = t_up.weight.abs().sum(1) + t_down.weight.abs().sum(0)
+        kept = norms.sort(descending=True).values[:s_up.out_features]
+        got = s_up.weight.abs().sum(1) + narrow.model.bert.encoder.layer[0].output.dense.weight.abs().sum(0)
+        torch.testing.assert_close(got, kept)
+    else:  # whole coupled groups are scored (conv, its BatchNorm, the convs reading it): compare outcomes
+        assert info["tensors_fresh"] == 0 and "Torch-Pruning" in info["inherited"]
+        leading, _, _ = build_student(ctx, StudentConfig(width=0.5, depth=1.0, init="leading"), "distill.kd")
+        assert not torch.equal(leading.net.conv1[0].weight, narrow.net.conv1[0].weight)
+        rows = {tuple(r.flatten().tolist()) for r in teacher.net.conv1[0].weight}  # kept filters are the teacher's
+        assert all(tuple(r.flatten().tolist()) in rows for r in narrow.net.conv1[0].weight)
 
 
 def test_attention_maps_match_the_models_own(conformance_tasks):

@@ -18,8 +18,10 @@ WIDTH_HELP = ("when `student` is empty: channels of a timm ResNet, or FFN neuron
               "this (kept multiples of 8); above 1 makes a larger student (allowed, flagged in the run)")
 DEPTH_HELP = ("when `student` is empty: fraction of a transformer's layers kept (at least one), or of each "
               "ResNet stage's blocks (at least one per stage)")
-INIT_HELP = ("teacher: the student starts from the teacher's weights (student layer i from teacher layer "
-             "layer_map[i], each tensor's leading channels/neurons); scratch: the task builder's fresh init")
+INIT_HELP = ("teacher: the student starts from the teacher's weights, student layer i from teacher layer "
+             "layer_map[i], the most important channels / FFN neurons (largest L1 norm; CNN channel groups kept "
+             "consistent by Torch-Pruning's dependency graph); leading: the same, each tensor's leading "
+             "channels/neurons; scratch: the task builder's fresh init")
 MAP_HELP = ("teacher layers the student's transformer layers copy and (feature distillation) imitate, "
             "';'-separated indices; empty: evenly spaced, ending with the last layer (6 -> 3: 1;3;5)")
 
@@ -31,7 +33,7 @@ class StudentConfig(MethodConfig):
     student: dict[str, Any] = setting(help=STUDENT_HELP, default_factory=dict)
     depth: float = setting(0.5, DEPTH_HELP, gt=0, le=1)
     width: float = setting(0.75, WIDTH_HELP, gt=0, le=4)
-    init: Literal["teacher", "scratch"] = setting("teacher", INIT_HELP)
+    init: Literal["teacher", "leading", "scratch"] = setting("teacher", INIT_HELP)
     layer_map: tuple[int, ...] = setting((), MAP_HELP, ge=0)
 
     def validate(self) -> None:

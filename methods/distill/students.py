@@ -62,10 +62,15 @@ def derive(teacher: nn.Module, cfg: "StudentConfig", owner: str) -> dict[str, An
     stages = resnet_stages(teacher)
     if stages is not None:
         net = getattr(teacher, "net", teacher)
-        stem = net.conv1[0] if isinstance(net.conv1, nn.Sequential) else net.conv1
-        return {"layers": [max(1, round(len(s) * cfg.depth)) for s in stages],
-                "channels": [_round8(s[0].conv1.out_channels * cfg.width) for s in stages],
-                "stem_width": _round8(stem.out_channels * cfg.width)}
+        deep = isinstance(net.conv1, nn.Sequential)
+        stem = net.conv1[0] if deep else net.conv1
+        stem_w = _round8(stem.out_channels * cfg.width)
+        channels = [_round8(s[0].conv1.out_channels * cfg.width) for s in stages]
+        stem_out = (net.conv1[-1].out_channels if deep else stem.out_channels)
+        if stages[0][0].conv1.out_channels == stem_out:  # the first stage adds to the stem's output directly:
+            channels[0] = stem_out * stem_w // stem.out_channels  # keep it so (no projection shortcut appears)
+        return {"layers": [max(1, round(len(s) * cfg.depth)) for s in stages], "channels": channels,
+                "stem_width": stem_w}
     raise ConfigError(f"{owner} derives students from depth/width for timm ResNets and transformers encoders only; "
                       f"give this model's student as builder arguments (student={{...}} in a config file or JSON)")
 
@@ -117,6 +122,50 @@ def inherit(student: nn.Module, teacher: nn.Module, mapping: list[int]) -> dict[
     return {"tensors_inherited": copied, "tensors_sliced": sliced, "tensors_fresh": fresh}
 
 
+def ranked(teacher: nn.Module, student: nn.Module, example: dict[str, torch.Tensor]) -> tuple[nn.Module, str]:
+    """A copy of the teacher whose most important units come first, so that the student's leading
+    slices inherit them: a transformer's FFN neurons are reordered by the L1 norm of their in- and
+    out-weights (a permutation: the copy computes exactly what the teacher does); a CNN's coupled
+    channel groups (Torch-Pruning's dependency graph: residual sums, BatchNorm) are cut to the
+    student's widths, keeping the channels of largest L1 norm. Returns (copy, how)."""
+    import copy
+
+    t = copy.deepcopy(teacher)
+    layers = encoder_layers(t)
+    if layers is not None:
+        with torch.no_grad():
+            for block in layers:
+                up, down = block.intermediate.dense, block.output.dense
+                order = torch.argsort(up.weight.abs().sum(1) + down.weight.abs().sum(0), descending=True, stable=True)
+                up.weight.copy_(up.weight[order])
+                if up.bias is not None:
+                    up.bias.copy_(up.bias[order])
+                down.weight.copy_(down.weight[:, order])
+        return t, "FFN neurons ordered by L1 norm"
+    if resnet_stages(t) is None:
+        return t, "leading slices"
+    import torch_pruning as tp
+
+    for p in t.parameters():
+        p.requires_grad_(True)
+    graph = tp.DependencyGraph().build_dependency(t, example_inputs=example)
+    names = {m: n for n, m in t.named_modules()}
+    wanted = dict(student.named_modules())
+    heads = [m for m in t.modules() if isinstance(m, nn.Linear)]  # class outputs are never cut
+    score = tp.importance.MagnitudeImportance(p=1)
+    for group in graph.get_all_groups(ignored_layers=heads):
+        root = group[0].dep.target.module
+        want = wanted.get(names.get(root, ""))
+        if not isinstance(root, nn.Conv2d) or not isinstance(want, nn.Conv2d) or want.out_channels >= root.out_channels:
+            continue
+        keep = set(torch.argsort(score(group), descending=True)[:want.out_channels].tolist())
+        drop = [i for i in range(root.out_channels) if i not in keep]
+        graph.get_pruning_group(root, group[0].dep.handler, idxs=drop).prune()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t.eval(), "channels of largest L1 norm per coupled group (Torch-Pruning dependency graph)"
+
+
 def build_student(ctx, cfg: "StudentConfig", owner: str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(student on the run's device, its builder overrides, what the run records about it)."""
     teacher = ctx.teacher
@@ -130,8 +179,10 @@ def build_student(ctx, cfg: "StudentConfig", owner: str) -> tuple[nn.Module, dic
     info: dict[str, Any] = {"student": over}
     if mapping:
         info["layer_map"] = mapping
-    if cfg.init == "teacher":
-        info.update(inherit(student, teacher, mapping))
+    if cfg.init != "scratch":
+        source, how = (teacher, "leading slices") if cfg.init == "leading" else \
+            ranked(teacher, student, {k: v.to(ctx.device) for k, v in ctx.example_inputs(2).items()})
+        info.update(inherit(student, source, mapping), inherited=how)
     n_s, n_t = (sum(p.numel() for p in m.parameters()) for m in (student, teacher))
     info.update(student_params=n_s, teacher_params=n_t, params_ratio=round(n_t / n_s, 3))
     if n_s > n_t:
