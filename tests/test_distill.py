@@ -208,3 +208,11 @@ def test_distillation_runs_three_seeds_by_default():
     assert sorted(s.seed for s in specs if s.method == "distill.kd") == [0, 1, 2]
     assert [s.seed for s in specs if s.method == "baseline"] == [0]
     assert len(plan(["toy"], ["distill.kd"], [5], "quick")) == 1
+
+
+def test_unsupported_without_a_derivable_student(toy_task):
+    """The MLP task has neither ResNet stages nor transformer layers: no student can be derived, so
+    the run is UNSUPPORTED (with what to do instead) unless the student is given."""
+    reason = create_method("distill.kd").supports(toy_task.spec(), "cpu")
+    assert "student=" in reason
+    assert create_method('distill.kd:{"student": {"hidden": [16]}}').supports(toy_task.spec(), "cpu") is None

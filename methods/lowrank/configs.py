@@ -5,12 +5,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from slimbench.core.config import MethodConfig, check, setting
-from slimbench.methods.common.options import DEFAULT_SKIP
+from slimbench.methods.common.options import COMPUTE_HELP, DEFAULT_SKIP, Compute
 
 SKIP_HELP = ("fnmatch patterns of layers left dense, ';'-separated; the default keeps the classifier head and the "
              "stem conv")
-SLOWER_HELP = ("time each factorised layer against its dense original on the run's device (at the calibration "
-               "batch's shape) and keep the dense one where the factors run more than 5% slower; off: only the "
+SLOWER_HELP = ("time each factorised layer against its dense original on the run's device and compute dtype (at "
+               "the first calibration batch's shape) and keep the dense one where the factors run more than 5% slower; off: only the "
                "size check applies (a factorised layer that is not smaller always stays dense)")
 
 
@@ -20,6 +20,7 @@ class FactorConfig(MethodConfig):
 
     finetune: bool = setting(True, "fine-tune the factorised model (both factors) for the task's budget afterwards")
     dense_if_slower: bool = setting(True, SLOWER_HELP)
+    compute: Compute = setting("auto", COMPUTE_HELP)
     skip: tuple[str, ...] = setting(DEFAULT_SKIP, SKIP_HELP)
 
 

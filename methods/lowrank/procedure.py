@@ -107,6 +107,12 @@ def keep_dense_reason(dense: nn.Module, twin: nn.Module, dense_params: int, twin
     if twin_params >= dense_params:
         return f"factors hold {twin_params:,} parameters, not fewer than the dense {dense_params:,}"
     if cfg.dense_if_slower and x is not None:
+        import copy
+
+        from slimbench.methods.common.cast import resolve
+        dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[resolve(cfg.compute, device)])
+        if dtype != x.dtype:  # timed in the dtype the model will run in (fp16 on CUDA by default)
+            dense, twin, x = copy.deepcopy(dense).to(dtype), copy.deepcopy(twin).to(dtype), x.to(dtype)
         t_dense, t_twin = paired_ms(lambda: dense(x), lambda: twin(x), device)
         if t_twin > 1.05 * t_dense:
             return f"measured slower: {t_twin:.3f} ms factorised vs {t_dense:.3f} ms dense at input {tuple(x.shape)}"
