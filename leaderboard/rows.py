@@ -233,7 +233,7 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
 def _control_notes(rows: list[Row]) -> None:
     """A row that names its control (a KD student names the no-teacher student of the same shape)
     gets a note saying whether it beat it, by how much, over how many seeds each; said plainly when
-    it did not."""
+    it did not, and "within seed noise" when the gap is inside the two rows' 95% CIs added."""
     for row in rows:
         ctl = row.control
         if not ctl or row.accuracy is None:
@@ -246,7 +246,13 @@ def _control_notes(rows: list[Row]) -> None:
             continue
         c = max(match, key=lambda c: c.n_seeds)
         diff = 100 * (row.accuracy - c.accuracy)
-        verdict = "beat" if diff > 0 else "did not beat"
+        noise = 100 * ((row.accuracy_ci or 0) + (c.accuracy_ci or 0))
+        if row.accuracy_ci is None or c.accuracy_ci is None:
+            verdict = ("beat" if diff > 0 else "did not beat") + " (no seed CI: one seed)"
+        elif abs(diff) <= noise:
+            verdict = "within seed noise of"
+        else:
+            verdict = "beat" if diff > 0 else "did not beat"
         text = (f"{verdict} the control {c.label} ({diff:+.2f} pp; {row.n_seeds} vs {c.n_seeds} seed"
                 f"{'s' if c.n_seeds != 1 else ''})")
         row.note = f"{row.note}; {text}" if row.note else text

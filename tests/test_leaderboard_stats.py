@@ -236,7 +236,14 @@ def test_kd_rows_say_whether_they_beat_their_no_teacher_control():
                          accuracy=acc)
             r["method_metrics"] = {"control": {"method": "distill.scratch", "config": student}}
             runs.append(r)
+        r = fake_run(method="distill.feature", family="distillation", config={**student, "feature": 1}, seed=seed,
+                     accuracy=0.881 + 0.003 * (seed - 1))  # inside the seed noise of the control
+        r["method_metrics"] = {"control": {"method": "distill.scratch", "config": student}}
+        runs.append(r)
     rows = {(r.method, r.batch_size): r for r in aggregate(runs).sections[0].real if r.config.get("width") == 0.5}
     assert rows[("distill.kd", 1)].note == "beat the control distill.scratch width=0.5 (+0.90 pp; 3 vs 3 seeds)"
     assert rows[("distill.dkd", 64)].note.startswith("did not beat the control distill.scratch width=0.5 (-1.10 pp")
+    assert rows[("distill.feature", 1)].note.startswith("within seed noise of the control")
     assert rows[("distill.scratch", 1)].note == ""
+    one = aggregate([runs[0], runs[1], runs[3]]).sections[0].real  # one seed each: no CI to judge noise by
+    assert next(r for r in one if r.method == "distill.kd").note.startswith("beat (no seed CI: one seed) the control")

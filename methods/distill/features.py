@@ -73,6 +73,11 @@ class FeatureLoss:
             self.t_taps = Taps(_attention_modules(t_layers, mapping))
             self.heads = (s_layers[0].attention.self.num_attention_heads,
                           t_layers[0].attention.self.num_attention_heads)
+            if attention and self.heads[0] != self.heads[1]:
+                from slimbench.core.config import ConfigError
+                raise ConfigError(f"{owner}: attention maps are matched head by head, but the student has "
+                                  f"{self.heads[0]} heads and the teacher {self.heads[1]}; keep the head count "
+                                  "or set attention=0")
             s_w = s_layers[0].attention.self.query.in_features
             t_w = t_layers[0].attention.self.query.in_features
             if s_w != t_w:
@@ -103,7 +108,7 @@ class FeatureLoss:
         for j in range(self.pairs):
             diff = (proj(s[f"h{j}"]) - t[f"h{j}"]).pow(2).mean(-1)
             hidden = hidden + (diff[keep].mean() if keep is not None else diff.mean())
-            if self.attention_weight and self.heads[0] == self.heads[1]:
+            if self.attention_weight:
                 log_s = attention_logprobs(s[f"q{j}"], s[f"k{j}"], self.heads[0], mask)
                 log_t = attention_logprobs(t[f"q{j}"], t[f"k{j}"], self.heads[1], mask)
                 kl = (log_t.exp() * (log_t - log_s)).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)

@@ -61,18 +61,29 @@ def derive(teacher: nn.Module, cfg: "StudentConfig", owner: str) -> dict[str, An
         return over
     stages = resnet_stages(teacher)
     if stages is not None:
-        net = getattr(teacher, "net", teacher)
-        deep = isinstance(net.conv1, nn.Sequential)
-        stem = net.conv1[0] if deep else net.conv1
-        stem_w = _round8(stem.out_channels * cfg.width)
-        channels = [_round8(s[0].conv1.out_channels * cfg.width) for s in stages]
-        stem_out = (net.conv1[-1].out_channels if deep else stem.out_channels)
-        if stages[0][0].conv1.out_channels == stem_out:  # the first stage adds to the stem's output directly:
-            channels[0] = stem_out * stem_w // stem.out_channels  # keep it so (no projection shortcut appears)
-        return {"layers": [max(1, round(len(s) * cfg.depth)) for s in stages], "channels": channels,
-                "stem_width": stem_w}
+        return _resnet_student(getattr(teacher, "net", teacher), stages, cfg)
     raise ConfigError(f"{owner} derives students from depth/width for timm ResNets and transformers encoders only; "
                       f"give this model's student as builder arguments (student={{...}} in a config file or JSON)")
+
+
+def _resnet_student(net: nn.Module, stages: list[nn.Module], cfg: "StudentConfig") -> dict[str, Any]:
+    """timm ResNet overrides: `layers` by depth, `channels` by width and, for deep stems (whose width
+    timm takes as `stem_width`: the second stem conv's, the stem emitting twice that), `stem_width`
+    by width. A first stage that adds straight onto the stem's output (no projection shortcut)
+    keeps doing so: its width follows the student's stem, not its own rounding."""
+    over: dict[str, Any] = {"layers": [max(1, round(len(st) * cfg.depth)) for st in stages],
+                            "channels": [_round8(st[0].conv1.out_channels * cfg.width) for st in stages]}
+    deep = isinstance(net.conv1, nn.Sequential)
+    if deep:
+        convs = [m for m in net.conv1 if isinstance(m, nn.Conv2d)]
+        over["stem_width"] = _round8(convs[1].out_channels * cfg.width)
+        stem_out = 2 * over["stem_width"]
+    else:  # a plain 7x7 stem always emits 64 channels in timm: nothing to scale
+        stem_out = net.conv1.out_channels
+    first = stages[0][0]
+    if getattr(first, "downsample", None) is None:
+        over["channels"][0] = stem_out // getattr(type(first), "expansion", 1)
+    return over
 
 
 def layer_map(teacher: nn.Module, student: nn.Module, given: tuple[int, ...], owner: str) -> list[int]:

@@ -123,7 +123,7 @@ def flops_ranks(out_c: int, in_c: int, k: int, fraction: float, spatial_ratio: f
     c = fraction * out_c * in_c * k
     rho = (-b + math.sqrt(b * b + 4 * a * c)) / (2 * a)
     r_out, r_in = max(1, int(rho * out_c)), max(1, int(rho * in_c))
-    return min(r_out, out_c), min(r_in, in_c)
+    return min(r_out, out_c, in_c * k), min(r_in, in_c, out_c * k)  # an unfolding has no more singular vectors
 
 
 # ------------------------------------------------------------------ VBMF
@@ -140,7 +140,7 @@ def vbmf_rank(matrix: torch.Tensor) -> int:
     import numpy as np
     from scipy.optimize import minimize_scalar
 
-    y = matrix.detach().double()
+    y = matrix.detach().double().cpu()
     if y.shape[0] > y.shape[1]:
         y = y.t()
     rows, cols = y.shape  # rows <= cols

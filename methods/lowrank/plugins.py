@@ -72,7 +72,9 @@ class SVD(FactorMethod):
                              self.config.kernel)
 
     def _format(self) -> str:
-        return f"two fp32 factors per layer (U [out, r], V [r, in]), {self.config.kernel} kernel"
+        run = {"torch": "two matmuls", "fused": "the fused Triton kernel on CUDA in fp16/bf16, two matmuls elsewhere",
+               "auto": "the fused Triton kernel on CUDA in fp16/bf16, two matmuls elsewhere"}[self.config.kernel]
+        return f"two factors per layer (U [out, r], V [r, in]) in the compute dtype, run as {run}"
 
 
 @register_method("lowrank.tucker")
@@ -100,4 +102,4 @@ class Tucker(FactorMethod):
         return TuckerConv2d(layer, int(r_out), int(r_in))
 
     def _format(self) -> str:
-        return "three fp32 convs per factorised conv (1x1, kxk core, 1x1)"
+        return "three convs per factorised conv (1x1, kxk core, 1x1) in the compute dtype"

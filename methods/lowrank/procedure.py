@@ -102,8 +102,10 @@ def paired_ms(first: Callable[[], Any], second: Callable[[], Any], device: torch
 
 
 def keep_dense_reason(dense: nn.Module, twin: nn.Module, dense_params: int, twin_params: int,
-                      x: torch.Tensor | None, cfg: "FactorConfig", device: torch.device) -> str | None:
-    """Why the factorised twin should not replace `dense` (None: it should)."""
+                      x: torch.Tensor | None, cfg: "FactorConfig", device: torch.device,
+                      timings: dict[str, list[float]] | None = None, name: str = "") -> str | None:
+    """Why the factorised twin should not replace `dense` (None: it should); the timings taken go to
+    `timings[name]` as [dense ms, factorised ms]."""
     if twin_params >= dense_params:
         return f"factors hold {twin_params:,} parameters, not fewer than the dense {dense_params:,}"
     if cfg.dense_if_slower and x is not None:
@@ -114,6 +116,8 @@ def keep_dense_reason(dense: nn.Module, twin: nn.Module, dense_params: int, twin
         if dtype != x.dtype:  # timed in the dtype the model will run in (fp16 on CUDA by default)
             dense, twin, x = copy.deepcopy(dense).to(dtype), copy.deepcopy(twin).to(dtype), x.to(dtype)
         t_dense, t_twin = paired_ms(lambda: dense(x), lambda: twin(x), device)
+        if timings is not None:
+            timings[name] = [round(t_dense, 4), round(t_twin, 4)]
         if t_twin > 1.05 * t_dense:
             return f"measured slower: {t_twin:.3f} ms factorised vs {t_dense:.3f} ms dense at input {tuple(x.shape)}"
     return None
@@ -203,26 +207,30 @@ def factorise_linear(model: nn.Module, cfg: "SVDConfig", ctx: "CompressionContex
         ranks = allocate(_scan(model, free, decomps, cfg, ctx), free, budget) if free else {}
     ranks.update(fixed)
     kept_dense: dict[str, str] = {}
+    timings: dict[str, list[float]] = {}
     dense_params = sum(_params(m) for m in layers.values())
     with torch.no_grad():
         for n, m in layers.items():
             a, b = decomps[n].factors(ranks[n])
             twin = LowRankLinear.from_factors(a.to(m.weight.dtype), b.to(m.weight.dtype), m.bias, cfg.kernel)
-            reason = keep_dense_reason(m, twin, _params(m), _params(twin), sample.get(n), cfg, ctx.device)
+            reason = keep_dense_reason(m, twin, _params(m), _params(twin), sample.get(n), cfg, ctx.device, timings, n)
             if reason:
                 kept_dense[n] = reason
             else:
                 replace_module(model, n, twin)
-    metrics = _finish(model, layers, dense_params, kept_dense, ctx, cfg, owner)
+    metrics = _finish(model, layers, dense_params, kept_dense, ctx, cfg, owner, timings)
     metrics["ranks"] = {n: ranks[n] for n in layers if n not in kept_dense}
     return model, metrics
 
 
 def _finish(model: nn.Module, layers: dict[str, nn.Module], dense_params: int, kept_dense: dict[str, str],
-            ctx: "CompressionContext", cfg: "FactorConfig", owner: str) -> dict[str, Any]:
+            ctx: "CompressionContext", cfg: "FactorConfig", owner: str, timings: dict[str, list[float]]
+            ) -> dict[str, Any]:
     after = sum(_params(model.get_submodule(n)) for n in layers)
     metrics: dict[str, Any] = {"layers_factorised": len(layers) - len(kept_dense),
                                "factorised_params_kept": round(after / dense_params, 4)}
+    if timings:
+        metrics["layer_ms_dense_vs_factorised"] = timings
     if kept_dense:
         metrics["kept_dense"] = kept_dense
     if len(kept_dense) == len(layers):  # nothing changed: the dense model is the honest result, untrained
@@ -255,6 +263,7 @@ def factorise_conv(model: nn.Module, cfg: "TuckerConfig", ctx: "CompressionConte
     layers, other = conv_targets(model, cfg.skip, owner)
     _, sample, shapes = observe(model, layers, ctx, owner, abs_mean=False)
     kept_dense: dict[str, str] = {}
+    timings: dict[str, list[float]] = {}
     ranks: dict[str, list[int]] = {}
     dense_params = sum(_params(m) for m in layers.values())
     flops_before = flops_after = 0.0
@@ -271,10 +280,11 @@ def factorise_conv(model: nn.Module, cfg: "TuckerConfig", ctx: "CompressionConte
                 r_out, r_in = (fx.energy_rank(s, cfg.energy) for _, s in spectra)
             else:
                 r_out, r_in = (fx.vbmf_rank(fx.unfold(m.weight, mode)) for mode in (0, 1))
+            r_out, r_in = min(r_out, spectra[0][1].numel()), min(r_in, spectra[1][1].numel())
             twin = TuckerConv2d(m, r_out, r_in).fill(*fx.tucker2(m.weight, r_out, r_in, spectra), m.bias)
             pixels = out_shape[-1] * out_shape[-2]
             cost = fx.tucker_flops(o, i, k, r_out, r_in, spatial) * pixels
-            reason = keep_dense_reason(m, twin, _params(m), _params(twin), sample.get(n), cfg, ctx.device)
+            reason = keep_dense_reason(m, twin, _params(m), _params(twin), sample.get(n), cfg, ctx.device, timings, n)
             if reason is None and cost >= o * i * k * pixels:
                 reason = f"the three convs cost {cost:,.0f} MACs per image, not fewer than the dense {o * i * k * pixels:,}"
             flops_before += o * i * k * pixels
@@ -285,7 +295,7 @@ def factorise_conv(model: nn.Module, cfg: "TuckerConfig", ctx: "CompressionConte
                 replace_module(model, n, twin)
                 ranks[n] = [r_out, r_in]
                 flops_after += cost
-    metrics = _finish(model, layers, dense_params, kept_dense, ctx, cfg, owner)
+    metrics = _finish(model, layers, dense_params, kept_dense, ctx, cfg, owner, timings)
     metrics.update(ranks=ranks, factorised_conv_flops_kept=round(flops_after / flops_before, 4))
     if other:
         metrics["not_factorised"] = other

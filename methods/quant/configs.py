@@ -87,6 +87,11 @@ class QATConfig(TrainedGridConfig):
     temperature: float = setting(4.0, "loss=kd: T of the softened logits", gt=0)
     alpha: float = setting(0.9, "loss=kd: weight of the teacher term (1 - alpha weights cross-entropy)", ge=0, le=1)
 
+    def validate(self) -> None:
+        super().validate()
+        check(self.loss == "kd" or (self.temperature, self.alpha) == (4.0, 0.9),
+              f"temperature={self.temperature} / alpha={self.alpha} weight the teacher's logits: they need loss=kd")
+
     @property
     def final_bits(self) -> int:
         return self.bits
