@@ -35,6 +35,9 @@ class StudentConfig(MethodConfig):
     width: float = setting(0.75, WIDTH_HELP, gt=0, le=4)
     init: Literal["teacher", "leading", "scratch"] = setting("teacher", INIT_HELP)
     layer_map: tuple[int, ...] = setting((), MAP_HELP, ge=0)
+    lr_scale: float = setting(1.0, "the task's fine-tuning learning rate times this (a student far from its "
+                                   "teacher's function may recover faster with a larger one); the step budget is "
+                                   "the task's either way", gt=0, le=100)
 
     def validate(self) -> None:
         check(len(set(self.layer_map)) == len(self.layer_map),

@@ -54,7 +54,8 @@ class DistillMethod(Method):
         try:
             if ctx.budget_steps > 0:
                 groups = [{"params": list(student.parameters())}, *extra]
-                ctx.trainer.fit(student, ctx.train_batches(), ctx.recipe(), ctx.seed, loss=loss,
+                recipe = ctx.recipe(lr=ctx.lr * self.config.lr_scale)
+                ctx.trainer.fit(student, ctx.train_batches(), recipe, ctx.seed, loss=loss,
                                 param_groups=groups, desc=f"{self.name} student")
         finally:
             if cleanup is not None:
