@@ -141,13 +141,14 @@ def test_budget_and_dense_fallback_recorded(conformance_tasks):
 
 
 def test_timing_check_keeps_slower_layers_dense(conformance_tasks):
-    """The toy's 32-wide layers run faster as one matmul than as two: the default keeps them
-    dense, says why, and the model is left as it was (no fine-tuning of an unchanged model)."""
+    """The toy's 32-wide layers are launch-bound (and run faster as one matmul than as two): the
+    default keeps them dense, says why, and the model is left as it was (no fine-tuning of an
+    unchanged model)."""
     result, ctx = _compress(conformance_tasks, "toy-transformer", "lowrank.svd:params=0.25")
     m = result.metrics
     if m["layers_factorised"]:
         pytest.skip("this machine ran the toy's factors faster than its dense layers")
-    assert all("measured slower" in why for why in m["kept_dense"].values())
+    assert all("measured slower" in why or "launch-bound" in why for why in m["kept_dense"].values())
     assert "stayed dense" in m["note"] and ctx.ledger.summary()["finetune"]["used"] == 0
 
 

@@ -10,8 +10,9 @@ from slimbench.methods.common.options import COMPUTE_HELP, DEFAULT_SKIP, Compute
 SKIP_HELP = ("fnmatch patterns of layers left dense, ';'-separated; the default keeps the classifier head and the "
              "stem conv")
 SLOWER_HELP = ("time each factorised layer against its dense original on the run's device and compute dtype (at "
-               "the first calibration batch's shape) and keep the dense one where the factors run more than 5% slower; off: only the "
-               "size check applies (a factorised layer that is not smaller always stays dense)")
+               "the first calibration batch's shape) and keep the dense one where the factors run more than 5% "
+               "slower, or where the dense layer takes under 0.05 ms (launch-bound: a second call cannot pay); off: "
+               "only the size check applies (a factorised layer that is not smaller always stays dense)")
 
 
 @dataclass(frozen=True)

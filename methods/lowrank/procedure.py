@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
     from slimbench.methods.lowrank.configs import FactorConfig, SVDConfig, TuckerConfig
 
+LAUNCH_BOUND_MS = 0.05  # a dense layer faster than this is dominated by the cost of the call itself
 TIMING_ROWS = 64  # rows (items) of the first calibration batch each layer is timed on: the batch it runs at
 
 
@@ -118,6 +119,10 @@ def keep_dense_reason(dense: nn.Module, twin: nn.Module, dense_params: int, twin
         t_dense, t_twin = paired_ms(lambda: dense(x), lambda: twin(x), device)
         if timings is not None:
             timings[name] = [round(t_dense, 4), round(t_twin, 4)]
+        if t_dense < LAUNCH_BOUND_MS:  # call overhead, not arithmetic: a second call cannot pay (and the
+            # comparison of two such timings is noise, which would make the artifact depend on the machine's load)
+            return (f"launch-bound: the dense layer takes {t_dense:.4f} ms at input {tuple(x.shape)}, under "
+                    f"{LAUNCH_BOUND_MS} ms, where two calls cost more than the FLOPs saved")
         if t_twin > 1.05 * t_dense:
             return f"measured slower: {t_twin:.3f} ms factorised vs {t_dense:.3f} ms dense at input {tuple(x.shape)}"
     return None
