@@ -190,8 +190,29 @@ class Method:
             raise TypeError(f"{self.name} expects {self.config_cls.__name__}, got {type(self.config).__name__}")
 
     def supports(self, task: TaskSpec, device: Any) -> str | None:
-        """Return None if the method can run here, else a reason (recorded as 'unsupported')."""
+        """Return None if the method can run here, else a reason (recorded as 'unsupported').
+        Default: what `model_unsupported` says of the task's model."""
+        return self.model_reason(task)
+
+    def model_unsupported(self, model: "nn.Module") -> str | None:
+        """Why this method has nothing to do on `model` (no layer of its kind...), else None; asked
+        once per task definition by `model_reason`."""
         return None
+
+    def model_reason(self, task: TaskSpec) -> str | None:
+        """`model_unsupported` of a freshly built model of the task, cached per task definition on
+        this instance; None when it cannot tell (the build fails: compress reports the real problem)."""
+        key = getattr(task, "key", None)
+        if key is None or type(self).model_unsupported is Method.model_unsupported:
+            return None
+        cache = self.__dict__.setdefault("_model_reasons", {})
+        if key not in cache:
+            try:
+                model = task.build_model()
+            except Exception:
+                return None
+            cache[key] = self.model_unsupported(model)
+        return cache[key]
 
     def compress(self, model: "nn.Module", ctx: CompressionContext) -> "Compressed | nn.Module":
         raise NotImplementedError

@@ -112,6 +112,12 @@ def conformance_tasks():
 
 
 @pytest.fixture
+def guarded_compress():
+    """`compress(method, task, baseline, seed=0) -> (Compressed, ctx)` as the harness does, test split tripwired."""
+    return compress_guarded
+
+
+@pytest.fixture
 def method_contract():
     """`check(method_factory, task, baseline, tmp_path) -> reloaded model`: the conformance checks."""
     return check_method

@@ -92,21 +92,22 @@ def test_bad_configs_fail_before_work(spec, match):
         create_method(spec)
 
 
-def _compress(conformance_tasks, task_name, spec, seed=0):
-    import sys
-    sys.path.insert(0, "tests")
-    from conftest import compress_guarded
-    task, baseline = conformance_tasks[task_name]
-    return compress_guarded(create_method(spec), task, baseline, seed=seed)
+@pytest.fixture
+def compress(conformance_tasks, guarded_compress):
+    """(task name, spec) -> (Compressed, ctx) on that conformance task's trained baseline."""
+    def run(task_name, spec, seed=0):
+        task, baseline = conformance_tasks[task_name]
+        return guarded_compress(create_method(spec), task, baseline, seed=seed)
+    return run
 
 
 @pytest.mark.parametrize("spec,match", [
     ('lowrank.svd:{"per_layer": {"*nothing*": 4}}', "names no selected layer"),
     ('lowrank.svd:{"per_layer": {"*query*": 33}}', "above the full rank 32"),
 ])
-def test_bad_layer_maps_fail_before_work(conformance_tasks, spec, match):
+def test_bad_layer_maps_fail_before_work(compress, spec, match):
     with pytest.raises(ConfigError, match=match):
-        _compress(conformance_tasks, "toy-transformer", spec)
+        compress("toy-transformer", spec)
 
 
 @pytest.mark.parametrize("task_name,spec", [
@@ -129,22 +130,22 @@ def test_factorised_models_keep_the_contract(conformance_tasks, method_contract,
     assert sum(p.numel() for p in reloaded.parameters()) < sum(p.numel() for p in baseline.parameters())
 
 
-def test_budget_and_dense_fallback_recorded(conformance_tasks):
-    result, _ = _compress(conformance_tasks, "toy-transformer", "lowrank.svd:dense_if_slower=false,params=0.5")
+def test_budget_and_dense_fallback_recorded(compress):
+    result, _ = compress("toy-transformer", "lowrank.svd:dense_if_slower=false,params=0.5")
     m = result.metrics
     assert 0.45 <= m["factorised_params_kept"] <= 0.5 and m["layers_factorised"] == len(m["ranks"])
     assert "val_accuracy_before_finetune" in m
-    result, _ = _compress(conformance_tasks, "toy-transformer",
+    result, _ = compress("toy-transformer",
                           "lowrank.svd:dense_if_slower=false,rank_by=energy,energy=1.0")
     kept = result.metrics["kept_dense"]  # full-energy ranks: factors are larger than the dense layers
     assert kept and all("not fewer than the dense" in why for why in kept.values())
 
 
-def test_timing_check_keeps_slower_layers_dense(conformance_tasks):
+def test_timing_check_keeps_slower_layers_dense(compress):
     """The toy's 32-wide layers are launch-bound (and run faster as one matmul than as two): the
     default keeps them dense, says why, and the model is left as it was (no fine-tuning of an
     unchanged model)."""
-    result, ctx = _compress(conformance_tasks, "toy-transformer", "lowrank.svd:params=0.25")
+    result, ctx = compress("toy-transformer", "lowrank.svd:params=0.25")
     m = result.metrics
     if m["layers_factorised"]:
         pytest.skip("this machine ran the toy's factors faster than its dense layers")

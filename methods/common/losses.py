@@ -6,6 +6,8 @@ rather than inside one family. Plain PyTorch, checked against hand-written formu
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -52,3 +54,13 @@ def dkd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
     nckd = (q_t * (log_q_t - log_q_s)).sum() / n * (t * t)
     out = alpha * tckd + beta * nckd
     return out + ce * F.cross_entropy(student, labels) if ce else out
+
+
+def teacher_kd(teacher: Callable[..., torch.Tensor], temperature: float, alpha: float) -> Callable:
+    """The trainer loss `(model, inputs, logits, labels)` of Hinton KD against a frozen teacher;
+    `teacher(inputs)` gives its logits (run under no_grad here)."""
+    def loss(model, inputs, logits, labels):
+        with torch.no_grad():
+            t = teacher(inputs)
+        return kd_loss(logits, t, labels, temperature, alpha)
+    return loss

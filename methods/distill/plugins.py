@@ -21,26 +21,17 @@ class DistillMethod(Method):
     config_cls = StudentConfig
     default_seeds: ClassVar[int] = 3  # KD gains are often within seed noise: the default suite runs three
 
-    def __init__(self, config=None):
-        super().__init__(config)
-        self._reasons: dict[str, str | None] = {}  # per task model: why no student can be derived
-
     def supports(self, task, device):
+        return None if self.config.student else self.model_reason(task)
+
+    def model_unsupported(self, model):
         """Unsupported (not failed) when no student is given and the model is neither a timm ResNet
         nor a transformers encoder, the kinds students are derived for."""
-        key = getattr(task, "key", None)
-        if key is None or self.config.student:
+        from slimbench.methods.distill.students import hf_config, resnet_stages
+        if hf_config(model) is not None or resnet_stages(model) is not None:
             return None
-        if key not in self._reasons:
-            from slimbench.methods.distill.students import hf_config, resnet_stages
-            try:
-                model = task.build_model()
-            except Exception:  # cannot tell: let compress report the real problem
-                return None
-            self._reasons[key] = None if hf_config(model) is not None or resnet_stages(model) is not None else (
-                f"{self.name} derives students for timm ResNets and transformers encoders; give this task's "
+        return (f"{self.name} derives students for timm ResNets and transformers encoders; give this task's "
                 "student as builder arguments (student={...} in a config file or JSON)")
-        return self._reasons[key]
 
     def _loss(self, student, teacher, ctx: CompressionContext, info: dict[str, Any]):
         """(loss function for the trainer or None for cross-entropy, extra parameter groups, cleanup)."""
@@ -116,14 +107,11 @@ class KD(DistillMethod):
     config_cls = KDConfig
 
     def _loss(self, student, teacher, ctx, info):
-        from slimbench.methods.common.losses import kd_loss
+        from slimbench.methods.common.losses import teacher_kd
 
         c = self.config
         stats = {"forwards": 0, "hits": 0}
-        teacher_out = _teacher_logits(teacher, {} if c.cache_teacher else None, stats)
-
-        def loss(model, inputs, logits, labels):
-            return kd_loss(logits, teacher_out(inputs), labels, c.temperature, c.alpha)
+        loss = teacher_kd(_teacher_logits(teacher, {} if c.cache_teacher else None, stats), c.temperature, c.alpha)
 
         info.update(temperature=c.temperature, alpha=c.alpha)
         if c.cache_teacher:

@@ -18,27 +18,15 @@ class FactorMethod(LayerSwapMethod):
     family = "low-rank"
     what: ClassVar[str] = ""
 
-    def __init__(self, config=None):
-        super().__init__(config)
-        self._reasons: dict[str, str | None] = {}  # per task model: why nothing can be factorised
-
     def _check(self, model) -> None:
         raise NotImplementedError
 
-    def supports(self, task, device):
-        key = getattr(task, "key", None)
-        if key is None:
-            return None
-        if key not in self._reasons:
-            try:
-                self._check(task.build_model())
-                self._reasons[key] = None
-            except ValueError as exc:
-                self._reasons[key] = f"{self.name} factorises {self.what}; this task's model has none outside " \
-                                     f"skip ({exc})"
-            except Exception:  # cannot tell: let compress report the real problem
-                return None
-        return self._reasons[key]
+    def model_unsupported(self, model):
+        try:
+            self._check(model)
+        except ValueError as exc:
+            return f"{self.name} factorises {self.what}; this task's model has none outside skip ({exc})"
+        return None
 
     def _meta(self, model) -> dict[str, Any]:
         twins = self._twins()

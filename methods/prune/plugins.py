@@ -215,22 +215,10 @@ class Structured(Method):
                    "model.")
     config_cls = StructuredConfig
 
-    def __init__(self, config: StructuredConfig | None = None):
-        super().__init__(config)
-        self._kinds: dict[str, str | None] = {}  # per task model: what structure it has, asked once
-
-    def supports(self, task, device):
+    def model_unsupported(self, model):
         """Unsupported (not failed) on a model with neither conv channels nor BERT-style attention."""
-        key = getattr(task, "key", None)
-        if key is None:
-            return None
-        if key not in self._kinds:
-            from slimbench.methods.prune.structured import structure_of
-            try:
-                self._kinds[key] = structure_of(task.build_model())
-            except Exception:  # cannot tell: let compress report the real problem
-                return None
-        if self._kinds[key] is None:
+        from slimbench.methods.prune.structured import structure_of
+        if structure_of(model) is None:
             return (f"{self.name} removes conv channels (CNNs) or attention heads and FFN neurons (BERT-style "
                     "encoders); this task's model has neither")
         return None

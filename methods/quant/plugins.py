@@ -136,10 +136,6 @@ class W8A8(QuantMethod):
                    "symmetric or zero-point), Linear and Conv2d (groups=1, via im2col).")
     config_cls = W8A8Config
 
-    def __init__(self, config: W8A8Config | None = None):
-        super().__init__(config)
-        self._has_target: dict[str, bool] = {}  # per task model: supports() is asked once per device
-
     def supports(self, task, device):
         """Unsupported on a vision task whose model has nothing W8A8 can take outside the skip list
         (no nn.Linear and no groups=1, zero-padded nn.Conv2d).
@@ -148,16 +144,14 @@ class W8A8(QuantMethod):
         raises from compress."""
         if getattr(task, "kind", None) != "vision":  # no task (a bare-model benchmark): compress decides
             return None
-        if task.key not in self._has_target:
-            from slimbench.methods.quant.w8a8_model import has_targets
-            try:
-                self._has_target[task.key] = has_targets(task.build_model(), self.config.skip)
-            except Exception:  # cannot tell: let compress report the real problem
-                return None
-        if not self._has_target[task.key]:
-            return (f"{self.name} quantizes nn.Linear and groups=1 nn.Conv2d layers; this task's model has "
-                    "none outside the skip list")
-        return None
+        return self.model_reason(task)
+
+    def model_unsupported(self, model):
+        from slimbench.methods.quant.w8a8_model import has_targets
+        if has_targets(model, self.config.skip):
+            return None
+        return (f"{self.name} quantizes nn.Linear and groups=1 nn.Conv2d layers; this task's model has "
+                "none outside the skip list")
 
     def _swap(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.w8a8_model import quantize_model

@@ -63,17 +63,10 @@ def train(model: nn.Module, ctx: "CompressionContext", steps: int, batches: Iter
 
 def teacher_kd(ctx: "CompressionContext", temperature: float, alpha: float) -> Callable:
     """The trainer loss of quantization-aware distillation: KD against the context's frozen teacher."""
-    import torch
-
-    from slimbench.methods.common.losses import kd_loss
+    from slimbench.methods.common import losses
 
     teacher = ctx.teacher
-
-    def loss(model, inputs, logits, labels):
-        with torch.no_grad():
-            t = teacher(**inputs)
-        return kd_loss(logits, t, labels, temperature, alpha)
-    return loss
+    return losses.teacher_kd(lambda inputs: teacher(**inputs), temperature, alpha)
 
 
 def convert(model: nn.Module) -> nn.Module:
