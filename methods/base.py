@@ -172,7 +172,9 @@ class Method:
     `compress`; methods whose artifact is not a plain state dict of the task's model implement
     `restore`. `name` is set by `register_method`. Set `simulated = True` for methods whose
     result is numerically simulated (fake-quant): their runs are labelled as simulated and never
-    presented as real compression. Bump `version` when the algorithm changes. `default_seeds`:
+    presented as real compression. A method with nothing to do on some models (no layer of its
+    kind) says why in `model_unsupported`; the run is then UNSUPPORTED, not FAILED. Bump `version`
+    when the algorithm changes. `default_seeds`:
     how many seeds a run that names none gives this method (3 where gains are within seed noise).
     """
 
