@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.distill.students import encoder_layers, resnet_stages
+from slimbench.methods.common.children import encoder_layers, resnet_stages
 
 
 class Taps:

@@ -27,7 +27,7 @@ class DistillMethod(Method):
     def model_unsupported(self, model):
         """Unsupported (not failed) when no student is given and the model is neither a timm ResNet
         nor a transformers encoder, the kinds students are derived for."""
-        from slimbench.methods.distill.students import hf_config, resnet_stages
+        from slimbench.methods.common.children import hf_config, resnet_stages
         if hf_config(model) is not None or resnet_stages(model) is not None:
             return None
         return (f"{self.name} derives students for timm ResNets and transformers encoders; give this task's "
@@ -158,7 +158,7 @@ class Feature(DistillMethod):
 
         from slimbench.methods.common.losses import kd_loss
         from slimbench.methods.distill.features import FeatureLoss
-        from slimbench.methods.distill.students import layer_map
+        from slimbench.methods.common.children import layer_map
 
         c = self.config
         with torch.random.fork_rng(devices=[]):
