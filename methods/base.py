@@ -17,7 +17,9 @@ What a method gets (`CompressionContext`, built by the suite's one `make_context
   `search` account) fails with `BudgetExceeded`. The run records steps used vs granted;
 - `teacher`: a frozen eval-mode copy of the baseline on the run's device, private to the run:
   nothing done to it reaches other runs or the restore skeleton;
-- `device`, `seed`, `log_candidate(...)` (one nested MLflow run per search candidate).
+- `device`, `seed`, `log_candidate(...)` (one nested MLflow run per search candidate),
+  `resumed_candidates()` (those of an earlier, killed run of the same key) and `costs(key, model)`
+  (latency on the run's device and FLOPs of an architecture, from the suite's cached cost table).
 
 What a method returns (`Compressed`):
 - `model`: its `state_dict()` holds only plain tensors (any dtype: packed uint8, int8, fp16...),
@@ -70,6 +72,16 @@ class Compressed:
     build_overrides: dict[str, Any] = field(default_factory=dict)
 
 
+class Unsupported(Exception):
+    """Raised from `compress` when the method finds, after looking, that it has nothing to offer
+    here (a search where no candidate met the constraints): the run is UNSUPPORTED with this
+    reason, not FAILED, and keeps `metrics` (what the method found on the way)."""
+
+    def __init__(self, reason: str, metrics: dict[str, Any] | None = None):
+        super().__init__(reason)
+        self.metrics = metrics or {}
+
+
 def as_compressed(result: Any) -> Compressed:
     """Normalise what `compress` returned (a `Compressed` or a bare model)."""
     if isinstance(result, Compressed):
@@ -103,6 +115,8 @@ class CompressionContext:
     frozen_teacher: "nn.Module | None" = field(default=None, repr=False)
     candidate_logger: Callable[..., Any] | None = field(default=None, repr=False)
     evaluator: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)  # (model, batches, device)
+    cost_table: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)  # (key, model, inputs)
+    prior_candidates: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
 
     @property
     def finetune(self) -> TrainRecipe:
@@ -155,6 +169,19 @@ class CompressionContext:
         if self.frozen_teacher is None:
             raise RuntimeError("this context has no teacher (make_context was given no baseline)")
         return self.frozen_teacher
+
+    def costs(self, key: str, model: "nn.Module", batch_size: int = 1) -> dict[str, Any]:
+        """Hardware cost of an architecture: `latency_ms` on the run's device at `batch_size` and
+        `mflops` per example, from the suite's cost table (measured once per architecture `key`,
+        task and device with the suite's own latency harness, cached with provenance)."""
+        if self.cost_table is None:
+            raise RuntimeError("this context has no cost table (build it with make_context)")
+        return self.cost_table(key, model, self.example_inputs(batch_size))
+
+    def resumed_candidates(self) -> list[dict[str, Any]]:
+        """Candidates an earlier, unfinished run of the same run key tracked (a killed search
+        resumes from them): `[{"params": {...}, "metrics": {...}}]`, [] when there are none."""
+        return list(self.prior_candidates()) if self.prior_candidates is not None else []
 
     def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str | None:
         """Track one search candidate as a nested run of this run (None when untracked, e.g. in tests);
@@ -297,4 +324,4 @@ def create_method(spec: str) -> Method:
 
 
 __all__ = ["FAMILIES", "FINETUNE", "METHODS", "Compressed", "CompressionContext", "Method", "MethodConfig",
-           "TaskSpec", "as_compressed", "create_method", "register_method"]
+           "TaskSpec", "Unsupported", "as_compressed", "create_method", "register_method"]

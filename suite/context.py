@@ -41,8 +41,9 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
                  progress: ProgressConfig | None = None, candidate_logger: Callable[..., Any] | None = None,
                  calibration: Sequence[Batch] | None = None, train: Sequence[Batch] | None = None,
                  val: Sequence[Batch] | None = None, finetune: TrainRecipe | None = None,
-                 search: SearchBudget | None = None, build_model: Callable[..., "nn.Module"] | None = None
-                 ) -> CompressionContext:
+                 search: SearchBudget | None = None, build_model: Callable[..., "nn.Module"] | None = None,
+                 costs: Callable[..., dict] | None = None,
+                 prior_candidates: Callable[[], list[dict]] | None = None) -> CompressionContext:
     """A method's context for one run.
 
     With a `task`, the data, budgets and model builder are the task's. Without one (unit tests,
@@ -53,6 +54,8 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
         baseline: the trained model the teacher is copied from (no teacher without it).
         owner: the method name, for budget errors.
         candidate_logger: `(name, params, metrics) -> run id`, nests search candidates under the run.
+        costs: the cost table (`suite.costs.CostTable`; default: one in memory on `device`).
+        prior_candidates: `() -> [candidate]` tracked by an earlier, unfinished run of the same key.
     """
     import torch
 
@@ -81,9 +84,13 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
     ledger = StepLedger(owner, {FINETUNE: spec.finetune.steps, SEARCH: spec.search.steps})
     base_trainer = trainer or Trainer(device, progress)
     teacher = frozen_copy(baseline, device) if baseline is not None else None
+    if costs is None:
+        from slimbench.suite.costs import CostTable
+        costs = CostTable(str(device), spec.key)
     return CompressionContext(task=spec, trainer=BudgetedTrainer(base_trainer, ledger), device=device, seed=seed,
                               ledger=ledger, calibration=calib, train_stream=stream, val=val_fn, example=example,
-                              frozen_teacher=teacher, candidate_logger=candidate_logger, evaluator=evaluate)
+                              frozen_teacher=teacher, candidate_logger=candidate_logger, evaluator=evaluate,
+                              cost_table=costs, prior_candidates=prior_candidates)
 
 
 def _tracked(make: Callable[[], Iterable], desc: str, total: int, progress: ProgressConfig) -> Iterator:

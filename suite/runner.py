@@ -200,7 +200,7 @@ class Harness:
             provenance=provenance.collect(self.device, self.threads))
 
     def run_one(self, spec: RunSpec) -> RunResult:
-        from slimbench.methods import create_method
+        from slimbench.methods import Unsupported, create_method
         from slimbench.suite.tracking import record_params, record_tags
 
         task, method = self.task(spec.task), create_method(spec.method)
@@ -222,6 +222,9 @@ class Harness:
             else:
                 self._measure(task, method, spec.seed, record, run_id)
                 record.status = "FINISHED"
+        except Unsupported as exc:  # the method looked and found nothing to offer here (no candidate met...)
+            record.status, record.error = "UNSUPPORTED", str(exc)
+            self.opts.log(f"  unsupported here: {exc}")
         except KeyboardInterrupt:
             record.status, record.error = "KILLED", "interrupted"
             self._finish(run_id, record, params, start, "KILLED")
@@ -245,8 +248,9 @@ class Harness:
 
         import torch
 
-        from slimbench.methods.base import as_compressed
+        from slimbench.methods.base import Unsupported, as_compressed
         from slimbench.suite.context import make_context
+        from slimbench.suite.costs import CostTable
         from slimbench.suite.measure.pipeline import measure
 
         baseline, base_info = self.baseline(task)
@@ -254,13 +258,19 @@ class Harness:
         cfg = task.config
         tags = {"slimbench.task": record.task.name, "slimbench.method": record.method.name,
                 "slimbench.run_key": record.run_key}
+        costs = CostTable(self.device, cfg.baseline_key(), self.cache_dir / "costs", self.threads,
+                          self.device_ref.label)
         ctx = make_context(task, baseline=baseline, device=self.device, seed=seed, trainer=self.trainer,
-                           owner=method.name, progress=self.opts.progress,
-                           candidate_logger=functools.partial(self.tracker.log_candidate, run_id, tags=tags))
+                           owner=method.name, progress=self.opts.progress, costs=costs,
+                           candidate_logger=functools.partial(self.tracker.log_candidate, run_id, tags=tags),
+                           prior_candidates=functools.partial(self.tracker.prior_candidates, record.run_key, run_id))
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         try:
             compressed = as_compressed(method.compress(copy.deepcopy(baseline).to(self.device), ctx))
+        except Unsupported as exc:
+            record.method_metrics = _jsonable(exc.metrics)
+            raise
         finally:
             record.budget = ctx.ledger.summary()
         record.metrics["compress_seconds"] = round(time.perf_counter() - t0, 3)

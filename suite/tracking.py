@@ -129,6 +129,27 @@ class Tracker:
         self.end(run_id, "FINISHED")
         return run_id
 
+    def prior_candidates(self, run_key: str, current: str) -> list[dict[str, Any]]:
+        """Candidates tracked under earlier runs of `run_key` that did not finish (killed, failed or
+        still marked running), as `{"params", "metrics"}`: what a resumed search starts from. A
+        FINISHED run's candidates are never reused (`--force` means search again)."""
+        runs = self._search(f"tags.`slimbench.run_key` = '{run_key}' and tags.`slimbench.kind` = '{CANDIDATE}'",
+                            max_results=5000)
+        status: dict[str, str] = {}
+        out = []
+        for run in runs:
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if not parent or parent == current:
+                continue
+            if parent not in status:
+                try:
+                    status[parent] = self.client.get_run(parent).info.status
+                except Exception:  # a deleted parent: its candidates are still what was measured
+                    status[parent] = "FAILED"
+            if status[parent] != "FINISHED":
+                out.append({"params": dict(run.data.params), "metrics": dict(run.data.metrics)})
+        return out
+
     def log(self, run_id: str, params: dict[str, Any], metrics: dict[str, float],
             tags: dict[str, str]) -> None:
         from mlflow.entities import Metric, Param, RunTag

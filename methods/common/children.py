@@ -130,3 +130,41 @@ def ranked(teacher: nn.Module, student: nn.Module, example: dict[str, torch.Tens
     for p in t.parameters():
         p.requires_grad_(False)
     return t.eval(), "channels of largest L1 norm per coupled group (Torch-Pruning dependency graph)"
+
+
+def builder_values(model: nn.Module) -> dict[str, Any]:
+    """The builder arguments that describe `model`'s shape, read off the model itself: a
+    transformers config's numbers, or a timm ResNet's `layers`, `channels` and `stem_width`
+    (the deep stem's middle width; a plain stem has none to vary). What relative search-space
+    choices ("0.5x") are relative to."""
+    hf = hf_config(model)
+    if hf is not None:
+        return {k: v for k, v in hf.to_dict().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    stages = resnet_stages(model)
+    if stages is None:
+        return {}
+    net = getattr(model, "net", model)
+    out: dict[str, Any] = {"layers": [len(s) for s in stages], "channels": [s[0].conv1.out_channels for s in stages]}
+    if isinstance(net.conv1, nn.Sequential):
+        out["stem_width"] = [m for m in net.conv1 if isinstance(m, nn.Conv2d)][1].out_channels
+    return out
+
+
+def model_kind(model: nn.Module) -> str | None:
+    """'transformer', 'resnet' or None: which built-in child rules apply."""
+    if hf_config(model) is not None and encoder_layers(model) is not None:
+        return "transformer"
+    return "resnet" if resnet_stages(model) is not None else None
+
+
+def child_from(parent: nn.Module, child: nn.Module, example: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Initialise `child` (a builder's fresh model of another shape) from a trained `parent`: each
+    child layer from an evenly spaced parent layer, the parent's most important units first
+    (`ranked`), copied as leading slices (`inherit`). Returns what was done, for the run record."""
+    mapping = layer_map(parent, child, (), "child")
+    source, how = ranked(parent, child, example)
+    info = inherit(child, source, mapping)
+    info["inherited"] = how
+    if mapping:
+        info["layer_map"] = mapping
+    return info

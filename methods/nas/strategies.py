@@ -1,0 +1,201 @@
+"""Search strategies over a resolved space, in ask/tell form, so the same code drives a live
+search (each candidate trained for the proxy budget) and a table lookup (`slimbench nas-table`).
+
+- `random`: uniform samples (the control every strategy is compared with);
+- `evolution`: regularised (aging) evolution: a population of the last P candidates, each new
+  child a one-dim mutation of the best of S sampled members; the oldest member dies;
+- `rl`: REINFORCE on a factorised categorical policy (one softmax per dim) with a moving-average
+  reward baseline;
+- `tpe`, `nsga2`: Optuna's TPE and NSGA-II samplers (ask/tell; constraints through Optuna's
+  trial constraints). NSGA-II is multi-objective: validation accuracy up, latency down.
+
+A candidate that breaks a constraint is told with `score=None`: strategies treat it as the worst.
+Numpy and Optuna only; every random draw comes from the strategy's own seeded generator.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from slimbench.methods.nas.space import Arch
+
+STRATEGIES = ("random", "evolution", "rl", "tpe", "nsga2")
+
+
+class Strategy:
+    """Proposes architectures (`ask`) and learns from their scores (`tell`)."""
+
+    def __init__(self, cards: tuple[int, ...], seed: int):
+        self.cards = cards
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self) -> Arch:
+        return tuple(int(self.rng.integers(n)) for n in self.cards)
+
+    def ask(self) -> Arch:
+        raise NotImplementedError
+
+    def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
+        pass
+
+
+class RandomSearch(Strategy):
+    def ask(self) -> Arch:
+        return self.sample()
+
+
+class Evolution(Strategy):
+    """Regularised evolution (Real et al. 2019): tournament of `sample` out of the last `population`."""
+
+    def __init__(self, cards: tuple[int, ...], seed: int, population: int = 8, sample: int = 3):
+        super().__init__(cards, seed)
+        self.population, self.tournament = population, sample
+        self.members: list[tuple[Arch, float]] = []
+        self.told = 0
+
+    def ask(self) -> Arch:
+        if self.told < self.population or not self.members:
+            return self.sample()
+        picks = self.rng.choice(len(self.members), size=min(self.tournament, len(self.members)), replace=False)
+        parent = max((self.members[i] for i in picks), key=lambda m: m[1])[0]
+        return self.mutate(parent)
+
+    def mutate(self, arch: Arch) -> Arch:
+        dims = [d for d, n in enumerate(self.cards) if n > 1]
+        d = int(self.rng.choice(dims))
+        new = int(self.rng.integers(self.cards[d] - 1))
+        child = list(arch)
+        child[d] = new if new < arch[d] else new + 1  # any other value of that dim
+        return tuple(child)
+
+    def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
+        self.told += 1
+        self.members.append((arch, -math.inf if score is None else score))
+        if len(self.members) > self.population:
+            self.members.pop(0)  # aging: the oldest dies, not the worst
+
+
+class Reinforce(Strategy):
+    """REINFORCE with a moving-average baseline on independent per-dim softmax policies (a
+    factorised controller: cheap, and with budgets of tens of candidates an LSTM has nothing to
+    learn its correlations from). Rewards are validation accuracy in percent; a candidate that
+    breaks a constraint earns the worst reward seen so far."""
+
+    def __init__(self, cards: tuple[int, ...], seed: int, lr: float = 0.1, decay: float = 0.8):
+        super().__init__(cards, seed)
+        self.logits = [np.zeros(n) for n in cards]
+        self.lr, self.decay = lr, decay
+        self.baseline: float | None = None
+        self.worst = math.inf
+
+    def probs(self) -> list[np.ndarray]:
+        return [np.exp(z - z.max()) / np.exp(z - z.max()).sum() for z in self.logits]
+
+    def ask(self) -> Arch:
+        return tuple(int(self.rng.choice(len(p), p=p)) for p in self.probs())
+
+    def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
+        if score is not None:
+            self.worst = min(self.worst, 100 * score)
+        reward = 100 * score if score is not None else (self.worst if math.isfinite(self.worst) else 0.0)
+        if self.baseline is None:
+            self.baseline = reward
+            return
+        advantage = reward - self.baseline
+        for z, p, a in zip(self.logits, self.probs(), arch):
+            grad = -p
+            grad[a] += 1.0  # d log softmax(z)[a] / dz
+            z += self.lr * advantage * grad
+        self.baseline = self.decay * self.baseline + (1 - self.decay) * reward
+
+
+class OptunaSearch(Strategy):
+    """Optuna's TPE (accuracy) or NSGA-II (accuracy and latency) through its ask/tell interface."""
+
+    def __init__(self, cards: tuple[int, ...], seed: int, sampler: str = "tpe", startup: int = 4):
+        super().__init__(cards, seed)
+        import optuna
+        from optuna.distributions import CategoricalDistribution
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if sampler == "tpe":
+            s = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+            self.study = optuna.create_study(direction="maximize", sampler=s)
+        else:
+            s = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, startup))
+            self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+        self.multi = sampler != "tpe"
+        self.dists = {f"d{i}": CategoricalDistribution(list(range(n))) for i, n in enumerate(cards)}
+        self.pending: dict[Arch, list[Any]] = {}
+
+    def ask(self) -> Arch:
+        trial = self.study.ask(self.dists)
+        arch = tuple(int(trial.params[f"d{i}"]) for i in range(len(self.cards)))
+        self.pending.setdefault(arch, []).append(trial)
+        return arch
+
+    def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
+        trial = self.pending[arch].pop(0)
+        trial.set_constraint("constraints", 0.0 if score is not None else 1.0)  # > 0: infeasible
+        acc = 0.0 if score is None else score
+        lat = latency_ms if latency_ms is not None else 0.0
+        self.study.tell(trial, [acc, lat] if self.multi else acc)
+
+
+def make_strategy(name: str, cards: tuple[int, ...], seed: int, **options: Any) -> Strategy:
+    """A strategy by name; `options` are its own settings (population, sample, lr, decay, startup)."""
+    if name == "random":
+        return RandomSearch(cards, seed)
+    if name == "evolution":
+        return Evolution(cards, seed, population=options.get("population", 8), sample=options.get("sample", 3))
+    if name == "rl":
+        return Reinforce(cards, seed, lr=options.get("lr", 0.1), decay=options.get("decay", 0.8))
+    if name in ("tpe", "nsga2"):
+        return OptunaSearch(cards, seed, sampler=name, startup=options.get("startup", 4))
+    raise ValueError(f"unknown search strategy {name!r}; choose {', '.join(STRATEGIES)}")
+
+
+@dataclass
+class Outcome:
+    """What evaluating one architecture gave: None accuracy when it broke a constraint (untrained)."""
+
+    accuracy: float | None
+    latency_ms: float | None = None
+    trained: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    arch: Arch
+    outcome: Outcome
+    repeat: bool  # proposed again: scored from memory, no cost
+
+
+def search(strategy: Strategy, evaluate: Callable[[Arch, int], Outcome], candidates: int,
+           max_proposals: int | None = None) -> list[Step]:
+    """Ask/evaluate/tell until `candidates` architectures were trained (a repeat costs nothing
+    and is answered from memory; one that breaks a constraint is not trained) or the strategy has
+    made `max_proposals` proposals (default 50 per candidate: a constraint almost nothing meets)."""
+    limit = max_proposals if max_proposals is not None else 50 * candidates + 100
+    seen: dict[Arch, Outcome] = {}
+    steps: list[Step] = []
+    trained = 0
+    while trained < candidates and len(steps) < limit:
+        arch = strategy.ask()
+        repeat = arch in seen
+        outcome = seen[arch] if repeat else evaluate(arch, trained)
+        seen[arch] = outcome
+        trained += (not repeat) and outcome.trained
+        strategy.tell(arch, outcome.accuracy, outcome.latency_ms)
+        steps.append(Step(arch, outcome, repeat))
+    return steps
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (accuracy up, cost down) points no other point beats in both."""
+    return [i for i, (a, c) in enumerate(points)
+            if not any((a2 >= a and c2 <= c) and (a2 > a or c2 < c) for a2, c2 in points)]
