@@ -179,7 +179,9 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
     front = pareto([(o.accuracy, o.latency_ms) for _, o in done])
     metrics["pareto"] = [{"arch": space.key(done[i][0]), "val_accuracy": done[i][1].accuracy,
                           "latency_ms": done[i][1].latency_ms} for i in front]
-    arch, outcome = max(done, key=lambda d: (d[1].accuracy, -(d[1].latency_ms or 0.0)))
+    # ties (few validation examples) go to the fewer FLOPs, then parameters, then the earlier
+    # candidate: never to a latency measurement, whose noise would make the result irreproducible
+    arch, outcome = max(done, key=lambda d: (d[1].accuracy, -d[1].extra["mflops"], -d[1].extra["params"]))
     model, info = live.fresh(arch)
     live.train(model, ctx.finetune.steps, ctx.seed, "finetune", "final architecture")
     metrics.update(best_arch=space.values(arch), best_proxy_val_accuracy=outcome.accuracy,
