@@ -134,3 +134,46 @@ def _label(text: str, cx: float, cy: float, boxes: list[tuple[float, float, floa
             anchor = "end" if end else "start"
             return f'<text class="pt-label" x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}">{escape(short)}</text>'
     return ""
+
+
+SERIES_COLOURS = ("#bf8700", "#1f6feb", "#cf222e", "#1a7f37", "#8250df", "#57606a", "#d4a72c", "#0a3069")
+
+
+def trace_svg(series: dict[str, list[tuple[float, float]]], title: str, x_label: str,
+              y_label: str = "best validation accuracy %") -> str:
+    """An SVG step plot of best-so-far curves (y in [0, 1], shown in %), one line per series:
+    a search's trace (best-so-far score against the budget spent)."""
+    data = {k: sorted(v) for k, v in series.items() if v}
+    head = (f'<svg class="plot trace" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+            f'data-series="{len(data)}"><title>{escape(title)}</title>'
+            f'<text class="plot-title" x="{LEFT}" y="16">{escape(title)}</text>')
+    pts = [p for v in data.values() for p in v if math.isfinite(p[0]) and math.isfinite(p[1])]
+    if not pts:
+        return head + f'<text class="empty" x="{W / 2}" y="{H / 2}">no data</text></svg>'
+    x0, x1 = _padded(min(p[0] for p in pts), max(p[0] for p in pts), False)
+    y0, y1 = _padded(min(p[1] for p in pts), max(p[1] for p in pts), False)
+    sx, sy = _scale(x0, x1, LEFT, W - RIGHT - 110, False), _scale(y0, y1, H - BOTTOM, TOP, False)
+    out = [head, f'<g class="axes"><line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT - 110}" y2="{H - BOTTOM}"/>'
+           f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}"/>']
+    for t in _nice_ticks(x0, x1):
+        out.append(f'<text class="tick" x="{sx(t):.1f}" y="{H - BOTTOM + 14}">{t:g}</text>')
+    for t in _nice_ticks(y0, y1):
+        y = sy(t)
+        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT - 110}" y2="{y:.1f}"/>'
+                   f'<text class="tick y" x="{LEFT - 4}" y="{y + 3:.1f}">{100 * t:.3g}</text>')
+    out.append(f'<text class="axis-label" x="{(LEFT + W - RIGHT - 110) / 2}" y="{H - 6}">{escape(x_label)}</text>'
+               f'<text class="axis-label y" x="12" y="{(TOP + H - BOTTOM) / 2}" '
+               f'transform="rotate(-90 12 {(TOP + H - BOTTOM) / 2})">{escape(y_label)}</text></g>')
+    for i, (name, line) in enumerate(data.items()):
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        steps: list[str] = []
+        for j, (x, y) in enumerate(line):
+            if j:
+                steps.append(f"{sx(x):.1f},{sy(line[j - 1][1]):.1f}")
+            steps.append(f"{sx(x):.1f},{sy(y):.1f}")
+        out.append(f'<polyline class="trace-line" fill="none" stroke="{colour}" stroke-width="2" '
+                   f'points="{" ".join(steps)}" data-label="{escape(name)}"><title>{escape(name)}</title></polyline>')
+        short = name if len(name) <= 18 else name[:17] + "…"
+        out.append(f'<text class="legend" x="{W - RIGHT - 104}" y="{TOP + 10 + 14 * i}" fill="{colour}">'
+                   f'{escape(short)}</text>')
+    return "".join(out) + "</svg>"

@@ -116,6 +116,8 @@ class Section:
     real: list[Row] = field(default_factory=list)
     simulated: list[Row] = field(default_factory=list)
     failed: list[FailedRun] = field(default_factory=list)
+    # search runs' traces, "label · seed N" -> [(search steps used, best validation accuracy so far)]
+    traces: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -258,6 +260,23 @@ def _control_notes(rows: list[Row]) -> None:
         row.note = f"{row.note}; {text}" if row.note else text
 
 
+def _traces(groups: Iterable[_Group]) -> dict[str, list[tuple[float, float]]]:
+    """Search traces of the finished search runs (their candidates are never rows: they are these
+    curves): best validation accuracy so far against the search steps used, one per run."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for g in groups:
+        for run in g.runs:
+            trace = get(run, "method_metrics", "trace")
+            if not isinstance(trace, list):
+                continue
+            pts = [(float(t["steps"]), float(t["best"])) for t in trace
+                   if isinstance(t, dict) and _num(t.get("steps")) is not None and _num(t.get("best")) is not None]
+            if pts:
+                label = str(get(run, "method", "label", default="") or get(run, "method", "name", default="?"))
+                out[f"{label} · seed {run.get('seed')}"] = pts
+    return out
+
+
 def _seed_key(seed: Any) -> tuple[int, float, str]:
     """Seeds in numeric order, whatever their JSON type (killed-run stand-ins may hold strings)."""
     num = _num(seed)
@@ -317,6 +336,7 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
             g.runs, g.pages = [r for r, _ in pairs], [p for _, p in pairs]
             (sec.simulated if sim else sec.real).extend(_rows(g, base, "simulated" if sim else "real"))
         _control_notes(sec.real)
+        sec.traces = _traces(g for (_, _, _, sim), g in by_cfg.items() if not sim)
         sec.real.sort(key=_sort_key)
         sec.simulated.sort(key=_sort_key)
         sections.append(sec)

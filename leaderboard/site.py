@@ -18,7 +18,7 @@ from slimbench.leaderboard import fmt
 from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, NOTES, SIMULATED_TITLE, failed_csv, finite,
                                           section_title, to_csv, to_json, to_markdown)
 from slimbench.leaderboard.page import Assets
-from slimbench.leaderboard.plots import Point, scatter_svg
+from slimbench.leaderboard.plots import Point, scatter_svg, trace_svg
 from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, aggregate, get
 from slimbench.leaderboard.runpage import render_run_page
 from slimbench.core.families import FAMILIES
@@ -117,6 +117,10 @@ def _plots(sec: Section) -> str:
         rows = [r for r in sec.real if (r.device, r.batch_size) == (dev, bs)]
         svgs.append(scatter_svg(_points(rows, "latency_median_ms", fmt.ms),
                                 f"Accuracy vs latency · {dev} · batch {bs}", "median latency", fmt.ms))
+    if sec.traces:
+        svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)"))
+    if sec.traces:  # search candidates are never rows: each search run is one best-so-far curve
+        svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)"))
     legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_slug(f)}" '
                       f'cx="5" cy="5" r="4"/></svg> {escape(f)}' for f in FAMILIES)
     return (f'<div class="plots">{"".join(svgs)}</div><p class="legend">{legend} · the dashed line is the '

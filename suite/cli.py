@@ -1,4 +1,4 @@
-"""`slimbench` command line: run, list, results, leaderboard.
+"""`slimbench` command line: run, list, results, nas-table, leaderboard.
 
 Heavy modules (torch, mlflow, timm, transformers) are imported inside the commands, so
 `slimbench --help` stays fast.
@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_list(sub)
     _add_results(sub)
+    nt = sub.add_parser("nas-table", help="tabular NAS benchmark: evaluate every architecture of a small space once, "
+                                          "then compare search strategies on it with many seeds",
+                        description="Evaluate every architecture of a small declared search space once (proxy "
+                                    "budget, validation and test accuracy, FLOPs, measured latency) into a cached "
+                                    "table, then run every search strategy against it with many seeds.")
+    from slimbench.suite.nastable import configure as nas_table_args
+    nas_table_args(nt)
     lb = sub.add_parser("leaderboard", help="build the static leaderboard site and exports from MLflow runs")
     from slimbench.leaderboard.command import configure
     configure(lb)
@@ -220,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.core.config import ConfigError
     from slimbench.core.registry import UnknownNameError
 
-    handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard}
+    from slimbench.suite.nastable import cmd as cmd_nas_table
+
+    handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
+                "nas-table": cmd_nas_table}
     try:
         return handlers[args.command](args)
     except (ConfigError, UnknownNameError) as exc:

@@ -49,8 +49,8 @@ class RandomConfig(SearchConfig):
 
 @dataclass(frozen=True)
 class EvolutionConfig(SearchConfig):
-    population: int = setting(8, "P: the last P candidates form the population (the first P are random); more "
-                                 "than the budget's candidates makes it random search", ge=2)
+    population: int = setting(8, "P: the last P candidates form the population (the first P are random); "
+                                 "capped at half the budget's candidates (at least 2), so children are bred", ge=2)
     sample: int = setting(3, "S: tournament size; the best of S random members is mutated in one dim", ge=1)
 
     def validate(self) -> None:
@@ -69,4 +69,5 @@ class BOConfig(SearchConfig):
     sampler: Literal["tpe", "nsga2"] = setting(
         "tpe", "tpe: Optuna's TPE on validation accuracy; nsga2: Optuna's NSGA-II on accuracy and latency "
                "(multi-objective; the Pareto front is recorded)")
-    startup: int = setting(4, "random trials before TPE models the space (NSGA-II: its population size)", ge=1)
+    startup: int = setting(4, "random trials before TPE models the space (NSGA-II: its population size); capped "
+                              "at half the budget's candidates", ge=1)

@@ -21,7 +21,8 @@ class SearchMethod(Method):
     family = "nas"
     strategy: ClassVar[str] = "random"
 
-    def options(self) -> dict[str, Any]:
+    def options(self, candidates: int) -> dict[str, Any]:
+        """The strategy's settings for a search of `candidates` (recorded with the run)."""
         return {}
 
     def supports(self, task: "TaskSpec", device: Any) -> str | None:
@@ -40,7 +41,7 @@ class SearchMethod(Method):
 
     def compress(self, model: "nn.Module", ctx: "CompressionContext"):
         from slimbench.methods.nas.procedure import run_search
-        return run_search(ctx, self.config, self.strategy, self.options(), self.name)
+        return run_search(ctx, self.config, self.strategy, self.options(ctx.search.candidates), self.name)
 
 
 @register_method("nas.random")
@@ -56,8 +57,11 @@ class EvolutionNAS(SearchMethod):
     config_cls = EvolutionConfig
     strategy = "evolution"
 
-    def options(self) -> dict[str, Any]:
-        return {"population": self.config.population, "sample": self.config.sample}
+    def options(self, candidates: int) -> dict[str, Any]:
+        # at most half the budget is the random first population, so some children are bred even on
+        # small budgets (a population as large as the budget would be random search)
+        population = min(self.config.population, max(2, candidates // 2))
+        return {"population": population, "sample": min(self.config.sample, population)}
 
 
 @register_method("nas.rl")
@@ -66,7 +70,7 @@ class ReinforceNAS(SearchMethod):
     config_cls = RLConfig
     strategy = "rl"
 
-    def options(self) -> dict[str, Any]:
+    def options(self, candidates: int) -> dict[str, Any]:
         return {"lr": self.config.lr, "decay": self.config.decay}
 
 
@@ -79,5 +83,5 @@ class OptunaNAS(SearchMethod):
     def strategy(self) -> str:  # type: ignore[override]
         return self.config.sampler
 
-    def options(self) -> dict[str, Any]:
-        return {"startup": self.config.startup}
+    def options(self, candidates: int) -> dict[str, Any]:
+        return {"startup": min(self.config.startup, max(1, candidates // 2))}  # at least half the budget modelled

@@ -163,13 +163,17 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
                       "feasible": o.trained})
     done = [(s.arch, s.outcome) for s in steps if not s.repeat and s.outcome.trained]
     metrics: dict[str, Any] = {
-        "strategy": strategy, "space": space.name, "space_size": space.size, "space_dims": list(space.dims),
+        "strategy": strategy, "strategy_options": options, "space": space.name, "space_size": space.size,
+        "space_dims": list(space.dims),
         "candidates_trained": len(done), "proposals": len(steps), "repeats": sum(s.repeat for s in steps),
         "infeasible": sum((not s.repeat) and not s.outcome.trained for s in steps), "resumed": live.reused,
         "search_seconds": round(seconds, 2), "trace": trace, **_per_candidate_time(trace),
         "constraints": {k: getattr(cfg, k) for k in ("max_params", "max_mflops", "max_latency_ms")
                         if getattr(cfg, k) is not None}, "latency_batch": cfg.latency_batch,
     }
+    if strategy != "random":  # the leaderboard says whether this beat random search on the same terms
+        shared = ("space", "max_params", "max_mflops", "max_latency_ms", "latency_batch", "distill", "init")
+        metrics["control"] = {"method": "nas.random", "config": {k: getattr(cfg, k) for k in shared}}
     summary = getattr(ctx.cost_table, "summary", None)
     if summary is not None:
         metrics["cost_table"] = summary()

@@ -1,0 +1,208 @@
+"""Architecture search: spaces validated before work, strategies that learn and repeat themselves
+under a seed, constraints that keep candidates untrained, resumed searches, and the tabular
+benchmark."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slimbench.core.config import ConfigError
+from slimbench.methods import Unsupported, create_method
+from slimbench.methods.nas.space import SpaceFile, load_space, resolve
+from slimbench.methods.nas.strategies import STRATEGIES, Evolution, Outcome, Reinforce, make_strategy, pareto, search
+
+
+def _nas(spec: str, space: dict | None = None):
+    if space is None:
+        return create_method(spec)
+    name, _, rest = spec.partition(":")
+    fields = {"space": space, **({} if not rest else dict(kv.split("=") for kv in rest.split(",")))}
+    return create_method(f"{name}:{json.dumps(fields)}")
+
+
+@pytest.mark.parametrize("space, match", [
+    ({"dims": {}}, "declares no dims"),
+    ({"dims": {"layers.0": [1]}}, "one architecture only"),
+    ({"dims": {"layers.0": [1, 1]}}, "repeats a choice"),
+    ({"dims": {"layers.0": [1, "half"]}}, "positive number or a relative"),
+    ({"dims": {"layers.0": [1, -2]}}, "positive number"),
+    ({"dims": {"layers": [1, 2], "layers.0": [1, 2]}}, "contradict"),
+    ({"dims": {"stem_width": [8, 16]}, "fixed": {"stem_width": 8}}, "both fixed and searched"),
+    ({"dims": {"hidden_size": [32, 48], "num_attention_heads": [2, 5]}}, "contradictory"),
+    ({"dims": {"layers.0": [1, 2]}, "colour": "red"}, "unknown key"),
+    ({"dims": {"layers.0": [1, 2]}, "model": "mlp"}, "choose resnet, transformer, any"),
+])
+def test_bad_spaces_fail_when_the_config_is_built(space, match):
+    with pytest.raises(ConfigError, match=match):
+        _nas("nas.random", space)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("nas.random:space=no-such-space", "neither a file nor a built-in space"),
+    ("nas.evolution:population=4,sample=5", "sample=5 must be <= population=4"),
+    ("nas.bo:sampler=grid", "sampler"),
+    ("nas.random:max_latency_ms=0", "max_latency_ms"),
+    ("nas.rl:decay=1", "decay"),
+])
+def test_bad_settings_fail_before_work(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        create_method(spec)
+
+
+def test_space_file_and_relative_choices(tmp_path):
+    path = tmp_path / "my_space.yaml"
+    path.write_text("dims:\n  channels.1: [0.5x, 1x, 2x]\n  layers.3: [1, 3]\nfixed: {stem_width: 8}\n")
+    method = create_method(f"nas.random:space={path}")
+    spec = load_space(method.config.space)
+    space = resolve(spec, {"channels": [32, 48, 48, 96], "layers": [1, 1, 1, 1]})
+    assert space.choices == ((24, 48, 96), (1, 3))  # 48 * 0.5 = 24 (multiple of 8)
+    assert space.overrides((2, 1)) == {"stem_width": 8, "channels": [32, 96, 48, 96], "layers": [1, 1, 1, 3]}
+    with pytest.raises(ConfigError, match="names element 1 of 'channels'"):
+        resolve(spec, {"channels": [32], "layers": [1, 1, 1, 1]})
+    heads = SpaceFile("h", {"hidden_size": ("0.75x", "1x"), "num_attention_heads": (3, 4)})
+    with pytest.raises(ConfigError, match="contradictory"):
+        resolve(heads, {"hidden_size": 32, "num_attention_heads": 2})  # 24 / 4 and 32 / 3
+
+
+def _table(cards, seed=0):
+    """A synthetic table: accuracy rises with every dim's index, with a seeded bump."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    bump = {}
+
+    def evaluate(arch, _i):
+        bump.setdefault(arch, float(rng.normal(0, 0.01)))
+        return Outcome(0.5 + 0.05 * sum(arch) / len(arch) + bump[arch], latency_ms=1.0 + sum(arch))
+    return evaluate
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_fixed_seed_gives_the_same_trace(name):
+    cards = (3, 3, 2, 4)
+    runs = [[s.arch for s in search(make_strategy(name, cards, 7), _table(cards), 12)] for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) >= 12
+    other = [s.arch for s in search(make_strategy(name, cards, 8), _table(cards), 12)]
+    assert other != runs[0]
+
+
+def test_evolution_mutates_one_dim_and_ages_out():
+    evo = Evolution((3, 3, 2), seed=0, population=3, sample=2)
+    for arch in [(0, 0, 0), (1, 1, 1), (2, 2, 0)]:
+        evo.tell(arch, 0.1 * sum(arch))
+    child = evo.ask()
+    parents = [(1, 1, 1), (2, 2, 0), (0, 0, 0)]
+    assert min(sum(a != b for a, b in zip(child, p)) for p in parents) == 1
+    evo.tell((0, 1, 0), 0.0)
+    assert len(evo.members) == 3 and (0, 0, 0) not in [m[0] for m in evo.members]  # the oldest died
+
+
+def test_reinforce_moves_towards_the_rewarded_choice():
+    rl = Reinforce((2, 2), seed=0, lr=0.01)  # rewards 40 pp apart: a small step suffices
+    for _ in range(60):
+        arch = rl.ask()
+        rl.tell(arch, 0.9 if arch[0] == 1 else 0.5)
+    assert rl.probs()[0][1] > 0.9
+    assert abs(rl.probs()[1][0] - 0.5) < 0.35  # the unrewarded dim stays near uniform
+
+
+def test_search_stops_when_nothing_is_feasible():
+    steps = search(make_strategy("tpe", (2, 2), 0), lambda a, i: Outcome(None, 9.0, trained=False), 3,
+                   max_proposals=20)
+    assert len(steps) == 20 and not any(s.outcome.trained for s in steps)
+
+
+def test_pareto():
+    assert pareto([(0.9, 5.0), (0.8, 1.0), (0.85, 6.0), (0.9, 4.0)]) == [1, 3]
+
+
+def _ctx(conformance_tasks, name, **kw):
+    from slimbench.suite.context import make_context
+    task, baseline = conformance_tasks[name]
+    return make_context(task, baseline=baseline, seed=0, owner="nas", **kw), baseline
+
+
+@pytest.mark.parametrize("task_name", ["toy-cnn", "toy-transformer"])
+def test_live_search_same_seed_same_trace(conformance_tasks, task_name):
+    method = create_method("nas.evolution:population=2,sample=1")
+    traces = []
+    for _ in range(2):
+        ctx, baseline = _ctx(conformance_tasks, task_name)
+        out = method.compress(baseline, ctx)
+        traces.append([(t["arch"], t["val_accuracy"], t["best"], t["steps"]) for t in out.metrics["trace"]])
+        assert ctx.ledger.summary()["search"] == {"used": 4, "budget": 4, "candidates": 2}
+    assert traces[0] == traces[1]
+    m = out.metrics
+    assert m["candidates_trained"] == 2 and m["control"]["method"] == "nas.random"
+    assert json.loads(m["trace"][0]["arch"]) and m["pareto"] and "seconds_per_candidate" in m
+    rebuilt = conformance_tasks[task_name][0].build_model(**out.build_overrides)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+        {k: v.shape for k, v in out.model.state_dict().items()}
+
+
+def test_constraints(conformance_tasks):
+    ctx, baseline = _ctx(conformance_tasks, "toy-cnn")
+    with pytest.raises(Unsupported, match="even the smallest"):
+        create_method("nas.random:max_params=10").compress(baseline, ctx)
+    assert ctx.ledger.summary()["search"]["used"] == 0  # refused before any training
+
+    from slimbench.methods.nas.procedure import space_for
+    space = space_for(create_method("nas.random").config, baseline, "nas.random")
+    sizes = sorted(sum(p.numel() for p in conformance_tasks["toy-cnn"][0].build_model(
+        **space.overrides(a)).parameters()) for a in [space.smallest(), tuple(len(c) - 1 for c in space.choices)])
+    limit = (sizes[0] + sizes[1]) // 2
+    ctx, baseline = _ctx(conformance_tasks, "toy-cnn")
+    out = create_method(f"nas.random:max_params={limit}").compress(baseline, ctx)
+    assert all(t["params"] <= limit for t in out.metrics["trace"] if t["feasible"])
+    assert all(t["val_accuracy"] is None for t in out.metrics["trace"] if not t["feasible"])
+    assert ctx.ledger.summary()["search"]["used"] == 2 * out.metrics["candidates_trained"]
+    assert sum(p.numel() for p in out.model.parameters()) <= limit
+
+
+def test_budget_smaller_than_one_candidate_is_unsupported(conformance_tasks):
+    import dataclasses
+
+    from slimbench.core.recipe import SearchBudget
+    task, _ = conformance_tasks["toy-cnn"]
+    spec = dataclasses.replace(task.spec(), search=SearchBudget(0, 5))
+    assert "no search budget" in create_method("nas.random").supports(spec, "cpu")
+
+
+def test_killed_search_resumes_from_its_candidates(conformance_tasks):
+    logged = []
+    ctx, baseline = _ctx(conformance_tasks, "toy-transformer",
+                         candidate_logger=lambda name, params, metrics: logged.append(
+                             {"params": {k: str(v) for k, v in params.items()}, "metrics": metrics}))
+    first = create_method("nas.rl").compress(baseline, ctx)
+
+    class NoTraining:
+        def fit(self, model, batches, recipe, seed, **kw):
+            assert kw.get("account") != "search", "a resumed candidate was trained again"
+            from slimbench.suite.trainer import Trainer
+            return Trainer().fit(model, batches, recipe, seed, **kw)
+
+    ctx2, _ = _ctx(conformance_tasks, "toy-transformer", prior_candidates=lambda: logged)
+    ctx2.trainer._trainer = NoTraining()
+    second = create_method("nas.rl").compress(baseline, ctx2)
+    assert second.metrics["resumed"] == 2 and second.metrics["best_arch"] == first.metrics["best_arch"]
+    assert ctx2.ledger.summary()["search"]["used"] == 4  # the killed run's steps still count
+
+
+def test_nas_table_builds_resumes_and_compares(conformance_tasks, tmp_path, capsys):
+    from slimbench.suite.cli import main
+
+    args = ["nas-table", "--task", "toy-cnn", "--profile", "quick", "--results-dir", str(tmp_path),
+            "--seeds", "3", "--candidates", "2", "--no-progress"]
+    assert main(args) == 0
+    table = json.loads((tmp_path / "nas-table" / "toy-cnn-quick-resnet-table-quick.json").read_text())
+    assert len(table["entries"]) == 4 and table["provenance"]["cost_table"]["device"]
+    for e in table["entries"].values():
+        assert 0 <= e["val_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1 and e["latency_ms"] > 0
+    report = json.loads((tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick.json").read_text())
+    assert set(report["strategies"]) == set(STRATEGIES) and report["seeds"] == 3
+    assert (tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick.svg").read_text().startswith("<svg")
+    capsys.readouterr()
+    assert main(args + ["--no-compare"]) == 0
+    assert "0 to evaluate" in capsys.readouterr().out  # a built table is read, not rebuilt
+    bad = [a if a != "3" else "0" for a in args]
+    assert main(bad) == 2
