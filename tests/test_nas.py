@@ -206,3 +206,27 @@ def test_nas_table_builds_resumes_and_compares(conformance_tasks, tmp_path, caps
     assert "0 to evaluate" in capsys.readouterr().out  # a built table is read, not rebuilt
     bad = [a if a != "3" else "0" for a in args]
     assert main(bad) == 2
+
+
+def test_leaderboard_draws_traces_and_compares_with_random(tmp_path):
+    from slimbench.leaderboard.rows import aggregate
+    from slimbench.leaderboard.site import build_site
+    from slimbench.leaderboard.synthetic import fake_run
+
+    shared = {"space": "auto", "latency_batch": 1}
+    runs = [fake_run(method="baseline", accuracy=0.9)]
+    for name, acc in (("nas.random", 0.80), ("nas.evolution", 0.85)):
+        run = fake_run(method=name, family="nas", config=shared, accuracy=acc, size_bytes=1e6)
+        run["method_metrics"] = {"trace": [{"steps": 10, "best": 0.5}, {"steps": 20, "best": round(acc - 0.05, 2)},
+                                           {"steps": 30, "best": None}]}
+        if name != "nas.random":
+            run["method_metrics"]["control"] = {"method": "nas.random", "config": shared}
+        runs.append(run)
+    (sec,) = aggregate(runs).sections
+    assert sec.traces == {"nas.random space=auto latency_batch=1 · seed 0": [(10.0, 0.5), (20.0, 0.75)],
+                          "nas.evolution space=auto latency_batch=1 · seed 0": [(10.0, 0.5), (20.0, 0.8)]}
+    evo = next(r for r in sec.real if r.method == "nas.evolution")
+    assert evo.note.startswith("beat") and "the control nas.random" in evo.note and "+5.00 pp" in evo.note
+    assert len([r for r in sec.real if r.family == "nas"]) == 2 * len({r.batch_size for r in sec.real})
+    html = (build_site(runs, tmp_path)).read_text()
+    assert 'class="plot trace"' in html and 'data-series="2"' in html
