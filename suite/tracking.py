@@ -104,7 +104,9 @@ class Tracker:
 
     def completed(self, run_key: str) -> str | None:
         """The id of a FINISHED run with this key, if any (so re-runs can skip it)."""
-        runs = self._search(f"tags.`slimbench.run_key` = '{run_key}' and attributes.status = 'FINISHED'")
+        runs = self._search(f"tags.`slimbench.run_key` = '{run_key}' and attributes.status = 'FINISHED'",
+                            max_results=1000)
+        runs = [r for r in runs if r.data.tags.get("slimbench.kind") != CANDIDATE]  # a search's nested runs share it
         return runs[0].info.run_id if runs else None
 
     def finished_baseline(self, task: str, profile: str, baseline_key: str, device_label: str) -> str | None:

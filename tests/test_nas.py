@@ -230,3 +230,41 @@ def test_leaderboard_draws_traces_and_compares_with_random(tmp_path):
     assert len([r for r in sec.real if r.family == "nas"]) == 2 * len({r.batch_size for r in sec.real})
     html = (build_site(runs, tmp_path)).read_text()
     assert 'class="plot trace"' in html and 'data-series="2"' in html
+
+
+def test_harness_records_unsupported_and_resumes_a_killed_search(tmp_path, monkeypatch, conformance_tasks):
+    from slimbench.methods.nas.procedure import LiveSearch
+    from slimbench.suite.cli import main
+    from slimbench.suite.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    base = ["run", "--tasks", "toy-cnn", "--profile", "quick", "--results-dir", str(tmp_path), "--no-progress"]
+    assert main(base + ["--method", "nas.random:max_latency_ms=0.000001"]) == 0
+    tracker = Tracker(None, "slimbench", tmp_path)
+    rec = next(r for r in tracker.read_records() if r["method"]["name"] == "nas.random")
+    assert rec["status"] == "UNSUPPORTED" and "even the smallest" in rec["error"]
+    assert rec["budget"]["search"]["used"] == 0
+
+    real = LiveSearch.__call__
+    calls = []
+
+    def dies_on_the_second(self, arch, index):
+        calls.append(index)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, arch, index)
+
+    monkeypatch.setattr(LiveSearch, "__call__", dies_on_the_second)
+    assert main(base + ["--method", "nas.evolution"]) == 130
+    monkeypatch.setattr(LiveSearch, "__call__", real)
+    assert main(base + ["--method", "nas.evolution"]) == 0
+    recs = {r["method"]["name"]: r for r in tracker.read_records()}
+    done = recs["nas.evolution"]
+    assert done["status"] == "FINISHED" and done["method_metrics"]["resumed"] == 1
+    assert done["budget"]["search"]["used"] == 4 and len(done["method_metrics"]["trace"]) == 2
+    assert set(recs) == {"baseline", "nas.random", "nas.evolution"}  # candidates are never rows
+    nested = [r for r in tracker.runs() if r.data.tags.get("slimbench.kind") == "candidate"]
+    assert len(nested) == 3  # one from the killed run, two from the resumed one
+    (table,) = (tmp_path / "cache" / "costs").glob("*.json")
+    data = json.loads(table.read_text())
+    assert data["provenance"]["threads"] >= 1 and all(e["latency_ms"] > 0 for e in data["entries"].values())
