@@ -185,7 +185,7 @@ def report(table: Table, result: dict[str, Any], out_dir: Path) -> list[Path]:
     from slimbench.leaderboard.plots import trace_svg
 
     d = table.data
-    stem = f"nas-table-{d['task']}-{d['profile']}-{d['space']}"
+    stem = f"nas-table-{d['task']}-{d['profile']}-{d['space']}-c{result['candidates']}"
     out_dir.mkdir(parents=True, exist_ok=True)
     strat = result["strategies"]
     rand = strat.get("random", {}).get("test_accuracy", {}).get("mean", float("nan"))
@@ -207,6 +207,11 @@ def report(table: Table, result: dict[str, Any], out_dir: Path) -> list[Path]:
     svg = trace_svg({n: [(i + 1, y) for i, y in enumerate(r["curve"])] for n, r in strat.items()},
                     f"{d['task']}: test accuracy of the incumbent (mean of {result['seeds']} seeds)",
                     "architectures evaluated", "test accuracy %")
+    style = ("<style>.axes line{stroke:#57606a}.grid{stroke:#e1e4e8}text{font-family:sans-serif}"
+             ".tick{font-size:10px;text-anchor:middle}.tick.y{text-anchor:end}.axis-label{font-size:11px;"
+             "text-anchor:middle}.plot-title{font-size:12px;font-weight:bold}.legend{font-size:11px}</style>")
+    head, sep, rest = svg.partition(">")  # a standalone file: its namespace and the site's plot styles
+    svg = head.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1) + sep + style + rest
     paths = [out_dir / f"{stem}.md", out_dir / f"{stem}.json", out_dir / f"{stem}.svg"]
     lines += ["", f"![trace]({paths[2].name})", ""]
     paths[0].write_text("\n".join(lines))

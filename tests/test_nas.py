@@ -198,9 +198,9 @@ def test_nas_table_builds_resumes_and_compares(conformance_tasks, tmp_path, caps
     assert len(table["entries"]) == 4 and table["provenance"]["cost_table"]["device"]
     for e in table["entries"].values():
         assert 0 <= e["val_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1 and e["latency_ms"] > 0
-    report = json.loads((tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick.json").read_text())
+    report = json.loads((tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick-c2.json").read_text())
     assert set(report["strategies"]) == set(STRATEGIES) and report["seeds"] == 3
-    assert (tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick.svg").read_text().startswith("<svg")
+    assert (tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick-c2.svg").read_text().startswith("<svg")
     capsys.readouterr()
     assert main(args + ["--no-compare"]) == 0
     assert "0 to evaluate" in capsys.readouterr().out  # a built table is read, not rebuilt

@@ -82,14 +82,16 @@ class Reinforce(Strategy):
     """REINFORCE with a moving-average baseline on independent per-dim softmax policies (a
     factorised controller: cheap, and with budgets of tens of candidates an LSTM has nothing to
     learn its correlations from). Rewards are validation accuracy in percent; a candidate that
-    breaks a constraint earns the worst reward seen so far."""
+    breaks a constraint earns the baseline minus `penalty` points (nothing is learnt from one
+    before the first feasible candidate has set a baseline: a reward of 0 then would make the
+    first feasible one look 90 points better than anything and collapse the policy onto it)."""
 
-    def __init__(self, cards: tuple[int, ...], seed: int, lr: float = 0.1, decay: float = 0.8):
+    def __init__(self, cards: tuple[int, ...], seed: int, lr: float = 0.02, decay: float = 0.8,
+                 penalty: float = 5.0):
         super().__init__(cards, seed)
         self.logits = [np.zeros(n) for n in cards]
-        self.lr, self.decay = lr, decay
+        self.lr, self.decay, self.penalty = lr, decay, penalty
         self.baseline: float | None = None
-        self.worst = math.inf
 
     def probs(self) -> list[np.ndarray]:
         return [np.exp(z - z.max()) / np.exp(z - z.max()).sum() for z in self.logits]
@@ -98,12 +100,11 @@ class Reinforce(Strategy):
         return tuple(int(self.rng.choice(len(p), p=p)) for p in self.probs())
 
     def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
-        if score is not None:
-            self.worst = min(self.worst, 100 * score)
-        reward = 100 * score if score is not None else (self.worst if math.isfinite(self.worst) else 0.0)
         if self.baseline is None:
-            self.baseline = reward
+            if score is not None:
+                self.baseline = 100 * score
             return
+        reward = 100 * score if score is not None else self.baseline - self.penalty
         advantage = reward - self.baseline
         for z, p, a in zip(self.logits, self.probs(), arch):
             grad = -p
@@ -152,7 +153,7 @@ def make_strategy(name: str, cards: tuple[int, ...], seed: int, **options: Any) 
     if name == "evolution":
         return Evolution(cards, seed, population=options.get("population", 8), sample=options.get("sample", 3))
     if name == "rl":
-        return Reinforce(cards, seed, lr=options.get("lr", 0.1), decay=options.get("decay", 0.8))
+        return Reinforce(cards, seed, lr=options.get("lr", 0.02), decay=options.get("decay", 0.8))
     if name in ("tpe", "nsga2"):
         return OptunaSearch(cards, seed, sampler=name, startup=options.get("startup", 4))
     raise ValueError(f"unknown search strategy {name!r}; choose {', '.join(STRATEGIES)}")
