@@ -164,7 +164,7 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
     done = [(s.arch, s.outcome) for s in steps if not s.repeat and s.outcome.trained]
     metrics: dict[str, Any] = {
         "strategy": strategy, "strategy_options": options, "space": space.name, "space_size": space.size,
-        "space_dims": list(space.dims),
+        "space_choices": {d: list(c) for d, c in zip(space.dims, space.choices)},
         "candidates_trained": len(done), "proposals": len(steps), "repeats": sum(s.repeat for s in steps),
         "infeasible": sum((not s.repeat) and not s.outcome.trained for s in steps), "resumed": live.reused,
         "search_seconds": round(seconds, 2), "trace": trace, **_per_candidate_time(trace),
