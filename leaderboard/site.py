@@ -117,8 +117,6 @@ def _plots(sec: Section) -> str:
         rows = [r for r in sec.real if (r.device, r.batch_size) == (dev, bs)]
         svgs.append(scatter_svg(_points(rows, "latency_median_ms", fmt.ms),
                                 f"Accuracy vs latency · {dev} · batch {bs}", "median latency", fmt.ms))
-    if sec.traces:
-        svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)"))
     if sec.traces:  # search candidates are never rows: each search run is one best-so-far curve
         svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)"))
     legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_slug(f)}" '

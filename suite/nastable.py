@@ -66,9 +66,13 @@ def build_table(task, harness, space_ref: str | None = None, log: Callable[[str]
     costs = CostTable(harness.device, cfg.baseline_key(), harness.cache_dir / "costs", harness.threads,
                       harness.device_ref.label)
     path = harness.opts.results_dir / "nas-table" / f"{task.name}-{cfg.profile}-{space.name}.json"
+    import dataclasses
+    # everything that changes a stored number: a table built under other settings is rebuilt
     head = {"task": task.name, "profile": cfg.profile, "baseline_key": cfg.baseline_key(), "space": space.name,
-            "dims": list(space.dims), "choices": [list(c) for c in space.choices], "proxy_steps": steps,
-            "finetune_lr": cfg.finetune.lr, "device": harness.device_ref.label, "latency_batch": 1}
+            "dims": list(space.dims), "choices": [list(c) for c in space.choices], "fixed": space.fixed,
+            "proxy_steps": steps, "proxy_recipe": dataclasses.asdict(_recipe(cfg, steps)),
+            "val_limit": cfg.val_limit, "eval_limit": cfg.eval_limit, "device": harness.device_ref.label,
+            "cost_table": costs.provenance, "latency_batch": 1}
     data: dict[str, Any] = {**head, "entries": {}}
     if path.exists():
         old = json.loads(path.read_text())
@@ -76,7 +80,7 @@ def build_table(task, harness, space_ref: str | None = None, log: Callable[[str]
             data = old
         else:
             log(f"{path} was built for another task definition, space or device: rebuilding it")
-    data["provenance"] = {**provenance.collect(harness.device, harness.threads), "cost_table": costs.provenance}
+    data["provenance"] = provenance.collect(harness.device, harness.threads)
     table = Table(path, data)
     todo = [a for a in space.all() if space.key(a) not in table.entries]
     log(f"nas-table {task.name} ({cfg.profile}): space {space.name}, {space.size} architectures, "
@@ -86,7 +90,7 @@ def build_table(task, harness, space_ref: str | None = None, log: Callable[[str]
         for arch in todo:
             t0 = time.perf_counter()
             child = task.build_model(**space.overrides(arch)).to(harness.device)
-            cost = costs(space.key(arch), child, {k: v for k, v in task.method_data().example_inputs(1).items()})
+            cost = costs(space.model_key(arch), child, {k: v for k, v in task.method_data().example_inputs(1).items()})
             child_from(parent, child, example)
             harness.trainer.fit(child, task.train_stream(cfg.finetune.batch_size, cfg.seed),
                                 _recipe(cfg, steps), cfg.seed, desc="proxy")
@@ -150,7 +154,7 @@ def compare(table: Table, seeds: int, candidates: int, max_latency_ms: float | N
     for name in strategies:
         finals, curves = [], []
         for seed in range(seeds):
-            steps = search(make_strategy(name, cards, seed), lookup, candidates)
+            steps = search(make_strategy(name, cards, seed, candidates=candidates), lookup, candidates)
             best: dict[str, Any] | None = None
             curve = []
             for s in steps:
@@ -264,10 +268,10 @@ def cmd(args) -> int:
     if args.no_compare:
         return 0
     candidates = args.candidates or task.config.search.candidates
-    if candidates >= len(table.entries):
-        print(f"note: {candidates} candidates cover the whole table ({len(table.entries)}): every strategy can find "
-              f"the best; pass --candidates below that to compare them")
     result = compare(table, args.seeds, candidates, args.max_latency_ms, tuple(args.strategy or STRATEGIES))
+    if candidates >= result["feasible"]:
+        print(f"note: {candidates} candidates cover every architecture under the latency budget "
+              f"({result['feasible']}): every strategy can find the best; pass --candidates below that")
     for path in report(table, result, args.out or args.results_dir / "benchmarks"):
         print(f"wrote {path}")
     for name, r in result["strategies"].items():

@@ -263,7 +263,8 @@ class Harness:
         ctx = make_context(task, baseline=baseline, device=self.device, seed=seed, trainer=self.trainer,
                            owner=method.name, progress=self.opts.progress, costs=costs,
                            candidate_logger=functools.partial(self.tracker.log_candidate, run_id, tags=tags),
-                           prior_candidates=functools.partial(self.tracker.prior_candidates, record.run_key, run_id))
+                           prior_candidates=None if self.opts.force else  # --force: search again
+                           functools.partial(self.tracker.prior_candidates, record.run_key, run_id))
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         try:

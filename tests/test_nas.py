@@ -32,6 +32,7 @@ def _nas(spec: str, space: dict | None = None):
     ({"dims": {"hidden_size": [32, 48], "num_attention_heads": [2, 5]}}, "contradictory"),
     ({"dims": {"layers.0": [1, 2]}, "colour": "red"}, "unknown key"),
     ({"dims": {"layers.0": [1, 2]}, "model": "mlp"}, "choose resnet, transformer, any"),
+    ({"dims": {"layers.0": [1, 1.5]}}, "must be an integer"),
 ])
 def test_bad_spaces_fail_when_the_config_is_built(space, match):
     with pytest.raises(ConfigError, match=match):
@@ -106,8 +107,20 @@ def test_reinforce_moves_towards_the_rewarded_choice():
     assert abs(rl.probs()[1][0] - 0.5) < 0.35  # the unrewarded dim stays near uniform
 
 
+def test_search_stops_when_the_space_is_exhausted():
+    steps = search(make_strategy("random", (2, 2), 0), _table((2, 2)), 10)
+    assert len({s.arch for s in steps}) == 4 and sum(not s.repeat for s in steps) == 4
+
+
+def test_budgeted_caps():
+    from slimbench.methods.nas.strategies import budgeted
+    assert budgeted("evolution", 4, population=8, sample=3) == {"population": 2, "sample": 2}
+    assert budgeted("tpe", 16, startup=4) == {"startup": 4} and budgeted("nsga2", 4) == {"startup": 2}
+    assert budgeted("rl", 4, lr=0.1) == {"lr": 0.1}
+
+
 def test_search_stops_when_nothing_is_feasible():
-    steps = search(make_strategy("tpe", (2, 2), 0), lambda a, i: Outcome(None, 9.0, trained=False), 3,
+    steps = search(make_strategy("tpe", (10, 10), 0), lambda a, i: Outcome(None, 9.0, trained=False), 3,
                    max_proposals=20)
     assert len(steps) == 20 and not any(s.outcome.trained for s in steps)
 
@@ -187,6 +200,11 @@ def test_killed_search_resumes_from_its_candidates(conformance_tasks):
     assert second.metrics["resumed"] == 2 and second.metrics["best_arch"] == first.metrics["best_arch"]
     assert ctx2.ledger.summary()["search"]["used"] == 4  # the killed run's steps still count
 
+    from slimbench.core.recipe import SearchBudget
+    ctx3, _ = _ctx(conformance_tasks, "toy-transformer", prior_candidates=lambda: logged,
+                   search=SearchBudget(2, 3))
+    assert create_method("nas.rl").compress(baseline, ctx3).metrics["resumed"] == 0  # another proxy budget
+
 
 def test_nas_table_builds_resumes_and_compares(conformance_tasks, tmp_path, capsys):
     from slimbench.suite.cli import main
@@ -195,7 +213,7 @@ def test_nas_table_builds_resumes_and_compares(conformance_tasks, tmp_path, caps
             "--seeds", "3", "--candidates", "2", "--no-progress"]
     assert main(args) == 0
     table = json.loads((tmp_path / "nas-table" / "toy-cnn-quick-resnet-table-quick.json").read_text())
-    assert len(table["entries"]) == 4 and table["provenance"]["cost_table"]["device"]
+    assert len(table["entries"]) == 4 and table["cost_table"]["device"] and table["provenance"]["git_commit"]
     for e in table["entries"].values():
         assert 0 <= e["val_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1 and e["latency_ms"] > 0
     report = json.loads((tmp_path / "benchmarks" / "nas-table-toy-cnn-quick-resnet-table-quick-c2.json").read_text())
@@ -229,7 +247,7 @@ def test_leaderboard_draws_traces_and_compares_with_random(tmp_path):
     assert evo.note.startswith("beat") and "the control nas.random" in evo.note and "+5.00 pp" in evo.note
     assert len([r for r in sec.real if r.family == "nas"]) == 2 * len({r.batch_size for r in sec.real})
     html = (build_site(runs, tmp_path)).read_text()
-    assert 'class="plot trace"' in html and 'data-series="2"' in html
+    assert html.count('class="plot trace"') == 1 and 'data-series="2"' in html
 
 
 def test_harness_records_unsupported_and_resumes_a_killed_search(tmp_path, monkeypatch, conformance_tasks):

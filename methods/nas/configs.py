@@ -61,7 +61,7 @@ class EvolutionConfig(SearchConfig):
 @dataclass(frozen=True)
 class RLConfig(SearchConfig):
     lr: float = setting(0.02, "policy learning rate per percentage point of advantage (a 5-point better candidate "
-                              "moves its choices' logits by 0.1)", gt=0)
+                              "moves each of its choices' logits by 0.1 x (1 - its probability))", gt=0)
     decay: float = setting(0.8, "moving-average decay of the reward baseline", ge=0, lt=1)
 
 

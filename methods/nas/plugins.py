@@ -21,8 +21,8 @@ class SearchMethod(Method):
     family = "nas"
     strategy: ClassVar[str] = "random"
 
-    def options(self, candidates: int) -> dict[str, Any]:
-        """The strategy's settings for a search of `candidates` (recorded with the run)."""
+    def options(self) -> dict[str, Any]:
+        """The strategy's settings (capped for the budget by `strategies.budgeted`, recorded)."""
         return {}
 
     def supports(self, task: "TaskSpec", device: Any) -> str | None:
@@ -41,7 +41,9 @@ class SearchMethod(Method):
 
     def compress(self, model: "nn.Module", ctx: "CompressionContext"):
         from slimbench.methods.nas.procedure import run_search
-        return run_search(ctx, self.config, self.strategy, self.options(ctx.search.candidates), self.name)
+        from slimbench.methods.nas.strategies import budgeted
+        options = budgeted(self.strategy, ctx.search.candidates, **self.options())
+        return run_search(ctx, self.config, self.strategy, options, self.name)
 
 
 @register_method("nas.random")
@@ -57,11 +59,8 @@ class EvolutionNAS(SearchMethod):
     config_cls = EvolutionConfig
     strategy = "evolution"
 
-    def options(self, candidates: int) -> dict[str, Any]:
-        # at most half the budget is the random first population, so some children are bred even on
-        # small budgets (a population as large as the budget would be random search)
-        population = min(self.config.population, max(2, candidates // 2))
-        return {"population": population, "sample": min(self.config.sample, population)}
+    def options(self) -> dict[str, Any]:
+        return {"population": self.config.population, "sample": self.config.sample}
 
 
 @register_method("nas.rl")
@@ -70,7 +69,7 @@ class ReinforceNAS(SearchMethod):
     config_cls = RLConfig
     strategy = "rl"
 
-    def options(self, candidates: int) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         return {"lr": self.config.lr, "decay": self.config.decay}
 
 
@@ -83,5 +82,5 @@ class OptunaNAS(SearchMethod):
     def strategy(self) -> str:  # type: ignore[override]
         return self.config.sampler
 
-    def options(self, candidates: int) -> dict[str, Any]:
-        return {"startup": min(self.config.startup, max(1, candidates // 2))}  # at least half the budget modelled
+    def options(self) -> dict[str, Any]:
+        return {"startup": self.config.startup}

@@ -53,7 +53,7 @@ class LiveSearch:
         self.parent = ctx.teacher
         self.example = {k: v.to(ctx.device) for k, v in ctx.example_inputs(2).items()}
         self.records: list[dict[str, Any]] = []
-        self.resumed = {(int(c["params"].get("index", -1)), c["params"].get("arch")): c["metrics"]
+        self.resumed = {(int(c["params"].get("index", -1)), c["params"].get("fingerprint")): c["metrics"]
                         for c in ctx.resumed_candidates()
                         if c.get("metrics", {}).get("val_accuracy") is not None}
         self.reused = 0
@@ -67,8 +67,21 @@ class LiveSearch:
                               f"{self.space.name!r}: {exc}") from exc
         return child.to(self.ctx.device)
 
+    def fingerprint(self, arch: Arch) -> str:
+        """What a candidate's score depends on besides its index: the model built (fixed arguments
+        included), the task definition, the proxy recipe and how it is trained. A resumed search
+        reuses a tracked score only when this matches (a changed budget or space retrains)."""
+        import dataclasses
+        import hashlib
+        import json
+
+        blob = json.dumps({"model": self.space.model_key(arch), "task": self.ctx.task.key,
+                           "proxy": dataclasses.asdict(self.ctx.recipe(steps=self.ctx.search.proxy_steps)),
+                           "distill": self.cfg.distill, "init": self.cfg.init}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def costs(self, arch: Arch, child: nn.Module) -> dict[str, Any]:
-        c = self.ctx.costs(self.space.key(arch), child, self.cfg.latency_batch)
+        c = self.ctx.costs(self.space.model_key(arch), child, self.cfg.latency_batch)
         return {"params": sum(p.numel() for p in child.parameters()), "mflops": c["mflops"],
                 "latency_ms": c["latency_ms"]}
 
@@ -114,13 +127,14 @@ class LiveSearch:
         cost = self.costs(arch, child)
         broken = self.violations(cost)
         steps = self.ctx.search.proxy_steps
-        params = {"index": index, "arch": key, "strategy": self.strategy, **self.space.values(arch)}
+        params = {"index": index, "arch": key, "strategy": self.strategy, "fingerprint": self.fingerprint(arch),
+                  **self.space.values(arch)}
         metrics: dict[str, Any] = {**cost, "feasible": 0.0 if broken else 1.0}
         if broken:
             out = Outcome(None, cost["latency_ms"], trained=False, extra={"violates": broken})
-        elif (index, key) in self.resumed:
+        elif (index, params["fingerprint"]) in self.resumed:
             self.ctx.ledger.charge(steps, SEARCH)  # spent by the killed run: the budget still counts it
-            acc = float(self.resumed[(index, key)]["val_accuracy"])
+            acc = float(self.resumed[(index, params["fingerprint"])]["val_accuracy"])
             params["resumed"] = True
             self.reused += 1
             out = Outcome(acc, cost["latency_ms"])

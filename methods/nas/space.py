@@ -63,6 +63,8 @@ class SpaceFile:
                      (isinstance(v, str) and bool(_REL.match(v)) and float(v.strip()[:-1]) > 0)
                 check(ok, f"{where}: dim {dim!r} has choice {v!r}; give a positive number or a relative "
                           f"'<factor>x' such as '0.5x'")
+                check(not isinstance(v, float) or dim.split(".")[0] not in WHOLE,
+                      f"{where}: dim {dim!r} counts whole things (layers, heads): choice {v!r} must be an integer")
             check(len(set(map(str, values))) == len(values), f"{where}: dim {dim!r} repeats a choice: {list(values)}")
             base = dim.split(".")[0]
             check(base not in self.fixed, f"{where}: {base!r} is both fixed and searched; remove one")
@@ -148,8 +150,12 @@ class Space:
         return {d: c[i] for d, c, i in zip(self.dims, self.choices, arch)}
 
     def key(self, arch: Arch) -> str:
-        """A stable, readable name of an architecture (its concrete values)."""
+        """A stable, readable name of an architecture (its searched values)."""
         return json.dumps(self.values(arch), sort_keys=False, separators=(",", ":"))
+
+    def model_key(self, arch: Arch) -> str:
+        """What the builder is given (fixed and inherited arguments too): what a cost is cached by."""
+        return json.dumps(self.overrides(arch), sort_keys=True, separators=(",", ":"))
 
     def overrides(self, arch: Arch) -> dict[str, Any]:
         """The builder arguments of this architecture."""

@@ -146,8 +146,25 @@ class OptunaSearch(Strategy):
         self.study.tell(trial, [acc, lat] if self.multi else acc)
 
 
-def make_strategy(name: str, cards: tuple[int, ...], seed: int, **options: Any) -> Strategy:
-    """A strategy by name; `options` are its own settings (population, sample, lr, decay, startup)."""
+def budgeted(name: str, candidates: int, **options: Any) -> dict[str, Any]:
+    """A strategy's settings for a search of `candidates`: evolution's random first population and
+    TPE's random start are capped at half the budget (at least 2 and 1), so even a small search
+    breeds or models something (a population as large as the budget would be random search)."""
+    out = dict(options)
+    if name == "evolution":
+        out["population"] = min(out.get("population", 8), max(2, candidates // 2))
+        out["sample"] = min(out.get("sample", 3), out["population"])
+    if name in ("tpe", "nsga2"):
+        out["startup"] = min(out.get("startup", 4), max(1, candidates // 2))
+    return out
+
+
+def make_strategy(name: str, cards: tuple[int, ...], seed: int, candidates: int | None = None,
+                  **options: Any) -> Strategy:
+    """A strategy by name; `options` are its own settings (population, sample, lr, decay, startup),
+    capped for a search of `candidates` when given (`budgeted`)."""
+    if candidates is not None:
+        options = budgeted(name, candidates, **options)
     if name == "random":
         return RandomSearch(cards, seed)
     if name == "evolution":
@@ -179,13 +196,15 @@ class Step:
 def search(strategy: Strategy, evaluate: Callable[[Arch, int], Outcome], candidates: int,
            max_proposals: int | None = None) -> list[Step]:
     """Ask/evaluate/tell until `candidates` architectures were trained (a repeat costs nothing
-    and is answered from memory; one that breaks a constraint is not trained) or the strategy has
-    made `max_proposals` proposals (default 50 per candidate: a constraint almost nothing meets)."""
+    and is answered from memory; one that breaks a constraint is not trained), every architecture
+    of the space has been seen, or the strategy has made `max_proposals` proposals (default 50 per
+    candidate: a constraint almost nothing meets)."""
     limit = max_proposals if max_proposals is not None else 50 * candidates + 100
+    size = math.prod(strategy.cards)
     seen: dict[Arch, Outcome] = {}
     steps: list[Step] = []
     trained = 0
-    while trained < candidates and len(steps) < limit:
+    while trained < candidates and len(steps) < limit and len(seen) < size:
         arch = strategy.ask()
         repeat = arch in seen
         outcome = seen[arch] if repeat else evaluate(arch, trained)
