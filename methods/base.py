@@ -183,10 +183,12 @@ class CompressionContext:
         resumes from them): `[{"params": {...}, "metrics": {...}}]`, [] when there are none."""
         return list(self.prior_candidates()) if self.prior_candidates is not None else []
 
-    def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str | None:
+    def log_candidate(self, name: str, params: dict[str, Any], metrics: dict[str, float],
+                      evaluated: bool = True) -> str | None:
         """Track one search candidate as a nested run of this run (None when untracked, e.g. in tests);
-        the run records how many candidates were evaluated."""
-        self.ledger.candidates += 1
+        the run records how many candidates were evaluated (`evaluated=False`: one rejected untrained,
+        e.g. by a constraint, is tracked but not counted)."""
+        self.ledger.candidates += evaluated
         if self.candidate_logger is None:
             return None
         return self.candidate_logger(name, params, metrics)

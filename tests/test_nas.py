@@ -147,6 +147,7 @@ def test_live_search_same_seed_same_trace(conformance_tasks, task_name):
     assert traces[0] == traces[1]
     m = out.metrics
     assert m["candidates_trained"] == 2 and m["control"]["method"] == "nas.random"
+    assert m["best_mflops"] <= m["constraints"]["mflops"] == pytest.approx(0.8 * m["parent_cost"]["mflops"], abs=1e-3)
     assert json.loads(m["trace"][0]["arch"]) and m["pareto"] and "seconds_per_candidate" in m
     rebuilt = conformance_tasks[task_name][0].build_model(**out.build_overrides)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
@@ -273,9 +274,9 @@ def test_harness_records_unsupported_and_resumes_a_killed_search(tmp_path, monke
         return real(self, arch, index)
 
     monkeypatch.setattr(LiveSearch, "__call__", dies_on_the_second)
-    assert main(base + ["--method", "nas.evolution"]) == 130
+    assert main(base + ["--method", "nas.evolution:max_mflops_ratio=none"]) == 130
     monkeypatch.setattr(LiveSearch, "__call__", real)
-    assert main(base + ["--method", "nas.evolution"]) == 0
+    assert main(base + ["--method", "nas.evolution:max_mflops_ratio=none"]) == 0
     recs = {r["method"]["name"]: r for r in tracker.read_records()}
     done = recs["nas.evolution"]
     assert done["status"] == "FINISHED" and done["method_metrics"]["resumed"] == 1

@@ -29,6 +29,11 @@ class SearchConfig(MethodConfig):
     max_latency_ms: float | None = setting(None, "constraint: at most this latency in ms at `latency_batch` on the "
                                                  "run's device, from the suite's latency table (measured once per "
                                                  "architecture and device, cached)", gt=0)
+    max_mflops_ratio: float | None = setting(0.8, "constraint: at most this fraction of the trained model's own "
+                                                   "MFLOPs (the default asks the search for a smaller model, as a "
+                                                   "compression method should; None: off)", gt=0)
+    max_latency_ratio: float | None = setting(None, "constraint: at most this fraction of the trained model's own "
+                                                    "latency, measured the same way (cost table)", gt=0)
     latency_batch: int = setting(1, "batch size of the latency the constraint and the Pareto front use", ge=1)
     distill: bool = setting(False, "proxy and final training learn from the baseline's logits as well as the "
                                    "labels (Hinton KD, T=4, alpha=0.9) rather than the labels alone")

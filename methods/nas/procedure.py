@@ -57,6 +57,21 @@ class LiveSearch:
                         for c in ctx.resumed_candidates()
                         if c.get("metrics", {}).get("val_accuracy") is not None}
         self.reused = 0
+        self.limits = self._limits()
+
+    def _limits(self) -> dict[str, float]:
+        """The constraints as absolute limits: the ratios are of the trained model's own cost,
+        measured once through the same cost table as every candidate."""
+        cfg = self.cfg
+        limits = {k: float(v) for k, v in (("params", cfg.max_params), ("mflops", cfg.max_mflops),
+                                           ("latency_ms", cfg.max_latency_ms)) if v is not None}
+        if cfg.max_mflops_ratio is not None or cfg.max_latency_ratio is not None:
+            own = self.ctx.costs("parent", self.parent, cfg.latency_batch)
+            self.parent_cost = {"mflops": own["mflops"], "latency_ms": own["latency_ms"]}
+            for key, ratio in (("mflops", cfg.max_mflops_ratio), ("latency_ms", cfg.max_latency_ratio)):
+                if ratio is not None:
+                    limits[key] = min(limits.get(key, float("inf")), ratio * own[key])
+        return limits
 
     def build(self, arch: Arch) -> nn.Module:
         over = self.space.overrides(arch)
@@ -86,14 +101,7 @@ class LiveSearch:
                 "latency_ms": c["latency_ms"]}
 
     def violations(self, cost: dict[str, Any]) -> list[str]:
-        cfg, out = self.cfg, []
-        if cfg.max_params is not None and cost["params"] > cfg.max_params:
-            out.append(f"params {cost['params']:,} > {cfg.max_params:,}")
-        if cfg.max_mflops is not None and cost["mflops"] > cfg.max_mflops:
-            out.append(f"MFLOPs {cost['mflops']:.2f} > {cfg.max_mflops}")
-        if cfg.max_latency_ms is not None and cost["latency_ms"] > cfg.max_latency_ms:
-            out.append(f"latency {cost['latency_ms']:.3f} ms > {cfg.max_latency_ms} ms")
-        return out
+        return [f"{key} {cost[key]:,.4g} > {limit:,.4g}" for key, limit in self.limits.items() if cost[key] > limit]
 
     def check_ends(self) -> None:
         """Before any training: the space's extremes build, and its cheapest architecture can meet
@@ -148,7 +156,7 @@ class LiveSearch:
             metrics.update(val_accuracy=out.accuracy, proxy_steps=float(steps))
         metrics.update(seconds=round(seconds, 3), search_steps=float(self.ctx.ledger.used.get(SEARCH, 0)))
         self.ctx.log_candidate(f"{self.strategy}-c{index:03d}" + ("" if out.trained else "-infeasible"),
-                               params, metrics)
+                               params, metrics, evaluated=out.trained)
         out.extra.update(seconds=seconds, **cost)
         return out
 
@@ -182,11 +190,12 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
         "candidates_trained": len(done), "proposals": len(steps), "repeats": sum(s.repeat for s in steps),
         "infeasible": sum((not s.repeat) and not s.outcome.trained for s in steps), "resumed": live.reused,
         "search_seconds": round(seconds, 2), "trace": trace, **_per_candidate_time(trace),
-        "constraints": {k: getattr(cfg, k) for k in ("max_params", "max_mflops", "max_latency_ms")
-                        if getattr(cfg, k) is not None}, "latency_batch": cfg.latency_batch,
+        "constraints": {k: round(v, 4) for k, v in live.limits.items()}, "latency_batch": cfg.latency_batch,
+        "parent_cost": getattr(live, "parent_cost", None),
     }
     if strategy != "random":  # the leaderboard says whether this beat random search on the same terms
-        shared = ("space", "max_params", "max_mflops", "max_latency_ms", "latency_batch", "distill", "init")
+        shared = ("space", "max_params", "max_mflops", "max_latency_ms", "max_mflops_ratio", "max_latency_ratio",
+                  "latency_batch", "distill", "init")
         metrics["control"] = {"method": "nas.random", "config": {k: getattr(cfg, k) for k in shared}}
     summary = getattr(ctx.cost_table, "summary", None)
     if summary is not None:
