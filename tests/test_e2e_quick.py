@@ -26,7 +26,7 @@ def test_quick_profile_end_to_end(tmp_path, monkeypatch, capsys):
     nested = [r for r in runs if r.data.tags.get("slimbench.kind") == "candidate"]  # search candidates
     records = [tracker.run_json(r.info.run_id) for r in runs if r not in nested]
     searches = {r["provenance"]["mlflow_run_id"] for r in records if r["method"]["family"] == "nas"}
-    assert searches and {r.data.tags["mlflow.parentRunId"] for r in nested} == searches
+    assert nested and {r.data.tags["mlflow.parentRunId"] for r in nested} <= searches
     assert {(r["task"]["name"], r["method"]["name"]) for r in records} == {(t, m) for t in tasks for m in builtins}
     for rec in records:
         assert rec["status"] in ("FINISHED", "UNSUPPORTED"), (rec["method"]["name"], rec["error"])
