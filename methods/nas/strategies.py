@@ -2,8 +2,8 @@
 search (each candidate trained for the proxy budget) and a table lookup (`slimbench nas-table`).
 
 - `random`: uniform samples (the control every strategy is compared with);
-- `evolution`: regularised (aging) evolution: a population of the last P candidates, each new
-  child a one-dim mutation of the best of S sampled members; the oldest member dies;
+- `evolution`: regularised (aging) evolution: a population of the last P feasible candidates,
+  each new child a one-dim mutation of the best of S sampled members; the oldest member dies;
 - `rl`: REINFORCE on a factorised categorical policy (one softmax per dim) with a moving-average
   reward baseline;
 - `tpe`, `nsga2`: Optuna's TPE and NSGA-II samplers (ask/tell; constraints through Optuna's
@@ -72,8 +72,10 @@ class Evolution(Strategy):
         return tuple(child)
 
     def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
+        if score is None:  # broke a constraint: never a member (it would age out a feasible one)
+            return
         self.told += 1
-        self.members.append((arch, -math.inf if score is None else score))
+        self.members.append((arch, score))
         if len(self.members) > self.population:
             self.members.pop(0)  # aging: the oldest dies, not the worst
 
