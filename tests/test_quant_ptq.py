@@ -252,3 +252,12 @@ def test_configs_check_literals_when_built_directly():
 def test_gptq_group_size_must_divide_rows():
     with pytest.raises(ConfigError, match="valid values"):
         create_method("quant.gptq:group_size=48").compress(OneLinear(), ctx_for(batches(correlated(64, 1))))
+
+
+def test_fp8_with_nothing_to_quantize_is_unsupported_not_failed(conformance_tasks):
+    """On a CUDA machine the CNN task (whose only Linear is the skipped head) is UNSUPPORTED with the
+    reason, as the H200 run of 2026-11-29 showed it FAILED instead."""
+    method = create_method("quant.fp8")
+    cnn, transformer = (conformance_tasks[n][0].build_model() for n in ("toy-cnn", "toy-transformer"))
+    assert "has none outside the skip list" in method.model_unsupported(cnn)
+    assert method.model_unsupported(transformer) is None

@@ -264,7 +264,14 @@ class FP8(QuantMethod):
         major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) < (8, 9):
             return f"FP8 _scaled_mm needs compute capability >= 8.9; this GPU is {major}.{minor}"
-        return None
+        return self.model_reason(task)
+
+    def model_unsupported(self, model):
+        from slimbench.methods.common.layers import eligible
+        if eligible(model, self.config.skip):
+            return None
+        return (f"{self.name} quantizes nn.Linear layers; this task's model has none outside the skip list "
+                f"(skip={tuple(self.config.skip)!r})")
 
     def _swap(self, model, ctx: CompressionContext):
         from slimbench.methods.quant.fp8 import quantize_model
