@@ -21,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from typing import TYPE_CHECKING
+
 from slimbench.core.config import ConfigError
-from slimbench.methods.nas.space import Space, load_space, resolve
-from slimbench.methods.nas.strategies import STRATEGIES, Outcome, make_strategy, search
+from slimbench.methods.nas.configs import STRATEGIES  # torch- and numpy-free: `slimbench --help` stays fast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slimbench.methods.nas.space import Space
 
 
 @dataclass
@@ -36,8 +40,9 @@ class Table:
         return self.data["entries"]
 
 
-def table_space(task, profile: str, space: str | None, parent) -> Space:
+def table_space(task, profile: str, space: str | None, parent) -> "Space":
     from slimbench.methods.common.children import builder_values, model_kind
+    from slimbench.methods.nas.space import load_space, resolve
     kind = model_kind(parent)
     if space is None:
         if kind is None:
@@ -127,6 +132,7 @@ def compare(table: Table, seeds: int, candidates: int, max_latency_ms: float | N
     under a latency budget (default: the table's median latency). Returns per-strategy results:
     test accuracy of the architecture each search selects (best validation accuracy among those it
     evaluated that meet the budget), and the mean best-so-far curve."""
+    from slimbench.methods.nas.strategies import Outcome, make_strategy, search
     entries = table.entries
     if not entries:
         raise ConfigError(f"{table.path} holds no architectures yet: build it first")
@@ -258,6 +264,7 @@ def cmd(args) -> int:
         raise ConfigError(f"--candidates {args.candidates} must be >= 1")
     task = get_task(args.task, args.profile)
     if args.space is not None:
+        from slimbench.methods.nas.space import load_space
         load_space(args.space)  # a bad space file fails before the baseline is trained
     harness = Harness(RunOptions(profile=args.profile, device=args.device, threads=args.threads,
                                  results_dir=args.results_dir,

@@ -287,3 +287,12 @@ def test_harness_records_unsupported_and_resumes_a_killed_search(tmp_path, monke
     (table,) = (tmp_path / "cache" / "costs").glob("*.json")
     data = json.loads(table.read_text())
     assert data["provenance"]["threads"] >= 1 and all(e["latency_ms"] > 0 for e in data["entries"].values())
+
+
+def test_cli_start_up_stays_light_with_nas_table():
+    import subprocess
+    import sys
+    code = ("import sys; from slimbench.suite.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('numpy', 'yaml', 'torch', 'optuna', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

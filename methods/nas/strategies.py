@@ -20,9 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from slimbench.methods.nas.configs import STRATEGIES
 from slimbench.methods.nas.space import Arch
-
-STRATEGIES = ("random", "evolution", "rl", "tpe", "nsga2")
 
 
 class Strategy:
