@@ -1,13 +1,15 @@
 """Small, dependency-free statistics for the leaderboard.
 
 scipy is not a dependency of slimbench, and the leaderboard only needs the two-sided 95%
-Student-t quantile (seeds are few, so the normal 1.96 would understate the uncertainty)
-and a Pareto front.
+Student-t quantile (seeds are few, so the normal 1.96 would understate the uncertainty);
+the Pareto front is `core.pareto`'s, shared with the search methods.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
+
+from slimbench.core.pareto import pareto_front  # noqa: F401  (the leaderboard's front is the suite's one)
 
 # t_{0.975, df} for df = 1..30 (two-sided 95%).
 _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -50,23 +52,3 @@ def median(values: Sequence[float]) -> float | None:
         return None
     mid = len(vals) // 2
     return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
-    """For (accuracy, cost) points, whether each is on the front (max accuracy, min cost).
-
-    A point is dominated when another is at least as accurate and at most as costly, and
-    strictly better in one of the two; exact duplicates of a front point stay on the front.
-    O(n log n): sweep by increasing cost, keeping the best accuracy seen so far.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
-    front = [False] * len(points)
-    best_acc, best_cost = -math.inf, math.inf
-    for i in order:
-        acc, cost = points[i]
-        if acc > best_acc:
-            front[i] = True
-            best_acc, best_cost = acc, cost
-        elif acc == best_acc and cost == best_cost:
-            front[i] = True
-    return front

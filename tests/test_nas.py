@@ -10,7 +10,7 @@ import pytest
 from slimbench.core.config import ConfigError
 from slimbench.methods import Unsupported, create_method
 from slimbench.methods.nas.space import SpaceFile, load_space, resolve
-from slimbench.methods.nas.strategies import STRATEGIES, Evolution, Outcome, Reinforce, make_strategy, pareto, search
+from slimbench.methods.nas.strategies import STRATEGIES, Evolution, Outcome, Reinforce, make_strategy, search
 
 
 def _nas(spec: str, space: dict | None = None):
@@ -125,8 +125,11 @@ def test_search_stops_when_nothing_is_feasible():
     assert len(steps) == 20 and not any(s.outcome.trained for s in steps)
 
 
-def test_pareto():
-    assert pareto([(0.9, 5.0), (0.8, 1.0), (0.85, 6.0), (0.9, 4.0)]) == [1, 3]
+def test_pareto_front_is_the_suites_one():
+    from slimbench.core.pareto import pareto_front
+    from slimbench.leaderboard import stats
+    assert stats.pareto_front is pareto_front
+    assert pareto_front([(0.9, 5.0), (0.8, 1.0), (0.85, 6.0), (0.9, 4.0)]) == [False, True, False, True]
 
 
 def _ctx(conformance_tasks, name, **kw):

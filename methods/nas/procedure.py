@@ -20,7 +20,8 @@ from slimbench.core.recipe import SEARCH
 from slimbench.methods.base import Compressed, Unsupported
 from slimbench.methods.common.children import builder_values, child_from, model_kind
 from slimbench.methods.nas.space import Arch, Space, load_space, resolve
-from slimbench.methods.nas.strategies import Outcome, make_strategy, pareto, search
+from slimbench.core.pareto import pareto_front
+from slimbench.methods.nas.strategies import Outcome, make_strategy, search
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -203,9 +204,9 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
     if not done:
         raise Unsupported(f"no candidate met the constraints ({metrics['constraints']}) in {len(steps)} proposals "
                           f"from search space {space.name!r}", metrics)
-    front = pareto([(o.accuracy, o.latency_ms) for _, o in done])
-    metrics["pareto"] = [{"arch": space.key(done[i][0]), "val_accuracy": done[i][1].accuracy,
-                          "latency_ms": done[i][1].latency_ms} for i in front]
+    front = pareto_front([(o.accuracy, o.latency_ms) for _, o in done])
+    metrics["pareto"] = [{"arch": space.key(a), "val_accuracy": o.accuracy, "latency_ms": o.latency_ms}
+                         for (a, o), on in zip(done, front) if on]
     # ties (few validation examples) go to the fewer FLOPs, then parameters, then the earlier
     # candidate: never to a latency measurement, whose noise would make the result irreproducible
     arch, outcome = max(done, key=lambda d: (d[1].accuracy, -d[1].extra["mflops"], -d[1].extra["params"]))

@@ -214,9 +214,3 @@ def search(strategy: Strategy, evaluate: Callable[[Arch, int], Outcome], candida
         strategy.tell(arch, outcome.accuracy, outcome.latency_ms)
         steps.append(Step(arch, outcome, repeat))
     return steps
-
-
-def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the (accuracy up, cost down) points no other point beats in both."""
-    return [i for i, (a, c) in enumerate(points)
-            if not any((a2 >= a and c2 <= c) and (a2 > a or c2 < c) for a2, c2 in points)]
