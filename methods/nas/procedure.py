@@ -53,7 +53,6 @@ class LiveSearch:
         self.ctx, self.cfg, self.strategy, self.space, self.owner = ctx, cfg, strategy, space, owner
         self.parent = ctx.teacher
         self.example = {k: v.to(ctx.device) for k, v in ctx.example_inputs(2).items()}
-        self.records: list[dict[str, Any]] = []
         self.resumed = {(int(c["params"].get("index", -1)), c["params"].get("fingerprint")): c["metrics"]
                         for c in ctx.resumed_candidates()
                         if c.get("metrics", {}).get("val_accuracy") is not None}
@@ -124,8 +123,10 @@ class LiveSearch:
         self.ctx.trainer.fit(child, self.ctx.train_batches(), self.ctx.recipe(steps=steps), seed, loss=loss,
                              account=account, desc=desc)
 
-    def fresh(self, arch: Arch) -> tuple[nn.Module, dict[str, Any]]:
-        child = self.build(arch)
+    def fresh(self, arch: Arch, child: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+        """A child ready to train: `child` (the one just built and timed, untouched by timing) or a
+        new build, initialised from the parent."""
+        child = self.build(arch) if child is None else child
         info = child_from(self.parent, child, self.example) if self.cfg.init == "baseline" else {}
         return child, info
 
@@ -148,7 +149,7 @@ class LiveSearch:
             self.reused += 1
             out = Outcome(acc, cost["latency_ms"])
         else:
-            child, _ = self.fresh(arch)
+            child, _ = self.fresh(arch, child)
             self.train(child, steps, self.ctx.seed * 1000 + index, SEARCH, f"candidate {index + 1}")
             acc = self.ctx.val_accuracy(child)
             out = Outcome(acc, cost["latency_ms"])

@@ -53,7 +53,6 @@ class SpaceFile:
         check(self.model in MODELS, f"{where}: model={self.model!r}; choose {', '.join(MODELS)}")
         check(isinstance(self.multiple_of, int) and self.multiple_of >= 1,
               f"{where}: multiple_of={self.multiple_of!r} must be an integer >= 1")
-        keys = {d.split(".")[0]: d for d in self.dims}
         for dim, values in self.dims.items():
             check(bool(_NAME.match(str(dim))), f"{where}: dim {dim!r} is not `arg` or `arg.INDEX`")
             check(isinstance(values, (list, tuple)) and len(values) > 0,
@@ -71,7 +70,6 @@ class SpaceFile:
             if "." in dim:
                 check(base not in self.dims, f"{where}: both {base!r} and {dim!r} are searched; the whole "
                                              f"argument and one of its elements contradict each other")
-        check(len(keys) > 0, f"{where} declares no dims")
         check(self.size > 1, f"{where} has one architecture only (every dim has one choice): nothing to search")
         _check_heads(where, {d: list(v) for d, v in self.dims.items()}, self.fixed, relative_ok=True)
 
