@@ -40,13 +40,20 @@ class CostTable:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.provenance["device"]).strip("-")[:60] or "device"
         self.path = (path_dir / f"{slug}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}.json"
                      if path_dir is not None else None)
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path is not None and self.path.exists():
-            try:
-                self.entries = json.loads(self.path.read_text()).get("entries", {})
-            except (OSError, ValueError):
-                self.entries = {}  # a torn file is re-measured, never trusted
+        self._entries: dict[str, dict[str, Any]] | None = None
         self.measured = self.hits = 0
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The cached costs, read on first use (every run gets a table; only searches read it)."""
+        if self._entries is None:
+            self._entries = {}
+            if self.path is not None and self.path.exists():
+                try:
+                    self._entries = json.loads(self.path.read_text()).get("entries", {})
+                except (OSError, ValueError):
+                    self._entries = {}  # a torn file is re-measured, never trusted
+        return self._entries
 
     def __call__(self, key: str, model: "nn.Module", inputs: dict[str, "torch.Tensor"]) -> dict[str, Any]:
         batch = next(iter(inputs.values())).shape[0]

@@ -90,16 +90,18 @@ def build_table(task, harness, space_ref: str | None = None, log: Callable[[str]
     todo = [a for a in space.all() if space.key(a) not in table.entries]
     log(f"nas-table {task.name} ({cfg.profile}): space {space.name}, {space.size} architectures, "
         f"{len(todo)} to evaluate, {steps} proxy steps each -> {path}")
-    example = {k: v.to(harness.device) for k, v in task.method_data().example_inputs(2).items()}
+    view = task.method_data()  # train and validation only: the test split is read by `evaluate` below
+    example = {k: v.to(harness.device) for k, v in view.example_inputs(2).items()}
+    one = view.example_inputs(1)
     with bar("nas-table", len(todo), harness.opts.progress, unit="arch") as update:
         for arch in todo:
             t0 = time.perf_counter()
             child = task.build_model(**space.overrides(arch)).to(harness.device)
-            cost = costs(space.model_key(arch), child, {k: v for k, v in task.method_data().example_inputs(1).items()})
+            cost = costs(space.model_key(arch), child, one)
             child_from(parent, child, example)
             harness.trainer.fit(child, task.train_stream(cfg.finetune.batch_size, cfg.seed),
                                 _recipe(cfg, steps), cfg.seed, desc="proxy")
-            val = evaluate(child, task.method_data().val_batches(), harness.device)["accuracy"]
+            val = evaluate(child, view.val_batches(), harness.device)["accuracy"]
             test = evaluate(child, task.test_batches(), harness.device)["accuracy"]
             table.entries[space.key(arch)] = {
                 "arch": list(arch), "val_accuracy": float(val), "test_accuracy": float(test),
