@@ -72,6 +72,25 @@ def family_css() -> str:
     return "\n".join([*rules, f"circle.fam-x {{ fill: {UNKNOWN_COLOUR}; }}"])
 
 
+def _axes(sx: Callable[[float], float], sy: Callable[[float], float], x_ticks: list[float],
+          y_ticks: list[float], right: float, fmt_x: Callable[[float], str], x_label: str, y_label: str) -> str:
+    """Axes, grid, ticks (y as a percentage of [0, 1]) and labels of a plot spanning LEFT..right."""
+    out = [f'<g class="axes"><line x1="{LEFT}" y1="{H - BOTTOM}" x2="{right}" y2="{H - BOTTOM}"/>'
+           f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}"/>']
+    for t in x_ticks:
+        x = sx(t)
+        out.append(f'<line class="grid" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}"/>'
+                   f'<text class="tick" x="{x:.1f}" y="{H - BOTTOM + 14}">{escape(fmt_x(t))}</text>')
+    for t in y_ticks:
+        y = sy(t)
+        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
+                   f'<text class="tick y" x="{LEFT - 4}" y="{y + 3:.1f}">{100 * t:.3g}</text>')
+    out.append(f'<text class="axis-label" x="{(LEFT + right) / 2}" y="{H - 6}">{escape(x_label)}</text>'
+               f'<text class="axis-label y" x="12" y="{(TOP + H - BOTTOM) / 2}" '
+               f'transform="rotate(-90 12 {(TOP + H - BOTTOM) / 2})">{escape(y_label)}</text></g>')
+    return "".join(out)
+
+
 def scatter_svg(points: list[Point], title: str, x_label: str, fmt_x: Callable[[float], str],
                 ) -> str:
     """An SVG scatter of accuracy (y, %) against cost (x), Pareto front highlighted."""
@@ -87,19 +106,8 @@ def scatter_svg(points: list[Point], title: str, x_label: str, fmt_x: Callable[[
     y0, y1 = _padded(min(ys), max(ys), False)
     sx = _scale(x0, x1, LEFT, W - RIGHT, log)
     sy = _scale(y0, y1, H - BOTTOM, TOP, False)
-    out = [head, f'<g class="axes"><line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}"/>'
-           f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}"/>']
-    for t in (_log_ticks(x0, x1) if log else _nice_ticks(x0, x1)):
-        x = sx(t)
-        out.append(f'<line class="grid" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}"/>'
-                   f'<text class="tick" x="{x:.1f}" y="{H - BOTTOM + 14}">{escape(fmt_x(t))}</text>')
-    for t in _nice_ticks(y0, y1):
-        y = sy(t)
-        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}"/>'
-                   f'<text class="tick y" x="{LEFT - 4}" y="{y + 3:.1f}">{100 * t:.3g}</text>')
-    out.append(f'<text class="axis-label" x="{(LEFT + W - RIGHT) / 2}" y="{H - 6}">{escape(x_label)} '
-               f'(lower is better)</text><text class="axis-label y" x="12" y="{(TOP + H - BOTTOM) / 2}" '
-               f'transform="rotate(-90 12 {(TOP + H - BOTTOM) / 2})">accuracy % (higher is better)</text></g>')
+    out = [head, _axes(sx, sy, _log_ticks(x0, x1) if log else _nice_ticks(x0, x1), _nice_ticks(y0, y1), W - RIGHT,
+                       fmt_x, f"{x_label} (lower is better)", "accuracy % (higher is better)")]
     front = pareto_front([(p.accuracy, p.cost) for p in pts])
     steps = sorted((p.cost, p.accuracy) for p, f in zip(pts, front) if f)
     path = " ".join(f"{sx(c):.1f},{sy(a):.1f}" for c, a in steps)
@@ -153,17 +161,8 @@ def trace_svg(series: dict[str, list[tuple[float, float]]], title: str, x_label:
     x0, x1 = _padded(min(p[0] for p in pts), max(p[0] for p in pts), False)
     y0, y1 = _padded(min(p[1] for p in pts), max(p[1] for p in pts), False)
     sx, sy = _scale(x0, x1, LEFT, W - RIGHT - 110, False), _scale(y0, y1, H - BOTTOM, TOP, False)
-    out = [head, f'<g class="axes"><line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT - 110}" y2="{H - BOTTOM}"/>'
-           f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}"/>']
-    for t in _nice_ticks(x0, x1):
-        out.append(f'<text class="tick" x="{sx(t):.1f}" y="{H - BOTTOM + 14}">{t:g}</text>')
-    for t in _nice_ticks(y0, y1):
-        y = sy(t)
-        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT - 110}" y2="{y:.1f}"/>'
-                   f'<text class="tick y" x="{LEFT - 4}" y="{y + 3:.1f}">{100 * t:.3g}</text>')
-    out.append(f'<text class="axis-label" x="{(LEFT + W - RIGHT - 110) / 2}" y="{H - 6}">{escape(x_label)}</text>'
-               f'<text class="axis-label y" x="12" y="{(TOP + H - BOTTOM) / 2}" '
-               f'transform="rotate(-90 12 {(TOP + H - BOTTOM) / 2})">{escape(y_label)}</text></g>')
+    right = W - RIGHT - 110  # room for the legend
+    out = [head, _axes(sx, sy, _nice_ticks(x0, x1), _nice_ticks(y0, y1), right, lambda t: f"{t:g}", x_label, y_label)]
     for i, (name, line) in enumerate(data.items()):
         colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
         steps: list[str] = []
