@@ -56,7 +56,7 @@ class RandomConfig(SearchConfig):
 
 @dataclass(frozen=True)
 class EvolutionConfig(SearchConfig):
-    population: int = setting(8, "P: the last P candidates form the population (the first P are random); "
+    population: int = setting(8, "P: the last P feasible candidates form the population (the first P are random); "
                                  "capped at half the budget's candidates (at least 2), so children are bred", ge=2)
     sample: int = setting(3, "S: tournament size; the best of S random members is mutated in one dim", ge=1)
 
