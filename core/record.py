@@ -11,7 +11,8 @@ Schema 2 (`run.json`):
      "method": {"name", "family", "label", "description", "simulated", "version" (algorithm),
                 "config": {...}, "spec", "config_files": {path: verbatim text}},
      "seed", "device": {"type", "name", "threads", "capability": {"isa", "flags"} | {"compute_capability"},
-                "also": [{"type", "name", "capability"}] (the other devices latency was timed on)},
+                "also": [{"type", "name", "capability"}] (the other devices latency was timed on),
+                "compile": "" (eager) | "default" (latency timed on torch.compile(model), that mode)},
      "baseline": {"key", "steps", "train_seconds"},
      "metrics": {"accuracy", "balanced_accuracy", "eval_examples", "size_bytes", "tensors_bytes",
                  "meta_bytes", "index_bytes", "params_total", "params_nonzero", "weights_bytes",
@@ -19,9 +20,9 @@ Schema 2 (`run.json`):
      "method_metrics": {...what the method reported: sparsity per layer, ranks, search cost...},
      "budget": {"finetune": {"used", "budget"}, "search": {"used", "budget"}},
      "latency": [{"device", "device_name", "batch_size", "median_ms", "p90_ms", "mean_ms", "std_ms",
-                  "runs", "threads", "dtype"}],
+                  "runs", "threads", "dtype", "graph" (CUDA: replayed as one captured CUDA graph)}],
      "memory": [{"device", "device_name", "batch_size", "peak_bytes", "dtype"}],
-     "latency_unsupported": {device: reason}, "warnings": [...],
+     "latency_unsupported": {device: reason, "<device> graph": why capture failed}, "warnings": [...],
      "provenance": {"git_commit", "slimbench", "torch", "cuda", "device_name", "cpu_model",
                     "threads", "python", "platform", "mlflow_run_id", "started", "duration_s"},
      "error": str | null}
@@ -67,14 +68,17 @@ class MethodRef:
 
 @dataclass
 class DeviceRef:
-    """The device a run compressed and evaluated on, and (`also`) the other devices its latency
-    was timed on: a CUDA run times the host CPU too, so the CPU is part of what it measured."""
+    """The device a run compressed and evaluated on, (`also`) the other devices its latency was
+    timed on (a CUDA run times the host CPU too, so the CPU is part of what it measured), and
+    (`compile`) whether its latency was timed on the torch.compile'd model: a compiled row is
+    compared only with compiled rows, so the mode belongs to what makes two timings comparable."""
 
     type: str = "?"
     name: str = ""
     threads: int | None = None
     capability: dict[str, Any] = field(default_factory=dict)
     also: list[dict[str, Any]] = field(default_factory=list)
+    compile: str = ""
 
     @property
     def label(self) -> str:
@@ -93,6 +97,12 @@ class LatencyPoint:
     threads: int | None = None
     dtype: str | None = None
     device_name: str = ""
+    graph: bool = False  # CUDA: timed as replays of one captured CUDA graph (no launch overhead)
+
+    @property
+    def where(self) -> str:
+        """`cpu`, `cuda`, or `cuda-graph`: a graph replay and an eager call are different rows."""
+        return f"{self.device}-graph" if self.graph else self.device
 
 
 @dataclass
@@ -164,7 +174,7 @@ class RunRecord:
         and the method's own numeric figures (`method.<name>`)."""
         out = {k: float(v) for k, v in self.metrics.items() if _is_number(v)}
         for p in self.latency:
-            prefix = f"latency_{p.device}_bs{p.batch_size}"
+            prefix = f"latency_{p.where.replace('-', '_')}_bs{p.batch_size}"
             out[f"{prefix}_median_ms"], out[f"{prefix}_p90_ms"] = p.median_ms, p.p90_ms
         for m in self.memory:
             out[f"memory_{m.device}_bs{m.batch_size}_peak_bytes"] = float(m.peak_bytes)
@@ -199,10 +209,13 @@ def capability_text(capability: dict[str, Any] | None) -> str:
 
 def device_label(device: dict[str, Any] | None) -> str:
     """`cpu (AMD EPYC 7B13 · AVX2)`, or `cuda (NVIDIA H200 · sm_90) + cpu (...)` when latency was also
-    timed on the host CPU: latency is comparable only on the same hardware and instruction set."""
+    timed on the host CPU, then ` · torch.compile` when timed compiled: latency is comparable only on
+    the same hardware and instruction set, in the same mode."""
     device = device if isinstance(device, dict) else {}
     others = [d for d in device.get("also") or [] if isinstance(d, dict)]
-    return " + ".join([_one_label(device), *(_one_label(d) for d in others)])
+    mode = str(device.get("compile") or "")
+    suffix = "" if not mode else " · torch.compile" + ("" if mode == "default" else f"({mode})")
+    return " + ".join([_one_label(device), *(_one_label(d) for d in others)]) + suffix
 
 
 def _one_label(device: dict[str, Any]) -> str:

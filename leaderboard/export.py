@@ -22,7 +22,9 @@ FAILED_TITLE = "Failed runs"
 NOTES = ("Accuracy: mean over seeds in %, ± the 95% confidence interval (Student t). "
          "Δ: accuracy minus the task's baseline on the same device and profile, in percentage points. "
          "Ratio: baseline size / size. Speedup: baseline median latency / median latency on the "
-         "same device and batch size. FLOPs per forward pass at batch size 1. "
+         "same device and batch size; vs half (CUDA): the same over the half (fp16) row. Device cuda-graph: "
+         "replays of one captured CUDA graph; cuda: eager calls. A section marked torch.compile timed every "
+         "row as torch.compile(model). FLOPs per forward pass at batch size 1. "
          "Simulated (fake-quant) results and failed runs are listed apart and never ranked.")
 
 
@@ -60,6 +62,7 @@ COLUMNS: tuple[Column, ...] = (
            lambda r: fmt.ms(r.latency_median_ms)),
     Column("Latency p90", "latency_p90_ms", True, lambda r: r.latency_p90_ms, lambda r: fmt.ms(r.latency_p90_ms)),
     Column("Speedup", "speedup", True, lambda r: r.speedup, lambda r: fmt.times(r.speedup)),
+    Column("vs half", "speedup_half", True, lambda r: r.speedup_half, lambda r: fmt.times(r.speedup_half)),
     Column("Peak memory", "peak_bytes", True, lambda r: r.peak_bytes, lambda r: fmt.size(r.peak_bytes)),
     Column("Note", "note", False, lambda r: r.note, lambda r: r.note),
 )

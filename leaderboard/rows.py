@@ -21,6 +21,7 @@ from slimbench.core.record import device_label as _device_label
 from slimbench.leaderboard.stats import mean_ci, median
 
 BASELINE = "baseline"
+HALF = "half"
 SectionKey = tuple[str, str, str, str]  # (task, profile, run device, task definition)
 
 
@@ -83,6 +84,7 @@ class Row:
     latency_p90_ms: float | None
     speedup: float | None
     peak_bytes: float | None
+    speedup_half: float | None = None  # CUDA: the `half` row's median latency / this one's (same device, batch)
 
     @property
     def n_seeds(self) -> int:
@@ -172,13 +174,15 @@ class _Group:
         return [_num(get(r, table, name)) for r in self.runs]
 
     def per_batch(self, table: str, stat: str) -> dict[tuple[str, int | None], float | None]:
-        """Median over seeds of `stat` in the run.json `table` (latency | memory), per (device, batch)."""
+        """Median over seeds of `stat` in the run.json `table` (latency | memory), per (device, batch);
+        CUDA-graph replays are their own device, `cuda-graph`, beside eager `cuda`."""
         vals: dict[tuple[str, int | None], list[float | None]] = {}
         for r in self.runs:
             for entry in get(r, table, default=[]) or []:
                 if isinstance(entry, dict):
                     bs = _num(entry.get("batch_size"))
-                    key = (str(entry.get("device", "?")), int(bs) if bs is not None and bs.is_integer() else None)
+                    where = str(entry.get("device", "?")) + ("-graph" if entry.get("graph") is True else "")
+                    key = (where, int(bs) if bs is not None and bs.is_integer() else None)
                     vals.setdefault(key, []).append(_num(entry.get(stat)))
         return {k: median(v) for k, v in vals.items()}
 
@@ -260,6 +264,25 @@ def _control_notes(rows: list[Row]) -> None:
         row.note = f"{row.note}; {text}" if row.note else text
 
 
+def _half_speedups(rows: list[Row]) -> None:
+    """On CUDA the bar a compressed model must clear is fp16, not fp32: each CUDA row gets its
+    speedup over the `half` row (default config; else the one with most seeds) of the same device
+    and batch size."""
+    def rank(r: Row) -> tuple[bool, int]:
+        return (r.config.get("dtype") not in (None, "auto", "fp16"), -r.n_seeds)
+
+    halves: dict[tuple[str, int | None], Row] = {}
+    for r in rows:
+        if r.method == HALF and r.latency_median_ms is not None:
+            key = (r.device, r.batch_size)
+            if key not in halves or rank(r) < rank(halves[key]):
+                halves[key] = r
+    for r in rows:
+        h = halves.get((r.device, r.batch_size))
+        if r.device.startswith("cuda") and h is not None:
+            r.speedup_half = _ratio(h.latency_median_ms, r.latency_median_ms)
+
+
 def _traces(groups: Iterable[_Group]) -> dict[str, list[tuple[float, float]]]:
     """Search traces of the finished search runs (their candidates are never rows: they are these
     curves): best validation accuracy so far against the search steps used, one per run."""
@@ -336,6 +359,7 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
             g.runs, g.pages = [r for r, _ in pairs], [p for _, p in pairs]
             (sec.simulated if sim else sec.real).extend(_rows(g, base, "simulated" if sim else "real"))
         _control_notes(sec.real)
+        _half_speedups(sec.real)
         sec.traces = _traces(g for (_, _, _, sim), g in by_cfg.items() if not sim)
         sec.real.sort(key=_sort_key)
         sec.simulated.sort(key=_sort_key)

@@ -40,6 +40,9 @@ def _add_run(sub) -> None:
                    help="quick: CI-sized; default: the embedded default; full: paper-grade budgets (GPU)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for latency (default: all cores)")
+    p.add_argument("--compile", action="store_true",
+                   help="time every row, the baseline included, as torch.compile(model) (default mode) instead "
+                        "of eager; compiled rows are compared only with compiled rows (their own section)")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="MLflow database, artifacts and baseline cache (default results/)")
     p.add_argument("--experiment", default="slimbench", help="MLflow experiment name")
@@ -108,7 +111,7 @@ def cmd_run(args) -> int:
     specs = plan(tasks, methods, seeds, args.profile)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     opts = RunOptions(profile=args.profile, device=args.device, threads=args.threads,
-                      results_dir=args.results_dir, force=args.force, experiment=args.experiment,
+                      compile="default" if args.compile else "", results_dir=args.results_dir, force=args.force, experiment=args.experiment,
                       command=" ".join(["slimbench", *map(shlex.quote, sys.argv[1:])]),
                       progress=ProgressConfig(False if args.no_progress else None), log=log)
     harness = Harness(opts)

@@ -10,6 +10,7 @@ has none for this device, so every row shows its deltas.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -46,6 +47,7 @@ class RunOptions:
     device: str = "cpu"  # where methods compress/train and accuracy is evaluated
     latency_devices: tuple[str, ...] = ("cpu", "cuda")  # those available are used
     threads: int | None = None  # CPU threads for timing (default: all cores)
+    compile: str = ""  # "": latency of the eager model; a torch.compile mode ("default"): of the compiled one
     results_dir: Path = Path("results")
     force: bool = False
     tracking_uri: str | None = None
@@ -119,7 +121,8 @@ class Harness:
         also = [{"type": d.split(":")[0], "name": provenance.device_name(d), "capability": provenance.capability(d)}
                 for d in self.latency_devices if d.split(":")[0] != self.device.split(":")[0]]
         self.device_ref = DeviceRef(type=self.device.split(":")[0], name=provenance.device_name(self.device),
-                                    threads=self.threads, capability=provenance.capability(self.device), also=also)
+                                    threads=self.threads, capability=provenance.capability(self.device), also=also,
+                                    compile=opts.compile)
         self.tracker = Tracker(opts.tracking_uri, opts.experiment, opts.results_dir)
         self.trainer = Trainer(self.device, opts.progress)
         self.cache_dir = opts.results_dir / "cache"
@@ -186,6 +189,7 @@ class Harness:
 
         command = (f"slimbench run --tasks {task.name} --method {shlex.quote(method.spec)} --seed {spec.seed} "
                    f"--profile {task.config.profile} --device {self.device} --threads {self.threads} --force"
+                   + (" --compile" if self.opts.compile else "")
                    + (f" --experiment {shlex.quote(self.opts.experiment)}" if self.opts.experiment != "slimbench"
                       else ""))
         c = task.config
@@ -259,7 +263,7 @@ class Harness:
         tags = {"slimbench.task": record.task.name, "slimbench.method": record.method.name,
                 "slimbench.run_key": record.run_key}
         costs = CostTable(self.device, cfg.baseline_key(), self.cache_dir / "costs", self.threads,
-                          self.device_ref.label)
+                          dataclasses.replace(self.device_ref, compile="").label)  # it times eager models
         ctx = make_context(task, baseline=baseline, device=self.device, seed=seed, trainer=self.trainer,
                            owner=method.name, progress=self.opts.progress, costs=costs,
                            candidate_logger=functools.partial(self.tracker.log_candidate, run_id, tags=tags),
@@ -281,7 +285,8 @@ class Harness:
         try:
             measured = measure(task, method, compressed, out_dir=out_dir, record=record, device=self.device,
                                latency_devices=self.latency_devices, threads=self.threads,
-                               latency_profile=LATENCY_PROFILES[cfg.profile], progress=self.opts.progress)
+                               latency_profile=LATENCY_PROFILES[cfg.profile], progress=self.opts.progress,
+                               compile_mode=self.opts.compile)
             self.tracker.log_dir(run_id, measured.artifact_dir, "artifact")
             floor, acc = cfg.min_accuracy, record.metrics.get("accuracy")
             if method.name == BASELINE and floor is not None and acc is not None and acc < floor:

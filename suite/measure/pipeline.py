@@ -6,7 +6,7 @@ artifact does not deliver. Accuracy is measured on the test split, here and nowh
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ class Measured:
 
 def measure(task, method, compressed: "Compressed", *, out_dir: Path, record: RunRecord, device: str,
             latency_devices: tuple[str, ...], threads: int, latency_profile: tuple[int, int, float, float],
-            progress: ProgressConfig) -> Measured:
+            progress: ProgressConfig, compile_mode: str = "") -> Measured:
     from slimbench.suite.artifact import load_artifact, save_artifact
     from slimbench.suite.measure.accuracy import evaluate
     from slimbench.suite.measure.flops import count_flops
@@ -53,7 +53,7 @@ def measure(task, method, compressed: "Compressed", *, out_dir: Path, record: Ru
     flops = count_flops(model, task.example_inputs(1), getattr(torch, compute_dtype(model)))
     m["flops_dense"], m["flops_effective"], m["bops"] = flops["dense"], flops["effective"], flops["bops"]
 
-    _time_all(task, method, model, record, latency_devices, threads, latency_profile, progress)
+    _time_all(task, method, model, record, latency_devices, threads, latency_profile, progress, compile_mode)
     return Measured(out_dir, model)
 
 
@@ -64,7 +64,11 @@ def _maybe_len(ds) -> int | None:
         return None
 
 
-def _time_all(task, method, model, record, latency_devices, threads, profile, progress) -> None:
+def _time_all(task, method, model, record, latency_devices, threads, profile, progress, compile_mode="") -> None:
+    """Latency and peak memory per (device, batch). On CUDA each batch is timed twice: as eager
+    calls and as replays of one captured CUDA graph (what a deployment without Python overhead
+    sees); a model that cannot be captured keeps its eager number and records why. With
+    `compile_mode`, every timing is of `torch.compile(model, mode=...)`."""
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
     from slimbench.suite.measure.memory import peak_memory
     from slimbench.suite.provenance import device_name
@@ -79,25 +83,61 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
                 record.latency_unsupported[dev] = reason
                 update(len(task.config.latency_batch_sizes))
                 continue
+            kind = dev.split(":")[0]
             model.to(dev)
-            for bs in task.config.latency_batch_sizes:
+            timed = _compiled(model, compile_mode)
+            for i, bs in enumerate(task.config.latency_batch_sizes):
                 inputs = {k: v.to(dev) for k, v in task.example_inputs(bs).items()}
 
                 def call(inputs=inputs):
                     with torch.inference_mode():
-                        return model(**inputs)
+                        return timed(**inputs)
+
+                def point(stats, graph: bool) -> LatencyPoint:
+                    return LatencyPoint(
+                        device=kind, device_name=device_name(dev), batch_size=bs, median_ms=stats.median_ms,
+                        p90_ms=stats.p90_ms, mean_ms=stats.mean_ms, std_ms=stats.std_ms, runs=stats.runs,
+                        threads=stats.threads, dtype=dtype, graph=graph)
 
                 cfg = LatencyConfig(warmup=warmup, min_runs=min_runs, min_seconds=min_s,
                                     max_seconds=max_s, threads=threads)
-                stats = measure_latency(call, dev, cfg)
-                record.latency.append(LatencyPoint(
-                    device=dev.split(":")[0], device_name=device_name(dev), batch_size=bs,
-                    median_ms=stats.median_ms, p90_ms=stats.p90_ms, mean_ms=stats.mean_ms, std_ms=stats.std_ms,
-                    runs=stats.runs, threads=stats.threads, dtype=dtype))
-                record.memory.append(MemoryPoint(device=dev.split(":")[0], device_name=device_name(dev),
+                try:
+                    record.latency.append(point(measure_latency(call, dev, cfg), graph=False))
+                except Exception as exc:  # e.g. torch.compile cannot build this model on this device
+                    if not compile_mode:
+                        raise
+                    record.latency_unsupported[dev] = f"torch.compile(mode={compile_mode!r}) failed: " \
+                                                      f"{type(exc).__name__}: {_first_line(exc)}"
+                    update(len(task.config.latency_batch_sizes) - i)
+                    break
+                if kind == "cuda":
+                    try:
+                        record.latency.append(point(measure_latency(call, dev, replace(cfg, cuda_graph=True)),
+                                                    graph=True))
+                    except Exception as exc:  # host syncs, dynamic shapes, CPU work inside the forward...
+                        record.latency_unsupported.setdefault(
+                            f"{kind} graph", f"batch {bs}: CUDA graph capture failed: {type(exc).__name__}: "
+                                             f"{_first_line(exc)}")
+                        torch.cuda.synchronize(dev)
+                record.memory.append(MemoryPoint(device=kind, device_name=device_name(dev),
                                                  batch_size=bs, peak_bytes=peak_memory(call, dev), dtype=dtype))
                 update(1)
         model.to("cpu")
+
+
+def _compiled(model: torch.nn.Module, mode: str):
+    """The callable that is timed: the model, or `torch.compile(model, mode=...)`. Dynamo's caches are
+    reset first: they are keyed by code object, so the models of earlier runs (same classes) would
+    otherwise use up its recompile limit and later models would silently fall back to eager."""
+    if not mode:
+        return model
+    torch._dynamo.reset()
+    return torch.compile(model, mode=mode)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
 
 
 def compute_dtype(model: torch.nn.Module) -> str:
