@@ -194,3 +194,43 @@ class TinyLinear(nn.Module):
 
     def forward(self, x):
         return self.a(x)
+
+
+class TinyMixed(nn.Module):
+    """Convs, one Linear a quantizer takes on any device, and the default-skipped head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3))
+        self.proj = nn.Linear(16, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, pixel_values):
+        return self.fc(self.proj(self.body(pixel_values).mean((2, 3))))
+
+
+def _with(spec: str, extra: str) -> str:
+    return spec + ("," if ":" in spec else ":") + extra
+
+
+@pytest.mark.parametrize("spec", ["quant.minmax:granularity=channel", "quant.kmeans:iters=2", "quant.w8a8"])
+def test_convs_are_kept_when_compressing_for_cuda_unless_asked(spec):
+    """convs=auto keeps convs for CUDA (recorded with the reason) and quantizes them on the CPU;
+    a model left with nothing to quantize is UNSUPPORTED, never FAILED."""
+    from slimbench.methods.base import Unsupported
+
+    cuda_ctx = make_context(seed=0, device="cuda")
+    result = create_method(_with(spec, "compute=fp32")).compress(TinyMixed(), cuda_ctx)
+    assert [type(result.model.body[i]) for i in (0, 2)] == [nn.Conv2d, nn.Conv2d]
+    assert result.metrics["layers_swapped"] == 1 and type(result.model.proj) is not nn.Linear
+    assert result.metrics["convs_kept"]["layers"] == 2 and "cuDNN" in result.metrics["convs_kept"]["reason"]
+    on_cpu = create_method(spec).compress(TinyMixed(), ctx_for())
+    assert on_cpu.metrics["layers_swapped"] == 3 and "convs_kept" not in on_cpu.metrics
+    forced = create_method(_with(spec, "convs=quantize,compute=fp32")).compress(TinyMixed(), cuda_ctx)
+    assert forced.metrics["layers_swapped"] == 3 and "convs_kept" not in forced.metrics
+    kept = create_method(_with(spec, "convs=keep")).compress(TinyMixed(), ctx_for())
+    assert kept.metrics["layers_swapped"] == 1 and kept.metrics["convs_kept"]["layers"] == 2
+    with pytest.raises(Unsupported, match=r"but 4 nn.Conv2d layer\(s\), and convs=auto keeps"):
+        create_method(_with(spec, "compute=fp32")).compress(TinyCNN(), cuda_ctx)
+    with pytest.raises(Unsupported, match="found no"):  # nothing at all, on any device
+        create_method(_with(spec, "skip=*")).compress(TinyMixed(), ctx_for())

@@ -18,6 +18,7 @@ import slimbench.methods.quant  # noqa: F401  (registers quant.qat / quant.progr
 from slimbench.core.config import ConfigError
 from slimbench.core.recipe import TrainRecipe
 from slimbench.methods import METHODS, CompressionContext, create_method
+from slimbench.methods.base import Unsupported
 from slimbench.methods.quant import qat
 from slimbench.methods.quant.fakequant import FakeQuantConv2d, FakeQuantLinear, _LSQ
 from slimbench.methods.quant.linear import QuantConv2d, QuantLinear
@@ -107,7 +108,7 @@ def test_config_errors():
         create_method("quant.qat:group_size=0")
     with pytest.raises(ConfigError, match=r"group_size=48 .*in_features=64 .*'body.0'"):  # before any training
         create_method("quant.qat:group_size=48").compress(Tiny(), ctx_for(batches(), steps=2))
-    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
+    with pytest.raises(Unsupported, match="no nn.Linear or nn.Conv2d"):
         create_method("quant.progressive:skip=*").compress(Tiny(), ctx_for())
 
 

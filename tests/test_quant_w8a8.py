@@ -15,6 +15,7 @@ from torch import nn
 from slimbench.core.recipe import TrainRecipe
 from slimbench.core.task import TaskSpec
 from slimbench.methods import CompressionContext, create_method
+from slimbench.methods.base import Unsupported
 from slimbench.methods.common.layers import snr_db
 from slimbench.methods.quant.w8a8 import W8A8Conv2d, W8A8Linear, int8_matmul
 from slimbench.suite.context import make_context
@@ -179,5 +180,5 @@ def test_supports_cnn_and_errors_when_nothing_is_eligible():
     only_grouped = lambda: nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))  # noqa: E731
     reason = create_method("quant.w8a8:skip=").supports(_task("vision", only_grouped), "cpu")
     assert reason and "groups=1" in reason
-    with pytest.raises(ValueError, match="groups=4"):
+    with pytest.raises(Unsupported, match="groups=4"):
         create_method("quant.w8a8:skip=").compress(only_grouped(), ctx_for())

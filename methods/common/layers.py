@@ -29,13 +29,18 @@ def eligible(model: nn.Module, skip: Iterable[str], types: tuple[type, ...] = LI
     return [(n, m) for n, m in model.named_modules() if type(m) in types and not matches(n, skip)]
 
 
+class NoTargets(ValueError):
+    """A method found no layer of its kind on a model. `LayerSwapMethod` records the run as
+    UNSUPPORTED with this reason: nothing to compress is not a failure of the method."""
+
+
 def targets(model: nn.Module, skip: Iterable[str], owner: str, types: tuple[type, ...] = LINEAR,
             verb: str = "quantize") -> list[tuple[str, nn.Module]]:
     """The layers a method will change; raises if there are none."""
     layers = eligible(model, skip, types)
     if not layers:
         kinds = " or ".join(f"nn.{t.__name__}" for t in types)
-        raise ValueError(f"{owner} found no {kinds} layer to {verb} (skip={tuple(skip)!r})")
+        raise NoTargets(f"{owner} found no {kinds} layer to {verb} (skip={tuple(skip)!r})")
     return layers
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from slimbench.methods.base import Compressed, CompressionContext, Method
+from slimbench.methods.base import Compressed, CompressionContext, Method, Unsupported
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -53,7 +53,12 @@ class LayerSwapMethod(Method):
         return [n for n, m in model.named_modules() if isinstance(m, twins)]
 
     def compress(self, model: "nn.Module", ctx: CompressionContext) -> Compressed:
-        model = self._swap(model, ctx)
+        from slimbench.methods.common.layers import NoTargets
+
+        try:
+            model = self._swap(model, ctx)
+        except NoTargets as exc:  # nothing of its kind here: UNSUPPORTED with the reason, not FAILED
+            raise Unsupported(str(exc)) from exc
         metrics: dict[str, Any] = {}
         if isinstance(model, tuple):
             model, metrics = model[0], dict(model[1])

@@ -23,6 +23,14 @@ class SwapConfig(MethodConfig):
 
     skip: tuple[str, ...] = setting(DEFAULT_SKIP, SKIP_HELP)
     compute: Compute = setting("auto", COMPUTE_HELP)
+    convs: Literal["auto", "quantize", "keep"] = setting(
+        "auto", "nn.Conv2d layers: quantize, keep (in the compute dtype), or auto: kept when compressing for CUDA, "
+                "where no conv kernel beats dequantize + cuDNN yet (an H200 ran W8A8 im2col convs 14.5x slower "
+                "than fp32), quantized on the CPU; the run records what was kept")
+
+    def quantizes_convs(self, device: str) -> bool:
+        """Whether convs outside `skip` are quantized when compressing on `device`."""
+        return self.convs == "quantize" or (self.convs == "auto" and not str(device).startswith("cuda"))
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class TrainedGridConfig(GridConfig):
         """The quant.minmax config whose packed format (and restore) this method produces."""
         return MinMaxConfig(bits=self.final_bits if bits is None else bits, granularity=self.granularity,
                             group_size=self.group_size, conv_granularity=self.conv_granularity,
-                            symmetric=True, skip=self.skip, compute=self.compute)
+                            symmetric=True, skip=self.skip, compute=self.compute, convs=self.convs)
 
 
 @dataclass(frozen=True)

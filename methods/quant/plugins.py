@@ -15,7 +15,36 @@ from slimbench.methods.quant.configs import (DynamicInt8Config, FP8Config, GPTQC
 
 
 class QuantMethod(LayerSwapMethod):
+    """A method whose config has `convs` (`SwapConfig`) implements `_quantize(model, ctx, cfg)`:
+    `cfg` is its config with the convs the policy keeps added to `skip`, so every layer helper
+    sees one selection."""
+
     family = "quantization"
+
+    def _quantize(self, model, ctx: CompressionContext, cfg):
+        raise NotImplementedError
+
+    def _swap(self, model, ctx: CompressionContext):
+        import dataclasses
+
+        from torch import nn
+
+        from slimbench.methods.common.layers import NoTargets, eligible
+
+        cfg = self.config
+        if cfg.quantizes_convs(ctx.device):
+            return self._quantize(model, ctx, cfg)
+        kept = [n for n, _ in eligible(model, cfg.skip, (nn.Conv2d,))]
+        why = ("convs=keep keeps nn.Conv2d layers" if cfg.convs == "keep" else
+               "convs=auto keeps nn.Conv2d layers when compressing for CUDA, where no conv kernel beats "
+               "dequantize + cuDNN yet; convs=quantize quantizes them anyway")
+        try:
+            out = self._quantize(model, ctx, dataclasses.replace(cfg, skip=(*cfg.skip, *kept)))
+        except NoTargets as exc:
+            raise NoTargets(f"{self.name} found no layer to quantize outside skip={tuple(cfg.skip)!r} but "
+                            f"{len(kept)} nn.Conv2d layer(s), and {why}") from exc
+        model, metrics = out if isinstance(out, tuple) else (out, {})
+        return model, {**metrics, "convs_kept": {"layers": len(kept), "reason": why}} if kept else metrics
 
 
 # ---------------------------------------------------------------- quant.minmax, quant.gptq
@@ -53,9 +82,9 @@ class MinMax(_PackedGrid):
                    "per-tensor/channel/group), bit-packed.")
     config_cls = MinMaxConfig
 
-    def _swap(self, model, ctx: CompressionContext):
+    def _quantize(self, model, ctx: CompressionContext, cfg):
         from slimbench.methods.quant.linear import quantize_model
-        return quantize_model(model, self.config, self.name)
+        return quantize_model(model, cfg, self.name)
 
 
 @register_method("quant.gptq")
@@ -65,9 +94,9 @@ class GPTQ(_PackedGrid):
     config_cls = GPTQConfig
     grid_name = "GPTQ"
 
-    def _swap(self, model, ctx: CompressionContext):
+    def _quantize(self, model, ctx: CompressionContext, cfg):
         from slimbench.methods.quant.gptq import quantize_model
-        return quantize_model(model, self.config, self.name, ctx)
+        return quantize_model(model, cfg, self.name, ctx)
 
 
 @register_method("quant.qat")
@@ -83,11 +112,10 @@ class QAT(_PackedGrid):
     def _format(self) -> str:
         return f"{self.name}: LSQ-learned scales, " + super()._format()
 
-    def _swap(self, model, ctx: CompressionContext):
+    def _quantize(self, model, ctx: CompressionContext, cfg):
         from slimbench.methods.quant.qat import compress_qat, teacher_kd
-        c = self.config
-        loss = teacher_kd(ctx, c.temperature, c.alpha) if c.loss == "kd" else None
-        return compress_qat(model, ctx, self.minmax_config(), self.name, loss)
+        loss = teacher_kd(ctx, cfg.temperature, cfg.alpha) if cfg.loss == "kd" else None
+        return compress_qat(model, ctx, cfg.minmax_config(), self.name, loss)
 
 
 @register_method("quant.progressive")
@@ -96,9 +124,9 @@ class Progressive(QAT):
                    "budget split across stages, final stage stored bit-packed like quant.minmax.")
     config_cls = ProgressiveConfig
 
-    def _swap(self, model, ctx: CompressionContext):
+    def _quantize(self, model, ctx: CompressionContext, cfg):
         from slimbench.methods.quant.progressive import compress_progressive
-        return compress_progressive(model, ctx, self.minmax_config(), self.config.schedule, self.name)
+        return compress_progressive(model, ctx, cfg.minmax_config(), cfg.schedule, self.name)
 
 
 # ---------------------------------------------------------------- quant.kmeans
@@ -108,11 +136,11 @@ class KMeans(QuantMethod):
     description = "Per-layer k-means codebook (scalar or vector) for Linear and Conv2d, packed indices + fp16 codebook."
     config_cls = KMeansConfig
 
-    def _swap(self, model, ctx: CompressionContext):
+    def _quantize(self, model, ctx: CompressionContext, cfg):
         from slimbench.methods.quant.kmeans import finetune_codebooks, quantize_model
-        quantize_model(model, self.config, self.name, ctx.seed)
-        if self.config.finetune and ctx.budget_steps > 0:
-            finetune_codebooks(model, ctx, desc=f"{self.name} codebooks", rel_lr=self.config.rel_lr)
+        quantize_model(model, cfg, self.name, ctx.seed)
+        if cfg.finetune and ctx.budget_steps > 0:
+            finetune_codebooks(model, ctx, desc=f"{self.name} codebooks", rel_lr=cfg.rel_lr)
         return model
 
     def _twins(self):
@@ -153,9 +181,9 @@ class W8A8(QuantMethod):
         return (f"{self.name} quantizes nn.Linear and groups=1 nn.Conv2d layers; this task's model has "
                 "none outside the skip list")
 
-    def _swap(self, model, ctx: CompressionContext):
+    def _quantize(self, model, ctx: CompressionContext, cfg):
         from slimbench.methods.quant.w8a8_model import quantize_model
-        return quantize_model(model, self.config, self.name, ctx)
+        return quantize_model(model, cfg, self.name, ctx)
 
     def _twins(self):
         from slimbench.methods.quant.w8a8 import W8A8Base

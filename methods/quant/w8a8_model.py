@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from slimbench.methods.common.layers import WEIGHT_LAYERS, eligible, swap_named
+from slimbench.methods.common.layers import WEIGHT_LAYERS, NoTargets, eligible, swap_named
 from slimbench.methods.quant.w8a8 import W8A8Base, W8A8Conv2d, W8A8Linear
 from slimbench.methods.quant.w8a8_calib import calibrate
 from slimbench.methods.quant.w8a8_fuse import fuse
@@ -64,7 +64,7 @@ def quantize_model(model: nn.Module, cfg: "W8A8Config", owner: str, ctx: "Compre
     layers, kept = select(model, cfg.skip)
     if not layers:
         why = "".join(f"; {n} kept fp32: {r}" for n, r in kept.items())
-        raise ValueError(f"{owner} found no nn.Linear or nn.Conv2d layer to quantize (skip={tuple(cfg.skip)!r}){why}")
+        raise NoTargets(f"{owner} found no nn.Linear or nn.Conv2d layer to quantize (skip={tuple(cfg.skip)!r}){why}")
     scales = calibrate(model, layers, ctx, cfg, owner) if cfg.activations == "static" else {}
     swap_named(model, [n for n, _ in layers], _filled(cfg, scales))
     if cfg.fuse_act:
