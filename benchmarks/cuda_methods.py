@@ -104,6 +104,7 @@ def run_one(spec, name, model, make_inputs, batches, dev, args) -> dict:
     from slimbench.suite.context import make_context
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
     from slimbench.suite.measure.memory import peak_memory
+    from slimbench.suite.measure.pipeline import compiled
 
     row: dict = {"model": name, "method": spec}
     method = create_method(spec)
@@ -132,15 +133,24 @@ def run_one(spec, name, model, make_inputs, batches, dev, args) -> dict:
             with torch.inference_mode():
                 return restored(**inputs)
         modes = [False, True] if dev.type == "cuda" else [False]
-        for graph in modes:
-            cfg = LatencyConfig(warmup=1 if args.dry_run else 3, min_runs=2 if args.dry_run else 10,
-                                min_seconds=args.min_seconds, max_seconds=2.0, cuda_graph=graph)
-            key = "graph_ms" if graph else "eager_ms"
-            try:
-                entry[key] = round(measure_latency(call, dev, cfg).median_ms, 4)
-            except Exception as exc:  # a model that cannot be captured is a finding, not a crash
-                entry[key] = None
-                entry[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        timed = {"": call}
+        if args.compile:  # the same model as torch.compile(model), as `slimbench run --compile` times it
+            fn = compiled(restored, "default")
+
+            def timed_compiled(inputs=inputs, fn=fn):
+                with torch.inference_mode():
+                    return fn(**inputs)
+            timed["compiled_"] = timed_compiled
+        for prefix, fn in timed.items():
+            for graph in modes:
+                cfg = LatencyConfig(warmup=1 if args.dry_run else 3, min_runs=2 if args.dry_run else 10,
+                                    min_seconds=args.min_seconds, max_seconds=2.0, cuda_graph=graph)
+                key = prefix + ("graph_ms" if graph else "eager_ms")
+                try:
+                    entry[key] = round(measure_latency(fn, dev, cfg).median_ms, 4)
+                except Exception as exc:  # a model that cannot be captured (or compiled) is a finding
+                    entry[key] = None
+                    entry[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         entry["peak_bytes"] = peak_memory(call, dev)
         row["batches"][str(bs)] = entry
     return row
@@ -153,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=None, help="comma-separated method specs (default: a spread of the "
                     "built-ins; --dry-run: a short list)")
     ap.add_argument("--out", default=None, help="folder for the JSON (default results/benchmarks on a GPU)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(model) (default mode), eager "
+                    "and as a CUDA graph (compiled_eager_ms, compiled_graph_ms)")
     args = ap.parse_args(argv)
     import torch
 

@@ -78,9 +78,10 @@ step quant_kernels 220 "$PY" benchmarks/quant_kernels.py "${QK_ARGS[@]}"
 step e2e_bert_w8a8 120 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
 
 # (e) every built-in quantization method through the harness's CUDA path (compress for CUDA,
-# artifact round trip, kernel-call counts, eager + CUDA-graph latency, peak memory)
+# artifact round trip, kernel-call counts, eager + CUDA-graph latency, the same for
+# torch.compile(model) as `slimbench run --compile` times it, peak memory)
 #   -> results/benchmarks/cuda-methods-<gpu>.json
-step cuda_methods 60 "$PY" benchmarks/cuda_methods.py --out results/benchmarks
+step cuda_methods 90 "$PY" benchmarks/cuda_methods.py --compile --out results/benchmarks
 
 # (e2) the pruning family: 2:4 and block-sparse kernels vs fp16, the stock semi-structured anchor,
 # ResNet-50 with half its channels removed and a BERT-base with 2:4 FFNs as CUDA graphs

@@ -57,7 +57,7 @@ def test_a_model_torch_compile_cannot_build_keeps_the_run_and_says_why(tmp_path,
             raise RuntimeError("inductor: no C++ compiler\nmore detail")
         return call if mode else model
 
-    monkeypatch.setattr(pipeline, "_compiled", broken)
+    monkeypatch.setattr(pipeline, "compiled", broken)
     assert _run(tmp_path, "--method", "baseline", "--compile") == 0
     (rec,) = _records(tmp_path)
     assert rec["status"] == "FINISHED" and rec["latency"] == [] and rec["metrics"]["accuracy"] > 0

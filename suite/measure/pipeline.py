@@ -85,7 +85,7 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
                 continue
             kind = dev.split(":")[0]
             model.to(dev)
-            timed = _compiled(model, compile_mode)
+            timed = compiled(model, compile_mode)
             for i, bs in enumerate(task.config.latency_batch_sizes):
                 inputs = {k: v.to(dev) for k, v in task.example_inputs(bs).items()}
 
@@ -125,7 +125,7 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
         model.to("cpu")
 
 
-def _compiled(model: torch.nn.Module, mode: str):
+def compiled(model: torch.nn.Module, mode: str):
     """The callable that is timed: the model, or `torch.compile(model, mode=...)`. Dynamo's caches are
     reset first: they are keyed by code object, so the models of earlier runs (same classes) would
     otherwise use up its recompile limit and later models would silently fall back to eager."""
