@@ -72,7 +72,8 @@ def test_pack_roundtrip_exact(bits, n):
     assert packed.dtype == torch.uint8
     assert packed.shape == (3, 2, packing.packed_len(n, bits))
     assert packing.packed_len(n, bits) * 8 == (n + packing.padding(n, bits)) * bits
-    assert torch.equal(packing.unpack(packed, bits, n).long(), codes)
+    unpacked = packing.unpack(packed, bits, n)  # bits 2 and 4 take the byte-shift path, 3 the 24-bit words
+    assert unpacked.dtype == torch.uint8 and torch.equal(unpacked.long(), codes)
 
 
 def test_pack_layout_and_errors():

@@ -182,3 +182,23 @@ def test_supports_cnn_and_errors_when_nothing_is_eligible():
     assert reason and "groups=1" in reason
     with pytest.raises(Unsupported, match="groups=4"):
         create_method("quant.w8a8:skip=").compress(only_grouped(), ctx_for())
+
+
+@pytest.mark.parametrize("int_mm_exact", [True, False])
+def test_int8_matmul_is_exact_where_int16_pairs_would_saturate(monkeypatch, int_mm_exact):
+    """Rows of +-127 against weights of +-127 saturate an int16 pair sum (CPUs without VNNI); the
+    GEMM must still be exact on every CPU: `_int_mm` only where the probe found it exact, else
+    the K-chunked fp32 GEMM (checked here on both paths, K past one chunk)."""
+    from slimbench.methods.quant import w8a8
+
+    if int_mm_exact and not w8a8.cpu_int_mm_exact():
+        pytest.skip("torch._int_mm is not exact on this CPU (no VNNI): the fallback is what runs here")
+    monkeypatch.setattr(w8a8, "cpu_int_mm_exact", lambda: int_mm_exact)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (5, 2500), generator=g, dtype=torch.int8)
+    a[0], a[1, ::2], a[1, 1::2] = 127, 127, -127
+    b = torch.randint(-127, 128, (24, 2500), generator=g, dtype=torch.int8)
+    b[0], b[1, ::2], b[1, 1::2] = 127, 127, -127
+    out = w8a8.int8_matmul(a, b)
+    assert out.dtype == torch.int32 and torch.equal(out, (a.long() @ b.long().t()).int())
+    assert out[0, 0] == 127 * 127 * 2500 and out[1, 1] == 127 * 127 * 2500

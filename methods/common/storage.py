@@ -74,6 +74,10 @@ def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
                          f"{packed_len(n, bits)}")
     if bits == 8:
         return packed.view(torch.uint8)
+    if 8 % bits == 0:  # whole fields in each byte: shift bytes, no int64 words (several times faster)
+        u = packed.view(torch.uint8)
+        fields = [(u >> (i * bits)) & ((1 << bits) - 1) for i in range(per)]
+        return torch.stack(fields, -1).reshape(*packed.shape[:-1], -1)[..., :n]
     b = packed.view(torch.uint8).to(torch.int64).reshape(*packed.shape[:-1], -1, nbytes)
     byte_shifts = torch.arange(nbytes, device=packed.device, dtype=torch.int64) * 8
     word = (b << byte_shifts).sum(-1, keepdim=True)

@@ -10,6 +10,8 @@ into the epilogue.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,18 +75,52 @@ def act_dtype(x: torch.Tensor) -> torch.dtype:
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a int8 [m, k] @ b int8 [n, k]^T -> exact int32 [m, n].
 
-    `torch._int_mm` on CUDA needs m > 16 and k, n multiples of 8; on CPU it takes any
-    2-D shape. Elsewhere, a float64 matmul is exact (|sum| < 2**53 for any practical k).
+    `torch._int_mm` on CUDA needs m > 16 and k, n multiples of 8; on the CPU it takes any 2-D
+    shape but is exact only where the CPU has VNNI/AMX (`cpu_int_mm_exact`). Elsewhere an fp32
+    GEMM over K chunks of 1024 is exact (every partial sum is an integer below 2**24), and
+    about as fast as the fp32 model; float64 where fp32 matmuls may run in reduced precision.
     """
     m, k = a.shape
     n = b.shape[0]
-    cuda_ok = m > 16 and k % 8 == 0 and n % 8 == 0 and k >= 16
-    if a.device.type == "cpu" or (a.is_cuda and cuda_ok):
+    if a.device.type == "cpu":
+        if cpu_int_mm_exact():
+            return torch._int_mm(a, b.t())
+        if torch.get_float32_matmul_precision() == "highest":
+            return _chunked_fp32_mm(a, b)
+    elif a.is_cuda and m > 16 and k % 8 == 0 and n % 8 == 0 and k >= 16:
         try:
             return torch._int_mm(a, b.t())
         except RuntimeError:  # a build without this kernel: fall through to the reference
             pass
     return (a.double() @ b.double().t()).to(torch.int32)
+
+
+EXACT_FP32_K = 1024  # 127 * 127 * 1024 < 2**24: an fp32 dot product of int8 codes this long is exact
+
+
+def _chunked_fp32_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    out = None
+    for k0 in range(0, a.shape[1], EXACT_FP32_K):
+        part = (a[:, k0:k0 + EXACT_FP32_K].float() @ b[:, k0:k0 + EXACT_FP32_K].float().t()).to(torch.int32)
+        out = part if out is None else out.add_(part)
+    return out
+
+
+@functools.cache
+@torch.compiler.assume_constant_result  # a fact of the machine: compiled graphs specialise on it
+def cpu_int_mm_exact() -> bool:
+    """Whether `torch._int_mm` is exact on this CPU. Without VNNI, oneDNN's (and fbgemm's) int8
+    GEMM adds pairs of products in int16 (vpmaddubsw) and saturates, so a large row silently
+    gives a wrong sum. Probed once, with the pattern that saturates, rather than read from CPU
+    flags: the kernels a build dispatches to can be capped (ONEDNN_MAX_CPU_ISA)."""
+    x = torch.full((4, 64), QMAX, dtype=torch.int8)
+    x[1::2] = -QMAX
+    w = torch.full((64, 16), QMAX, dtype=torch.int8)
+    w[:, 1::2] = -QMAX
+    try:
+        return torch.equal(torch._int_mm(x, w), x.long().matmul(w.long()).int())
+    except RuntimeError:  # a build without the CPU kernel
+        return False
 
 
 class W8A8Base(PackedStorage, nn.Module):
@@ -183,8 +219,8 @@ class W8A8Base(PackedStorage, nn.Module):
         if x2.is_cuda:
             return self.kernel_forward(x2, act, out_scale, out)
         xq, xs, z = self.quantize_input(x2)
-        y = self.integer_acc(xq, z).float() * xs[:, None] * self.weight_scale[None, :]
-        y = apply_act(y if self.bias is None else y + self.bias.float(), act)
+        y = self.integer_acc(xq, z).to(torch.float32).mul_(xs[:, None]).mul_(self.weight_scale)  # in place: fewer passes
+        y = apply_act(y if self.bias is None else y.add_(self.bias), act)
         return y if out_scale is None else quantize_static(y, out_scale)[0]
 
     def w8a8_repr(self) -> str:
