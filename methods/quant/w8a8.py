@@ -106,13 +106,17 @@ def _chunked_fp32_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@functools.cache
 @torch.compiler.assume_constant_result  # a fact of the machine: compiled graphs specialise on it
 def cpu_int_mm_exact() -> bool:
     """Whether `torch._int_mm` is exact on this CPU. Without VNNI, oneDNN's (and fbgemm's) int8
     GEMM adds pairs of products in int16 (vpmaddubsw) and saturates, so a large row silently
-    gives a wrong sum. Probed once, with the pattern that saturates, rather than read from CPU
-    flags: the kernels a build dispatches to can be capped (ONEDNN_MAX_CPU_ISA)."""
+    gives a wrong sum. Probed once per process, with the pattern that saturates, rather than
+    read from CPU flags: the kernels a build dispatches to can be capped (ONEDNN_MAX_CPU_ISA)."""
+    return _probe_int_mm()
+
+
+@functools.cache
+def _probe_int_mm() -> bool:
     x = torch.full((4, 64), QMAX, dtype=torch.int8)
     x[1::2] = -QMAX
     w = torch.full((64, 16), QMAX, dtype=torch.int8)
