@@ -222,7 +222,9 @@ def timings(torch, F, reps: int, flush: bool, quick: bool, rows: list[dict], sav
             ((xq.float() @ wq.float().t()) * xs[:, None] * ws[None, :]).half()
         sweep("w8a8 int8_gemm", shape, base,
               checked(lambda c: (lambda: w8a8.int8_gemm(xq, wq, xs, ws, None, torch.float16, c)), ref8),
-              w8a8.default_config(m, n, k), w8a8_alternatives(w8a8.GemmConfig, m))
+              w8a8.default_config(m, n, k, tma=DEV == "cuda" and w8a8._has_tma(torch.cuda.current_device())
+                                  and w8a8.tma_ok(xq, wq, torch.float16)),  # what int8_gemm picks by itself
+              w8a8_alternatives(w8a8.GemmConfig, m))
 
         def quant_gemm():
             a, a_scale = w8a8.quantize_act(x)

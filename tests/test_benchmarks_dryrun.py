@@ -117,7 +117,11 @@ def test_kernels_compile_for_hopper(tmp_path):
             "_bsr_kernel"} <= set(by_kernel)
     assert all(r["tma"] and "IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_tma_kernel"])
     assert any("IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_kernel"])
-    assert not any(r["spills"] for r in rows)
+    # No default spills registers, but one: W4A16 at M=16 with 32-column tiles and 2 warps spills on
+    # sm_90 and was still the H200 sweep's fastest there (1.64x over fp16 against 1.21x for the
+    # 64-column, 4-warp tiles that do not spill): a measured time outranks the rule.
+    spilling = {(r["kernel"], r["config"].split(" W4Config")[0]) for r in rows if r["spills"]}
+    assert spilling <= {("_w4a16_dot_kernel", "w4a16 16x4096x11008")}, spilling
     assert max(r["shared_bytes"] for r in rows) <= 232448  # sm_90's per-block limit (the script enforces it too)
 
 

@@ -54,17 +54,20 @@ def lanes_ok(bits: int, k: int) -> bool:
 
 
 def default_config(m: int, n: int, k: int, bits: int = 4) -> GemvConfig:
-    """M == 1 at K a multiple of a code word: lanes, 16-row programs of 2 warps (688 for
-    N=11008, ~5 per SM: balanced within ~15%, 8 rows per thread), one chunk per iteration
-    (8 KB of codes per program at 2 bits, ~40 KB in flight per SM); 2-bit by PRMT select.
+    """M == 1, 4-bit: the rows kernel, 32 x 256 tiles (the H200 sweep's best; the lanes kernel's
+    gather decode was 0.64x of fp16). M == 1, 2-bit, K a multiple of a code word: lanes, 16-row
+    programs of 2 warps (688 for N=11008, ~5 per SM: balanced within ~15%, 8 rows per thread),
+    one chunk per iteration (8 KB of codes per program, ~40 KB in flight per SM), PRMT select.
     Otherwise the dot kernel: it decodes each weight once for all rows (the rows kernel
     decodes per x row and reduces across lanes every step)."""
     if interpreting():
         return GemvConfig(pow2_cover(n, 16, 256), pow2_cover(k, 16, 512), 4, 1)
     dec = "select" if bits == 2 else "gather"
+    if m == 1 and bits == 4:  # the H200 sweep, N=11008 K=4096: rows 32 x 256 0.92x over fp16, lanes 0.64x
+        return GemvConfig(32, 256, 4, 2, "rows", dec)
     if m == 1 and lanes_ok(bits, k):
         return GemvConfig(16, LANES_WORDS * (32 // bits), 2, 1, "lanes", dec)
-    return GemvConfig(64, 256, 4, 3, "dot", dec, 16)
+    return GemvConfig(64, 128, 4, 3, "dot", dec, 16)  # the sweep at M=16: BLOCK_K 128 beat 256 at 2 and 4 bits
 
 
 # ---------------------------------------------------------------- decode helpers

@@ -7,6 +7,8 @@ writing fp16/bf16/fp32 directly, so no int32 [M, N] tensor ever reaches memory.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -62,20 +64,32 @@ class GemmConfig:
     kernel: str = "plain"  # "plain": one program per tile, pointer loads; "tma": see _int8_gemm_tma_kernel
 
 
-def default_config(m: int, n: int, k: int, gelu: bool = False) -> GemmConfig:
-    """Fixed tiles by shape (no autotune): 128x256x128 for large M (the anchor's best), narrower
-    tiles for small M; under the interpreter, the biggest tiles the shape allows. A GELU
-    epilogue (`gelu`) needs registers next to the accumulator: 128x128 tiles with 8 warps
-    compile for sm_90 without spills where 128x256 (and 128x128 with 4 warps) spill."""
+def default_config(m: int, n: int, k: int, gelu: bool = False, tma: bool = False) -> GemmConfig:
+    """Fixed tiles by shape (no autotune), the best of the H200 sweep of 2026-11-29
+    (`results/benchmarks/quant-kernels-nvidia-h200.json`): for M <= 32, 16-row tiles with
+    BLOCK_K 256 (1.61x / 1.71x / 1.33x over fp16 at M = 1 / 16 / 32, against 1.39 / 1.43 / 1.03x
+    for the earlier 16-32 x 128 x 128); 64 x 128 where N is narrow (BERT FFN down: 1.12x against
+    0.92x); 128 x 256 through TMA (`tma`: Hopper, aligned operands) where K <= 4096 (FFN up 1.25x
+    against 1.06x, 16384 x 4096^2 1.69x against 1.15x) and 256 x 128 pointer tiles past that
+    (8192^3: 1.73x against 1.56x). A GELU epilogue (`gelu`) needs registers next to the
+    accumulator: 128x128 tiles with 8 warps compile for sm_90 without spills where 128x256 (and
+    128x128 with 4 warps) spill. Under the interpreter: the biggest tiles the shape allows."""
     if interpreting():
         return GemmConfig(pow2_cover(m, 16, 128), pow2_cover(n, 16, 128), pow2_cover(k, 32, 128), 8, 4, 1)
     if m <= 64:
-        return GemmConfig(pow2_cover(m, 16, 64), 128, 128, 8, 4, 4)
+        return GemmConfig(16 if m <= 32 else 64, 128, 256 if k >= 256 else 128, 8, 4, 4)
     if gelu:
         return GemmConfig(128, 128, 128, 8, 8, 3)
     if m * n <= 1 << 22:
-        return GemmConfig(128, 128, 128, 8, 4, 4)
-    return GemmConfig()
+        return GemmConfig(64, 128, 128, 8, 4, 4)
+    if tma and k <= 4096:
+        return GemmConfig(128, 256, 128, 8, 8, 3, "tma")
+    return GemmConfig(256, 128, 128, 8, 8, 3)
+
+
+@functools.cache
+def _has_tma(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
 
 
 ACTS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}  # epilogue activations (ACT constexpr)
@@ -223,9 +237,10 @@ def int8_gemm(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: 
                          f"and {b.dtype} {tuple(b.shape)}")
     if act not in ACTS:
         raise ValueError(f"int8_gemm: act={act!r} is not one of {', '.join(map(repr, ACTS))}")
-    cfg = config or default_config(m, n, k, gelu=act in ("gelu", "gelu_tanh"))
     if out_scale is not None:
         out_dtype, out_scale = torch.int8, out_scale.float().reshape(1)
+    cfg = config or default_config(m, n, k, gelu=act in ("gelu", "gelu_tanh"),
+                                   tma=a.is_cuda and _has_tma(a.device.index or 0) and tma_ok(a, b, out_dtype))
     c = torch.empty(m, n, dtype=out_dtype, device=a.device)
     if cfg.kernel not in ("plain", "tma"):
         raise ValueError(f"int8_gemm: kernel={cfg.kernel!r} is not one of 'plain', 'tma'")
