@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="build the static leaderboard site and exports from MLflow runs")
     from slimbench.leaderboard.command import configure
     configure(lb)
+    pl = sub.add_parser("plugin", help="check a third-party method against the conformance suite, or start a new "
+                                       "plugin package")
+    from slimbench.suite.plugin import configure as plugin_args
+    plugin_args(pl)
     return parser
 
 
@@ -231,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.core.registry import UnknownNameError
 
     from slimbench.suite.nastable import cmd as cmd_nas_table
+    from slimbench.suite.plugin import cmd as cmd_plugin
 
     handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-                "nas-table": cmd_nas_table}
+                "nas-table": cmd_nas_table, "plugin": cmd_plugin}
     try:
         return handlers[args.command](args)
     except (ConfigError, UnknownNameError) as exc:

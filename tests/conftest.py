@@ -14,11 +14,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _register_toy() -> None:
-    """The synthetic test tasks: `toy` (MLP), `toy-cnn` (timm ResNet), `toy-transformer` (BERT)."""
+    """The synthetic test tasks: `toy` (MLP) here, and the conformance suite's `toy-cnn` (timm
+    ResNet) and `toy-transformer` (BERT), which ship with slimbench for `slimbench plugin check`."""
+    from slimbench.suite.conformance import register_tasks
     from slimbench.tasks import TASKS
-    for name, file in (("toy", "toy.yaml"), ("toy-cnn", "toy_cnn.yaml"), ("toy-transformer", "toy_transformer.yaml")):
-        if name not in TASKS:
-            TASKS.register(name)(str(FIXTURES / file))
+    if "toy" not in TASKS:
+        TASKS.register("toy")(str(FIXTURES / "toy.yaml"))
+    register_tasks()
 
 
 _register_toy()
@@ -98,17 +100,11 @@ CONFORMANCE_TASKS = ("toy-cnn", "toy-transformer")
 @pytest.fixture(scope="session")
 def conformance_tasks():
     """The conformance tasks with their trained baselines: {name: (task, baseline)} (trained once)."""
-    from slimbench.suite.trainer import Trainer
+    from slimbench.suite.conformance import trained_baseline
     from slimbench.tasks import get_task
 
-    out = {}
-    for name in CONFORMANCE_TASKS:
-        task = get_task(name, "default")
-        model = task.build_model()
-        cfg = task.config
-        Trainer().fit(model, task.train_stream(cfg.train.batch_size, 0), cfg.train, cfg.seed)
-        out[name] = (task, model.eval())
-    return out
+    return {name: (task, trained_baseline(task)) for name in CONFORMANCE_TASKS
+            for task in [get_task(name, "default")]}
 
 
 @pytest.fixture
@@ -123,89 +119,18 @@ def method_contract():
     return check_method
 
 
-class Tripwire:
-    """Stands in for a test split during compression: any access fails the test."""
-
-    def __len__(self):
-        raise AssertionError("a method reached the test split")
-
-    def __getitem__(self, i):
-        raise AssertionError("a method reached the test split")
-
-    def __iter__(self):
-        raise AssertionError("a method reached the test split")
-
-
 def compress_guarded(method, task, baseline, seed=0, trainer=None):
-    """Compress as the harness does (one context factory), the test split swapped for a tripwire."""
-    import copy
-
-    import torch
-
-    from slimbench.methods import as_compressed
-    from slimbench.suite.context import make_context
-
-    data = task.data()
-    test, data.test = data.test, Tripwire()
-    try:
-        ctx = make_context(task, baseline=baseline, seed=seed, owner=method.name, trainer=trainer)
-        torch.manual_seed(seed)
-        result = as_compressed(method.compress(copy.deepcopy(baseline), ctx))
-    finally:
-        data.test = test
-    return result, ctx
+    """Compress as the harness does (one context factory), the test split tripwired."""
+    from slimbench.suite.conformance import compress_guarded as guarded
+    return guarded(method, task, baseline, seed, trainer)
 
 
 def check_method(method_factory, task, baseline, tmp_path):
-    """The whole method contract on one task; returns the model reloaded from the artifact.
+    """The whole method contract on one task (`slimbench.suite.conformance`, which `slimbench plugin
+    check` runs too); returns the model reloaded from the artifact."""
+    from slimbench.suite.conformance import Unsupported, check_method as check
 
-    Steps within budget, the test split untouched, reported size == bytes on disk, parameter
-    counts those of the reloaded model, reload onto a freshly built model from the bytes alone
-    with the same outputs, and the same bytes for the same seed."""
-    import hashlib
-
-    import torch
-
-    from slimbench.suite.artifact import count_params, load_artifact, read_artifact, save_artifact
-
-    def digest(path) -> str:
-        return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-    from slimbench.suite.trainer import Trainer
-
-    class StepCounter(Trainer):
-        """The real trainer, counting the optimizer steps it runs, whoever calls it."""
-        steps = 0
-
-        def fit(self, model, batches, recipe, seed, **kw):
-            StepCounter.steps += recipe.steps
-            return super().fit(model, batches, recipe, seed, **kw)
-
-    method = method_factory()
-    reason = method.supports(task.spec(), "cpu")
-    if reason:
-        pytest.skip(f"{method.name} unsupported on CPU: {reason}")
-    result, ctx = compress_guarded(method, task, baseline, seed=3, trainer=StepCounter())
-    budget = ctx.ledger.summary()
-    assert StepCounter.steps == sum(b["used"] for b in budget.values()), "steps trained outside the budget"
-    for account, b in budget.items():
-        assert 0 <= b["used"] <= b["budget"], (account, b)
-    compressed = result.model.eval()
-
-    info = save_artifact(result, method, tmp_path / "a")
-    on_disk = sum(os.path.getsize(tmp_path / "a" / f) for f in os.listdir(tmp_path / "a"))
-    assert info.size_bytes == on_disk
-    reloaded = load_artifact(tmp_path / "a", task.build_model, method).eval()  # from the bytes alone
-    _, doc = read_artifact(tmp_path / "a")
-    assert (info.params_total, info.params_nonzero) == count_params(reloaded, doc["meta"])
-    assert doc["params"] == {"total": info.params_total, "nonzero": info.params_nonzero}
-    inputs = task.example_inputs(4)
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded(**inputs), compressed(**inputs))
-        out = reloaded(**inputs)
-    assert out.shape == (4, task.config.num_classes) and torch.isfinite(out).all()
-
-    again, _ = compress_guarded(method_factory(), task, baseline, seed=3)
-    save_artifact(again, method, tmp_path / "b")
-    assert digest(tmp_path / "a" / "model.safetensors") == digest(tmp_path / "b" / "model.safetensors")
-    return reloaded
+    try:
+        return check(method_factory, task, baseline, tmp_path)
+    except Unsupported as exc:
+        pytest.skip(str(exc))

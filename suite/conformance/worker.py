@@ -1,0 +1,113 @@
+"""One method's conformance checks, in a process of its own (what `slimbench plugin check` starts).
+
+    python -m slimbench.suite.conformance.worker (--name NAME | --entry module:attr) --task T ... --out FILE
+
+The result is written as JSON to FILE, never to stdout: a plugin may print anything, and the
+parent must still be able to read what was found. A plugin that hangs or kills the interpreter
+leaves no file, and the parent reports that instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def load(name: str | None, entry: str | None) -> str:
+    """The registry name of the method to check: `name` as registered (built-in or entry point), or
+    the object an entry-point value `module:attr` names, registered under the method name given
+    (else `plugin`)."""
+    from slimbench.methods import METHODS
+
+    if entry is None:
+        METHODS.get(name)  # raises with the load error of a broken plugin, or the valid names
+        return name
+    module, _, attr = entry.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    key = name or "plugin"
+    METHODS.register(key)(obj)
+    return key
+
+
+def config_checks(name: str) -> str | None:
+    """The config contract: a frozen dataclass with a version, built back from its own fields and
+    spec, an unknown key rejected by name, a one-line description. None when it holds."""
+    from slimbench.core.config import ConfigError, build, to_dict
+    from slimbench.methods import METHODS, Method, create_method
+
+    cls = METHODS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        return f"{name} is {cls!r}, not a subclass of slimbench.methods.Method"
+    cfg = cls.config_cls()
+    if not dataclasses.is_dataclass(cfg) or not getattr(cfg, "version", 0) >= 1:
+        return "config_cls must be a MethodConfig dataclass (it has a version >= 1)"
+    try:
+        cfg.version = 99  # type: ignore[misc]
+        return "the config is mutable: declare it @dataclass(frozen=True)"
+    except dataclasses.FrozenInstanceError:
+        pass
+    data = {k: v for k, v in to_dict(cfg).items() if k != "version"}
+    if build(cls.config_cls, data, name) != cfg:
+        return "the config does not build back from its own fields (to_dict -> build)"
+    if create_method(create_method(name).spec).config != cfg:
+        return "the method's spec does not build back the same config"
+    try:
+        create_method(f"{name}:no_such_field=1")
+        return "an unknown config key was accepted (no_such_field=1)"
+    except ConfigError:
+        pass
+    if not getattr(cls, "description", ""):
+        return "the method needs a one-line `description`"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name")
+    ap.add_argument("--entry")
+    ap.add_argument("--task", action="append", required=True)
+    ap.add_argument("--out", required=True, type=Path)
+    args = ap.parse_args(argv)
+    result: dict[str, Any] = {"method": args.name or args.entry, "config": None, "tasks": [], "error": None}
+
+    def save() -> None:
+        args.out.write_text(json.dumps(result, default=str))
+
+    t0 = time.time()
+    try:
+        name = load(args.name, args.entry)
+        result["method"] = name
+        result["config"] = config_checks(name) or "pass"
+    except Exception as exc:
+        result["error"] = f"the method could not be loaded: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-4)}"
+        save()
+        return 1
+    save()
+    from slimbench.methods import create_method
+    from slimbench.suite.conformance import register_tasks, run_checks, trained_baseline
+    from slimbench.tasks import get_task
+
+    register_tasks()
+    for task_name in args.task:
+        task = get_task(task_name, "default")
+        print(f"[{name}] {task_name}: training the baseline, then the checks", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = run_checks(lambda: create_method(name), task, trained_baseline(task), Path(tmp))
+        result["tasks"].append(report.as_dict())
+        save()  # after every task: a later crash keeps what was found
+    result["seconds"] = round(time.time() - t0, 1)
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
