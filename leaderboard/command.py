@@ -2,6 +2,7 @@
 
     slimbench leaderboard [--out DIR] [--tracking-uri URI] [--experiment NAME]
     slimbench leaderboard publish --out DIR [--tracking-uri URI] [--experiment NAME]
+    slimbench leaderboard --from bundle1.tar.gz --from bundle2.tar.gz [--from results/] ...
 
 Import-light on purpose (the CLI imports every subcommand to build its help). The command
 itself is `suite.cli.cmd_leaderboard`: it reads the runs through the suite's tracker and hands
@@ -28,3 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"),
                         help="results folder holding the default tracking store (default: results)")
     parser.add_argument("--title", default="slimbench leaderboard", help="page and report title")
+    parser.add_argument("--from", dest="sources", action="append", metavar="SOURCE",
+                        help="build from this source instead of the default store (repeatable): a bundle written by "
+                             "`slimbench export`, a results folder or a tracking URI. Rows of different devices are "
+                             "never merged, and each run page names its source. A malformed bundle is rejected "
+                             "with the reason and nothing from it is shown (exit code 1)")

@@ -16,7 +16,7 @@ _METRIC_FMT: dict[str, Callable[[Any], str]] = {
     "index_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops, "bops": fmt.bops,
     "compress_seconds": lambda v: f"{v:.3g} s"}
 _PROVENANCE_ORDER = ("mlflow_run_id", "git_commit", "slimbench", "torch", "cuda", "python", "platform",
-                     "device_name", "cpu_model", "cpu_capability", "threads", "started", "duration_s")
+                     "device_name", "cpu_model", "cpu_capability", "threads", "started", "duration_s", "source")
 
 
 def _text(v: Any) -> str:
@@ -88,6 +88,7 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
                       ("description", get(run, "method", "description", default="")),
                       ("seed", run.get("seed")), ("status", status), ("simulated", simulated),
                       ("device", device_label(run)),
+                      ("source", get(run, "provenance", "source", default="this tracking store")),
                       ("threads", dev.get("threads") if isinstance(dev, dict) else None),
                       ("run key", run.get("run_key", ""))]))
     if run.get("error"):

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="build the static leaderboard site and exports from MLflow runs")
     from slimbench.leaderboard.command import configure
     configure(lb)
+    ex = sub.add_parser("export", help="write selected runs (records, optionally artifacts) into one bundle file")
+    from slimbench.suite.export import configure as export_args
+    export_args(ex)
     pl = sub.add_parser("plugin", help="check a third-party method against the conformance suite, or start a new "
                                        "plugin package")
     from slimbench.suite.plugin import configure as plugin_args
@@ -214,15 +217,23 @@ def cmd_leaderboard(args) -> int:
     from slimbench.suite.tracking import EXPERIMENT, Tracker
 
     results_dir = Path(getattr(args, "results_dir", None) or "results")
-    tracker = Tracker(uri=getattr(args, "tracking_uri", None),
-                      experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir,
-                      create=False)
-    runs = tracker.read_records()
+    sources, rejected = getattr(args, "sources", None), []
+    if sources:
+        from slimbench.suite.export import read_sources
+        runs, rejected = read_sources(sources, getattr(args, "experiment", None))
+        where = f"{len(sources)} source(s)"
+    else:
+        tracker = Tracker(uri=getattr(args, "tracking_uri", None),
+                          experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir,
+                          create=False)
+        runs, where = tracker.read_records(), tracker.uri
     title = getattr(args, "title", None) or "slimbench leaderboard"
     target = Path(out) if out is not None else results_dir / "leaderboard"
     index = (publish if action == "publish" else build_site)(runs, target, title)
-    print(f"leaderboard: {len(runs)} runs from {tracker.uri} -> {index}")
-    return 0
+    print(f"leaderboard: {len(runs)} runs from {where} -> {index}")
+    for line in rejected:
+        print(f"slimbench leaderboard: {line}", file=sys.stderr)
+    return 1 if rejected else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,10 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.core.registry import UnknownNameError
 
     from slimbench.suite.nastable import cmd as cmd_nas_table
+    from slimbench.suite.export import cmd as cmd_export
     from slimbench.suite.plugin import cmd as cmd_plugin
 
     handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-                "nas-table": cmd_nas_table, "plugin": cmd_plugin}
+                "nas-table": cmd_nas_table, "plugin": cmd_plugin, "export": cmd_export}
     try:
         return handlers[args.command](args)
     except (ConfigError, UnknownNameError) as exc:
