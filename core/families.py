@@ -13,6 +13,7 @@ FAMILY_COLOURS: dict[str, str] = {
     "distillation": "#1a7f37",
     "low-rank": "#8250df",
     "nas": "#bf8700",
+    "pipeline": "#0a7d8c",
 }
 FAMILIES: tuple[str, ...] = tuple(FAMILY_COLOURS)
 UNKNOWN_COLOUR = "#6e7781"

@@ -74,6 +74,9 @@ class StepLedger:
 
     candidates: int = 0  # search candidates logged (recorded; the steps are what is binding)
 
+    def count_candidates(self, n: int) -> None:
+        self.candidates += n
+
     def charge(self, steps: int, account: str = FINETUNE) -> None:
         """Book `steps` when they are asked for (whether or not the training then completes, so the
         figure cannot be gamed by retrying); raise BudgetExceeded, booking nothing, if they do not fit."""
@@ -87,9 +90,29 @@ class StepLedger:
                                  f"({used} used)")
         self.used[account] = used + steps
 
+    def child(self, owner: str, granted: dict[str, int]) -> "StepLedger":
+        """A ledger for one stage of a pipeline: its own grant, and every step and candidate it books is
+        booked here too, so the run's ledger stays the sum of its stages'."""
+        return _ChildLedger(owner, dict(granted), parent=self)
+
     def summary(self) -> dict[str, dict[str, int]]:
         """{account: {"used", "budget"}} for the run record (the search account also counts its candidates)."""
         out = {k: {"used": self.used.get(k, 0), "budget": v} for k, v in self.granted.items()}
         if SEARCH in out:
             out[SEARCH]["candidates"] = self.candidates
         return out
+
+
+@dataclass
+class _ChildLedger(StepLedger):
+    parent: StepLedger | None = None
+
+    def charge(self, steps: int, account: str = FINETUNE) -> None:
+        super().charge(steps, account)
+        if self.parent is not None:
+            self.parent.charge(steps, account)
+
+    def count_candidates(self, n: int) -> None:
+        self.candidates += n
+        if self.parent is not None:
+            self.parent.count_candidates(n)

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, P
 
 from slimbench.core.config import MethodConfig, build, is_inline, ordered_fields, parse_spec, to_dict
 from slimbench.core.families import FAMILIES
-from slimbench.core.recipe import FINETUNE, SearchBudget, StepLedger, TrainRecipe
+from slimbench.core.recipe import FINETUNE, SEARCH, SearchBudget, StepLedger, TrainRecipe
 from slimbench.core.registry import Registry
 from slimbench.core.task import TaskSpec
 
@@ -163,6 +163,19 @@ class CompressionContext:
         """A freshly initialised model of the task's architecture, builder arguments overridden."""
         return self.task.build_model(**overrides)
 
+    def stage(self, owner: str, share: float) -> "CompressionContext":
+        """The context of one stage of a pipeline: the same data, teacher, device and seed, and `share`
+        of each budget. The task's recipes are scaled too, so a method that reads them asks for what
+        its stage may use; its steps go to its own ledger and to this one."""
+        finetune = dataclasses.replace(self.task.finetune, steps=int(self.task.finetune.steps * share))
+        search = dataclasses.replace(self.task.search, candidates=int(self.task.search.candidates * share))
+        ledger = self.ledger.child(owner, {FINETUNE: finetune.steps, SEARCH: search.steps})
+        rebudget = getattr(self.trainer, "with_ledger", None)
+        if rebudget is None:
+            raise RuntimeError("this context's trainer cannot be split into stages (build it with make_context)")
+        return dataclasses.replace(self, task=dataclasses.replace(self.task, finetune=finetune, search=search),
+                                   ledger=ledger, trainer=rebudget(ledger))
+
     @property
     def teacher(self) -> "nn.Module":
         """The trained baseline, frozen (eval mode, no grad) on the run's device; a private copy."""
@@ -188,7 +201,7 @@ class CompressionContext:
         """Track one search candidate as a nested run of this run (None when untracked, e.g. in tests);
         the run records how many candidates were evaluated (`evaluated=False`: one rejected untrained,
         e.g. by a constraint, is tracked but not counted)."""
-        self.ledger.candidates += evaluated
+        self.ledger.count_candidates(int(evaluated))
         if self.candidate_logger is None:
             return None
         return self.candidate_logger(name, params, metrics)
@@ -248,6 +261,14 @@ class Method:
     def compress(self, model: "nn.Module", ctx: CompressionContext) -> "Compressed | nn.Module":
         raise NotImplementedError
 
+    # Whether another method can take this one's compressed model (a pipeline stage after it):
+    # true when `densify` gives plain float layers computing the same function.
+    followable: ClassVar[bool] = False
+
+    def densify(self, model: "nn.Module") -> "nn.Module":
+        """The compressed model as plain float layers of the task's kinds (default: as it is)."""
+        return model
+
     def restore(self, model: "nn.Module", tensors: dict[str, "torch.Tensor"], meta: dict[str, Any]) -> "nn.Module":
         """Rebuild the compressed model from a freshly built model and its saved tensors.
 
@@ -303,9 +324,11 @@ def family_packages() -> list[str]:
     """Every family folder under `methods/` (a subpackage that is not shared tools): a new family
     registers its methods by existing, with no list to edit."""
     import pkgutil
+    from pathlib import Path
 
-    import slimbench.methods as pkg
-    return [f"{pkg.__name__}.{m.name}" for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
+    package = __name__.rpartition(".")[0]  # this module's package, found without importing it
+    found = pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
+    return [f"{package}.{m.name}" for m in sorted(found, key=lambda m: m.name)
             if m.ispkg and m.name not in SHARED_PACKAGES]
 
 

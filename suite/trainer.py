@@ -145,6 +145,10 @@ class BudgetedTrainer:
     def __init__(self, trainer: Trainer, ledger: StepLedger):
         self._trainer, self._ledger = trainer, ledger
 
+    def with_ledger(self, ledger: StepLedger) -> "BudgetedTrainer":
+        """The same trainer charging another ledger (a pipeline stage's share of the budget)."""
+        return BudgetedTrainer(self._trainer, ledger)
+
     def fit(self, model: "nn.Module", batches: Iterable[Batch], recipe: TrainRecipe, seed: int,
             **kwargs: Any) -> FitResult:
         self._ledger.charge(recipe.steps, kwargs.get("account", FINETUNE))

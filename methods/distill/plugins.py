@@ -18,6 +18,7 @@ class DistillMethod(Method):
     """A student trained against the frozen teacher (`_loss`); subclasses choose the loss."""
 
     family = "distillation"
+    followable = True  # a dense student
     config_cls = StudentConfig
     default_seeds: ClassVar[int] = 3  # KD gains are often within seed noise: the default suite runs three
 

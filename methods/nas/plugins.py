@@ -19,6 +19,7 @@ class SearchMethod(Method):
     architecture trained with the task's fine-tuning budget and measured like any row."""
 
     family = "nas"
+    followable = True  # a dense architecture
     strategy: ClassVar[str] = "random"
 
     def options(self) -> dict[str, Any]:

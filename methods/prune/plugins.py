@@ -21,6 +21,11 @@ class SparseMethod(LayerSwapMethod):
     measured from what is stored, and whether sparse storage beat dense."""
 
     family = "pruning"
+    followable = True  # densify: the plain layers with their pruned weights zero
+
+    def densify(self, model):
+        from slimbench.methods.prune.sparse import densify
+        return densify(model)
     config_cls = SparseConfig
 
     def _prune(self, model, layers: dict, fixed: dict, ctx: CompressionContext) -> tuple[dict, dict[str, Any]]:
@@ -172,6 +177,11 @@ class L1(SparseMethod):
 @register_method("prune.nm")
 class NM(LayerSwapMethod):
     family = "pruning"
+    followable = True
+
+    def densify(self, model):
+        from slimbench.methods.prune.sparse import densify
+        return densify(model)
     description = ("N:M semi-structured pruning (2:4 by default: 2 of every 4 inputs kept, the pattern sparse "
                    "tensor cores run), fine-tuned with the pattern held, stored as values + 2-bit positions.")
     config_cls = NMConfig
@@ -210,6 +220,7 @@ class NM(LayerSwapMethod):
 @register_method("prune.structured")
 class Structured(Method):
     family = "pruning"
+    followable = True  # a smaller dense model
     description = ("Structured pruning that physically removes conv channels (dependency-aware: residual adds, "
                    "BatchNorm, grouped convs) or attention heads and FFN neurons, then fine-tunes the smaller dense "
                    "model.")

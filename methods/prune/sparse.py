@@ -309,3 +309,27 @@ def nm_twin(layer: nn.Module, n: int, m: int, fill: bool = True) -> NMLinear:
     if not fill:
         return twin
     return twin.fill(layer.weight.reshape(layer.weight.shape[0], -1), layer.bias)
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """Every stored-sparse layer back as the plain nn.Linear / nn.Conv2d it was, its pruned weights
+    zero: the same function, for a pipeline stage that follows pruning (which keeps the zeros only
+    if it does not train them back)."""
+    from slimbench.methods.common.layers import replace_module
+
+    for name, layer in list(model.named_modules()):
+        if not isinstance(layer, StoredSparse):
+            continue
+        w2 = layer.expand().detach()
+        has_bias = getattr(layer, "bias", None) is not None
+        if isinstance(layer, ConvGeometry):
+            plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                              layer.dilation, layer.groups, has_bias, layer.padding_mode)
+            plain.weight.data.copy_(layer.weight_4d(w2, w2))
+        else:
+            plain = nn.Linear(layer.in_features, layer.out_features, has_bias)
+            plain.weight.data.copy_(w2)
+        if has_bias:
+            plain.bias.data.copy_(layer.bias.detach())
+        replace_module(model, name, plain.to(w2.device))
+    return model

@@ -14,6 +14,7 @@ class BaselineConfig(MethodConfig):
 @register_method("baseline")
 class Baseline(Method):
     family = "reference"
+    followable = True
     description = "The uncompressed fp32 model as trained by the suite."
     config_cls = BaselineConfig
 
