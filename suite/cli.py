@@ -6,6 +6,7 @@ Heavy modules (torch, mlflow, timm, transformers) are imported inside the comman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -46,6 +47,19 @@ def _add_run(sub) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="MLflow database, artifacts and baseline cache (default results/)")
     p.add_argument("--experiment", default="slimbench", help="MLflow experiment name")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else RESULTS_DIR/mlflow.db)")
+    p.add_argument("--task-file", action="append", default=[], metavar="YAML",
+                   help="register a task from its YAML file (under the name it declares), e.g. a task of your own")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: one run after another in this process (default); ray: the grid as Ray tasks, "
+                        "each asking for its CPU threads or one GPU, logging to one MLflow server")
+    p.add_argument("--address", default=None,
+                   help="--executor ray: the Ray cluster (default: $RAY_ADDRESS, else a local Ray for this run)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="--executor ray: re-submissions of a run whose worker died or timed out (default 2)")
+    p.add_argument("--run-timeout", type=float, default=None, metavar="S",
+                   help="--executor ray: seconds one run may take before it is killed (and retried)")
     p.add_argument("--force", action="store_true", help="re-run (task, config, seed) triples already done")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--json", action="store_true", help="print the result rows as JSON")
@@ -104,10 +118,12 @@ def cmd_run(args) -> int:
     from slimbench.methods import METHODS
     from slimbench.suite.progress import ProgressConfig
     from slimbench.suite.runner import Harness, RunOptions, plan
-    from slimbench.suite.summary import render, rows_from_records
     from slimbench.tasks import list_tasks
 
-    tasks = _csv(args.tasks) or list_tasks()
+    from slimbench.suite.runner import register_task_files
+
+    own = register_task_files(tuple(args.task_file))
+    tasks = _csv(args.tasks) or (own or list_tasks())
     methods = (args.method or []) + [spec_from_file(f) for f in args.method_config or []]
     methods = methods or [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
     seeds = args.seed if args.seed else (list(range(args.seeds)) if args.seeds is not None else None)
@@ -115,17 +131,58 @@ def cmd_run(args) -> int:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be >= 1")
+    if args.retries < 0 or (args.run_timeout is not None and args.run_timeout <= 0):
+        raise ConfigError(f"--retries {args.retries} must be >= 0 and --run-timeout {args.run_timeout} > 0 seconds")
     specs = plan(tasks, methods, seeds, args.profile)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     opts = RunOptions(profile=args.profile, device=args.device, threads=args.threads,
-                      compile="default" if args.compile else "", results_dir=args.results_dir, force=args.force, experiment=args.experiment,
+                      compile="default" if args.compile else "", results_dir=args.results_dir, force=args.force,
+                      experiment=args.experiment, tracking_uri=args.tracking_uri, task_files=tuple(args.task_file),
                       command=" ".join(["slimbench", *map(shlex.quote, sys.argv[1:])]),
                       progress=ProgressConfig(False if args.no_progress else None), log=log)
-    harness = Harness(opts)
-    n_seeds = f"{len(seeds)} seed(s)" if seeds is not None else "each method's default seeds"
-    log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {n_seeds}; "
-        f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}")
-    results = harness.run_all(specs)
+    with contextlib.ExitStack() as stack:
+        if args.executor == "ray":
+            opts = _ray_store(opts, stack)
+        harness = Harness(opts)
+        n_seeds = f"{len(seeds)} seed(s)" if seeds is not None else "each method's default seeds"
+        log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {n_seeds}; "
+            f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}; executor {args.executor}")
+        if args.executor == "ray":
+            from slimbench.suite.distributed import RayOptions, run_ray
+            results = run_ray(harness, specs, RayOptions(args.address, args.retries, args.run_timeout))
+        else:
+            results = harness.run_all(specs)
+        return _report(args, harness, results, log)
+
+
+def _ray_store(opts, stack):
+    """The store Ray workers share: an http(s) server as given (checked before any work), else the local
+    SQLite store served by an `mlflow server` for this run."""
+    import dataclasses
+
+    from slimbench.core.config import ConfigError
+    from slimbench.suite.distributed import LocalServer, check_server
+    from slimbench.suite.tracking import Tracker, tracking_uri
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'slimbench[ray]'") from None
+    uri = opts.tracking_uri or tracking_uri(opts.results_dir)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+        return dataclasses.replace(opts, tracking_uri=uri)
+    if not uri.startswith("sqlite:"):
+        raise ConfigError(f"--executor ray needs an MLflow server or a local SQLite store; got {uri}")
+    Tracker(uri, opts.experiment, opts.results_dir)  # the experiment, with its artifacts as files beside the database
+    server = stack.enter_context(LocalServer(uri, opts.results_dir))
+    opts.log(f"serving {uri} at {server.uri} for the Ray workers")
+    return dataclasses.replace(opts, tracking_uri=server.uri)
+
+
+def _report(args, harness, results, log) -> int:
+    from slimbench.suite.summary import render, rows_from_records
+
     records = [r.record if r.record else harness.tracker.record(r.run_id) for r in results if r.run_id]
     rows = rows_from_records(records)
     if args.json:

@@ -13,8 +13,10 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import shlex
 import shutil
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -48,6 +50,9 @@ class RunOptions:
     latency_devices: tuple[str, ...] = ("cpu", "cuda")  # those available are used
     threads: int | None = None  # CPU threads for timing (default: all cores)
     compile: str = ""  # "": latency of the eager model; a torch.compile mode ("default"): of the compiled one
+    task_files: tuple[str, ...] = ()  # task YAML files registered by name (also in every worker)
+    attempt: str = ""  # set by a distributed executor: tags the runs of one attempt, so a dead one can be ended
+    heartbeat_s: float = 30.0  # a RUNNING run says it is alive this often (runs silent 5x longer are dead)
     results_dir: Path = Path("results")
     force: bool = False
     tracking_uri: str | None = None
@@ -111,6 +116,7 @@ class Harness:
         from slimbench.suite.trainer import Trainer
 
         self.opts = opts
+        register_task_files(opts.task_files)
         self.device = resolve_device(opts.device)
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.threads = opts.threads or usable or 1
@@ -204,8 +210,10 @@ class Harness:
             provenance=provenance.collect(self.device, self.threads))
 
     def run_one(self, spec: RunSpec) -> RunResult:
-        from slimbench.methods import Unsupported, create_method
-        from slimbench.suite.tracking import record_params, record_tags
+        """One (task, method, seed): skipped when its key is done (or claimed by a live run
+        elsewhere), else compressed, measured and tracked as one MLflow run."""
+        from slimbench.methods import create_method
+        from slimbench.suite.tracking import record_tags
 
         task, method = self.task(spec.task), create_method(spec.method)
         key = run_key(task, method, spec.seed, self.device_ref.label)
@@ -213,7 +221,21 @@ class Harness:
             self.opts.log(f"  already done (MLflow run {done}); --force re-runs it")
             return RunResult(spec, "SKIPPED", done)
         record = self.new_record(task, method, spec, key)
-        run_id = self.tracker.start(f"{task.name}/{method.label}/s{spec.seed}", record_tags(record))
+        tags = {**record_tags(record), "slimbench.worker": f"{socket.gethostname()}:{os.getpid()}",
+                **({"slimbench.attempt": self.opts.attempt} if self.opts.attempt else {})}
+        run_id = self.tracker.start(f"{task.name}/{method.label}/s{spec.seed}", tags)
+        yielded = self.tracker.claim(key, run_id, self.opts.force, 5 * self.opts.heartbeat_s)
+        if yielded:  # another driver or worker has this key: leave it to them, keep no trace
+            self.tracker.client.delete_run(run_id)
+            self.opts.log(f"  skipped: {yielded}")
+            return RunResult(spec, "SKIPPED", error=yielded)
+        with _Heartbeat(self.tracker, run_id, self.opts.heartbeat_s):
+            return self._run_claimed(task, method, spec, record, run_id)
+
+    def _run_claimed(self, task, method, spec: RunSpec, record: RunRecord, run_id: str) -> RunResult:
+        from slimbench.methods import Unsupported
+        from slimbench.suite.tracking import record_params
+
         record.provenance["mlflow_run_id"] = run_id
         params = record_params(record, self.device)
         start = time.time()
@@ -295,6 +317,52 @@ class Harness:
                 self.opts.log(f"  WARNING: {record.warnings[-1]}")
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+class _Heartbeat:
+    """While a run is RUNNING, a daemon thread tags it with the time every `every` seconds, so another
+    driver can tell a live run from a dead one's leftover."""
+
+    def __init__(self, tracker, run_id: str, every: float):
+        import threading
+
+        self._tracker, self._run_id, self._every = tracker, run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="slimbench-heartbeat")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._tracker.heartbeat(self._run_id)
+            except Exception:  # the store is busy or gone: the run itself will report that
+                pass
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def register_task_files(paths: tuple[str, ...]) -> list[str]:
+    """Register task YAML files under the names they declare (a task of one's own, unpackaged);
+    returns the names. The same file twice is fine; another task's name is an error."""
+    from slimbench.tasks import TASKS, load_yaml
+
+    names = []
+    for path in paths:
+        p = Path(path).resolve()
+        if not p.is_file():
+            raise ConfigError(f"--task-file {path}: no such file")
+        name = load_yaml(str(p)).get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"--task-file {path}: the YAML has no `name`")
+        if name not in TASKS:
+            TASKS.register(name)(str(p))
+        names.append(name)
+    return names
 
 
 def _method_name(spec: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,42 @@ class Tracker:
         runs = [r for r in runs if r.data.tags.get("slimbench.kind") != CANDIDATE]  # a search's nested runs share it
         return runs[0].info.run_id if runs else None
 
+    def claim(self, run_key: str, run_id: str, force: bool, stale_s: float) -> str | None:
+        """Why the just-started run `run_id` should give way to another run of the same key, else None.
+
+        Two drivers (or a driver and a retry) can start the same key at once; MLflow has no atomic
+        claim, so each run checks after it is created and the same rule picks one winner everywhere:
+        a FINISHED run of the key (unless `force`), or a live RUNNING one that started first (ties by
+        run id). A RUNNING run whose heartbeat is older than `stale_s` is a dead run's leftover."""
+        now = time.time()
+        runs = [r for r in self._search(f"tags.`slimbench.run_key` = '{run_key}'", max_results=1000)
+                if r.data.tags.get("slimbench.kind") != CANDIDATE and "mlflow.parentRunId" not in r.data.tags]
+        mine = next((r for r in runs if r.info.run_id == run_id), None)
+        order = (mine.info.start_time, run_id) if mine is not None else (float("inf"), run_id)
+        for r in runs:
+            if r.info.run_id == run_id:
+                continue
+            if r.info.status == "FINISHED" and not force:
+                return f"run {r.info.run_id} finished this key meanwhile"
+            if r.info.status == "RUNNING":
+                beat = float(r.data.tags.get("slimbench.heartbeat") or r.info.start_time / 1000)
+                if now - beat <= stale_s and (r.info.start_time, r.info.run_id) < order:
+                    return f"run {r.info.run_id} is running this key ({r.data.tags.get('slimbench.worker', '?')})"
+        return None
+
+    def heartbeat(self, run_id: str) -> None:
+        self.client.set_tag(run_id, "slimbench.heartbeat", f"{time.time():.0f}")
+
+    def mark_killed(self, attempt: str, reason: str) -> list[str]:
+        """End the runs an attempt left RUNNING (its worker died or was cancelled) as KILLED."""
+        runs = self._search(f"tags.`slimbench.attempt` = '{attempt}' and attributes.status = 'RUNNING'",
+                            max_results=100)
+        for r in runs:
+            self.client.set_tag(r.info.run_id, "slimbench.status", "KILLED")
+            self.client.set_tag(r.info.run_id, "slimbench.killed", reason[:500])
+            self.client.set_terminated(r.info.run_id, status="KILLED")
+        return [r.info.run_id for r in runs]
+
     def finished_baseline(self, task: str, profile: str, baseline_key: str, device_label: str) -> str | None:
         """The newest FINISHED baseline run of a task, profile and task definition (its baseline
         key: model, data, recipe) on a device label, if any."""
@@ -119,6 +156,7 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def start(self, run_name: str, tags: dict[str, str]) -> str:
+        tags = {k: str(v) for k, v in tags.items()}  # a tracking server takes strings only
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return run.info.run_id
 
@@ -253,8 +291,9 @@ def _stand_in(run: Any) -> dict[str, Any]:
     except (KeyError, ValueError):  # stores written before the tag: what the params and provenance give
         kind = str(params.get("device", "?")).split(":")[0]
         device = {"type": kind, "name": prov.get("device_name", ""), "threads": prov.get("threads")}
+    killed = run.info.status == "KILLED"
     return {
-        "run_key": tags.get("slimbench.run_key", ""), "status": "FAILED", "command": None,
+        "run_key": tags.get("slimbench.run_key", ""), "status": "KILLED" if killed else "FAILED", "command": None,
         "task": {"name": tags.get("slimbench.task") or params.get("task", "?"),
                  "profile": tags.get("slimbench.profile") or params.get("profile", "")},
         "method": {"name": tags.get("slimbench.method") or params.get("method", "?"),
@@ -264,6 +303,7 @@ def _stand_in(run: Any) -> dict[str, Any]:
         "seed": int(seed) if seed and seed.lstrip("-").isdigit() else seed,
         "device": device, "baseline": {"key": tags.get("slimbench.baseline_key", "")},
         "provenance": prov,
-        "error": "no run.json: the run was killed before writing its results, or is still running "
-                 f"(MLflow status {run.info.status})",
+        "error": (f"killed: {tags['slimbench.killed']}" if killed and tags.get("slimbench.killed") else
+                  "no run.json: the run was killed before writing its results, or is still running "
+                  f"(MLflow status {run.info.status})"),
     }

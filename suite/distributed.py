@@ -1,0 +1,190 @@
+"""`slimbench run --executor ray`: the (task, method, seed) grid fanned out as Ray tasks.
+
+What is shared and what is per run:
+- the tracking store: every worker logs to one MLflow server (`MLFLOW_TRACKING_URI=http://...`).
+  A local SQLite store is served for the run's duration by an `mlflow server` the driver starts on
+  127.0.0.1, so workers never write one SQLite file at once;
+- the baseline cache (`RESULTS_DIR/cache`): the driver trains each task's baseline once, before the
+  fan-out, and workers load it (on a cluster, RESULTS_DIR must be a shared path);
+- per run: a Ray task asking for the run's CPU threads (or one GPU for a CUDA run), which builds
+  its own harness and runs `Harness.run_one`, the same code as the local executor.
+
+Faults: a run whose worker dies, or that passes `--run-timeout`, is ended KILLED in the store (its
+runs are found by the attempt tag) and retried up to `--retries` times. Ctrl-C cancels every
+pending task and ends their runs KILLED. A re-run skips FINISHED keys, and two drivers on the same
+grid never both finish a key (`Tracker.claim`). No scheduler or RPC of our own: Ray places tasks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from slimbench.core.config import ConfigError
+from slimbench.suite.runner import Harness, RunOptions, RunResult, RunSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: $RAY_ADDRESS, else a local Ray started for the run
+    retries: int = 2            # re-submissions of a run whose worker died or timed out
+    run_timeout: float | None = None  # seconds one run may take (None: no limit)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """A clear error before any work when an http(s) tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise OSError(f"HTTP {resp.status}")
+    except Exception as exc:
+        raise ConfigError(f"the MLflow tracking server at {uri} does not answer ({type(exc).__name__}: {exc}); "
+                          "start it (mlflow server ...) or fix MLFLOW_TRACKING_URI / --tracking-uri") from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalServer:
+    """`mlflow server` over a local SQLite store, on 127.0.0.1, for the duration of a `with`."""
+
+    def __init__(self, backend_uri: str, results_dir: Path, startup_s: float = 60.0):
+        self.backend_uri, self.results_dir, self.startup_s = backend_uri, results_dir.resolve(), startup_s
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "LocalServer":
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri, "--host", "127.0.0.1",
+                "--port", str(self.port), "--workers", "1",
+                "--artifacts-destination", str(self.results_dir / "mlartifacts")]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        deadline = time.time() + self.startup_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with code {self.proc.returncode}: "
+                                   f"{(self.proc.stderr.read() or '')[-2000:]}")
+            try:
+                check_server(self.uri, timeout=1.0)
+                return self
+            except ConfigError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"mlflow server did not answer on {self.uri} within {self.startup_s:g} s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _run_remote(opts: dict[str, Any], spec: tuple[str, str, int]) -> dict[str, Any]:
+    """One run inside a Ray worker: a harness of its own, the same `run_one` as the local executor."""
+    opts = {**opts, "results_dir": Path(opts["results_dir"]), "log": lambda msg: print(msg, file=sys.stderr)}
+    from slimbench.suite.progress import ProgressConfig
+    harness = Harness(RunOptions(**opts, progress=ProgressConfig(False)))
+    res = harness.run_one(RunSpec(*spec))
+    return {"status": res.status, "run_id": res.run_id, "error": res.error}
+
+
+def run_ray(harness: Harness, specs: list[RunSpec], ray_opts: RayOptions) -> list[RunResult]:
+    """Run the plan on Ray; the results in plan order (baseline rows first, as the local executor)."""
+    import ray
+
+    address = ray_opts.address or os.environ.get("RAY_ADDRESS") or None
+    log = harness.opts.log
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 **({} if address else {"num_cpus": len(os.sched_getaffinity(0))}))
+    except Exception as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {type(exc).__name__}: {exc}") from None
+    try:
+        specs, results = harness.with_baselines(specs)
+        for name in dict.fromkeys(s.task for s in specs):  # each baseline trained once, here, before the fan-out
+            harness.baseline(harness.task(name))
+        return results + _fan_out(ray, harness, specs, ray_opts, log)
+    finally:
+        ray.shutdown()
+
+
+def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, log) -> list[RunResult]:
+    base = {f.name: getattr(harness.opts, f.name) for f in dataclasses.fields(RunOptions)
+            if f.name not in ("progress", "log", "attempt")}
+    base["results_dir"] = str(harness.opts.results_dir.resolve())
+    base["tracking_uri"] = harness.tracker.uri
+    gpu = harness.device.startswith("cuda")
+    remote = ray.remote(_run_remote).options(num_cpus=0 if gpu else harness.threads, num_gpus=1 if gpu else 0,
+                                             max_retries=0)
+    results: dict[int, RunResult] = {}
+    pending: dict[Any, tuple[int, int, str, float]] = {}  # ref -> (spec index, attempt number, attempt id, start)
+
+    def submit(i: int, attempt: int) -> None:
+        tag = uuid.uuid4().hex
+        spec = specs[i]
+        ref = remote.remote({**base, "attempt": tag}, (spec.task, spec.method, spec.seed))
+        pending[ref] = (i, attempt, tag, time.time())
+
+    def retry_or_fail(i: int, attempt: int, tag: str, why: str) -> None:
+        killed = harness.tracker.mark_killed(tag, why)
+        spec = specs[i]
+        log(f"  {spec.task} · {spec.method} · seed {spec.seed}: {why}"
+            + (f" (run {', '.join(killed)} ended KILLED)" if killed else ""))
+        if attempt < ray_opts.retries:
+            log(f"  retrying ({attempt + 1} of {ray_opts.retries})")
+            submit(i, attempt + 1)
+        else:
+            results[i] = RunResult(spec, "FAILED", killed[-1] if killed else None,
+                                   error=f"{why}; gave up after {attempt + 1} attempt(s)")
+
+    for i in range(len(specs)):
+        submit(i, 0)
+    log(f"ray: {len(specs)} run(s) submitted ({'1 GPU' if gpu else f'{harness.threads} CPU thread(s)'} each)")
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                i, attempt, tag, _ = pending.pop(ref)
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # raised outside the run's own handling: a bug, not luck
+                    cause = exc.cause if exc.cause is not None else exc
+                    harness.tracker.mark_killed(tag, f"{type(cause).__name__}: {cause}")
+                    results[i] = RunResult(specs[i], "FAILED", error=f"{type(cause).__name__}: {cause}")
+                    log(f"  {specs[i].task} · {specs[i].method}: FAILED ({type(cause).__name__}: {cause})")
+                    continue
+                except Exception as exc:  # the worker died (killed, out of memory) or its node went away
+                    retry_or_fail(i, attempt, tag, f"the worker died: {type(exc).__name__}: {str(exc)[:300]}")
+                    continue
+                results[i] = RunResult(specs[i], out["status"], out["run_id"], error=out["error"])
+                log(f"[{len(results)}/{len(specs)}] {specs[i].task} · {specs[i].method} · seed {specs[i].seed}: "
+                    f"{out['status']}")
+            if ray_opts.run_timeout is not None:
+                now = time.time()
+                for ref, (i, attempt, tag, t0) in list(pending.items()):
+                    if now - t0 > ray_opts.run_timeout:
+                        ray.cancel(ref, force=True)
+                        pending.pop(ref)
+                        retry_or_fail(i, attempt, tag, f"timed out after {ray_opts.run_timeout:g} s")
+    except KeyboardInterrupt:
+        for ref, (i, _, tag, _) in pending.items():
+            ray.cancel(ref, force=True)
+            harness.tracker.mark_killed(tag, "the driver was interrupted (Ctrl-C)")
+        raise
+    return [results[i] for i in range(len(specs))]
