@@ -7,6 +7,7 @@ pickle) written by the `baseline` method, plus `train.json` describing how it wa
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -45,10 +46,18 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     info = {"task": task.name, "key": cfg.baseline_key(), "profile": cfg.profile, "steps": result.steps,
             "final_loss": result.final_loss, "train_seconds": round(time.perf_counter() - start, 2),
             "data_fingerprint": fingerprint}
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # per process: two drivers may train at once
     shutil.rmtree(tmp, ignore_errors=True)
     save_artifact(model.cpu(), Baseline(), tmp)
     (tmp / "train.json").write_text(json.dumps(info, indent=2))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)  # an interrupted training never leaves a half-written baseline
+    fresh = (path / "train.json").exists() and \
+        json.loads((path / "train.json").read_text()).get("data_fingerprint") == fingerprint
+    if fresh:  # another process trained the same baseline (same key, seed and data) meanwhile: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return model.eval(), {**info, "cached": False}
+    shutil.rmtree(path, ignore_errors=True)  # a stale one (other data)
+    try:
+        tmp.rename(path)  # an interrupted training never leaves a half-written baseline
+    except OSError:  # another process renamed theirs in between
+        shutil.rmtree(tmp, ignore_errors=True)
     return model.eval(), {**info, "cached": False}

@@ -51,6 +51,20 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
                           "start it (mlflow server ...) or fix MLFLOW_TRACKING_URI / --tracking-uri") from None
 
 
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """A clear error before any work when a Ray head at host:port does not accept connections
+    (`ray.init` would wait minutes for it)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({type(exc).__name__}: {exc}); start it "
+                          "(ray start --head) or fix --address / RAY_ADDRESS") from None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,6 +124,7 @@ def run_ray(harness: Harness, specs: list[RunSpec], ray_opts: RayOptions) -> lis
 
     address = ray_opts.address or os.environ.get("RAY_ADDRESS") or None
     log = harness.opts.log
+    check_address(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                  **({} if address else {"num_cpus": len(os.sched_getaffinity(0))}))
