@@ -145,6 +145,7 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
     base["results_dir"] = str(harness.opts.results_dir.resolve())
     base["tracking_uri"] = harness.tracker.uri
     gpu = harness.device.startswith("cuda")
+    base["executor"] = f"ray ({'1 GPU' if gpu else f'{harness.threads} CPU thread(s)'} per run)"
     remote = ray.remote(_run_remote).options(num_cpus=0 if gpu else harness.threads, num_gpus=1 if gpu else 0,
                                              max_retries=0)
     results: dict[int, RunResult] = {}

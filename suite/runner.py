@@ -53,6 +53,7 @@ class RunOptions:
     task_files: tuple[str, ...] = ()  # task YAML files registered by name (also in every worker)
     attempt: str = ""  # set by a distributed executor: tags the runs of one attempt, so a dead one can be ended
     heartbeat_s: float = 30.0  # a RUNNING run says it is alive this often (runs silent 5x longer are dead)
+    executor: str = "local"  # recorded with each run: "local", or "ray (N CPU threads)" / "ray (1 GPU)"
     results_dir: Path = Path("results")
     force: bool = False
     tracking_uri: str | None = None
@@ -207,7 +208,7 @@ class Harness:
                              description=method.description, simulated=method.simulated, version=method.version,
                              config=to_dict(method.config), spec=spec.method,
                              config_files=spec_sources(spec.method)),
-            provenance=provenance.collect(self.device, self.threads))
+            provenance={**provenance.collect(self.device, self.threads), "executor": self.opts.executor})
 
     def run_one(self, spec: RunSpec) -> RunResult:
         """One (task, method, seed): skipped when its key is done (or claimed by a live run

@@ -62,6 +62,7 @@ def test_grid_on_ray_then_a_rerun_duplicates_nothing(tmp_path, server, cluster, 
     workers = {r.data.tags["slimbench.worker"] for r in runs}
     assert all(w.split(":")[1] != str(os.getpid()) for w in workers)  # measured in Ray workers, not here
     assert all(r.data.tags.get("slimbench.attempt") for r in runs)
+    assert {r.data.tags["slimbench.executor"] for r in runs} == {"ray (1 CPU thread(s) per run)"}
     assert main(argv) == 0  # resumes: every key is done
     assert len(_runs(server, "grid")) == 5
 
@@ -136,3 +137,29 @@ def test_unreachable_cluster_or_server_fails_before_any_work(tmp_path, capsys):
                  "--address", f"127.0.0.1:{free_port()}", "--method", "baseline", "--no-progress"]) == 2
     assert "cannot reach the Ray cluster" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # nothing was trained
+
+
+def test_ctrl_c_on_the_driver_cancels_and_ends_runs_killed(tmp_path, server, cluster):
+    proc = _driver(tmp_path, server, "interrupt", "--executor", "ray", "--address", cluster,
+                   "--method", "demo.round:sleep_s=120")
+    try:
+        victim = _wait_for_running(server, "interrupt", "demo.round")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    run = next(r for r in _runs(server, "interrupt") if r.info.run_id == victim.info.run_id)
+    assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["slimbench.killed"]
+    worker = int(victim.data.tags["slimbench.worker"].rsplit(":", 1)[1])
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the cancelled task's worker is gone
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"worker {worker} still alive after the driver was interrupted")
