@@ -32,7 +32,11 @@ def configure(p) -> None:
                                    "module:attr (importable from here; not installed).")
     c.add_argument("target", metavar="TARGET")
     c.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
-                   help=f"comma-separated conformance tasks (default {','.join(DEFAULT_TASKS)})")
+                   help=f"comma-separated tasks: the conformance tasks (default {','.join(DEFAULT_TASKS)}: tiny, "
+                        "trained in seconds) and/or standard tasks, run at the quick profile with their baselines "
+                        "from the cache under --results-dir (trained there once if missing)")
+    c.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="where the standard tasks' baseline cache lives (default results/)")
     c.add_argument("--timeout", type=float, default=600.0, help="seconds per method before it is killed (default 600)")
     c.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     n = sub.add_parser("new", help="write a ready plugin package: pyproject with the entry point, config, method, "
@@ -90,11 +94,12 @@ def resolve(target: str) -> list[Target]:
                       f"name, a distribution or module:attr (installed plugins: {', '.join(plugins) or 'none'})")
 
 
-def run_one(t: Target, tasks: list[str], timeout: float) -> dict[str, Any]:
+def run_one(t: Target, tasks: list[str], timeout: float, cache: Path = Path("results/cache")) -> dict[str, Any]:
     """One method's checks in a fresh interpreter; the outcome as a dict (status pass | fail | unsupported)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        argv = [sys.executable, "-m", "slimbench.suite.conformance.worker", "--out", str(out)]
+        argv = [sys.executable, "-m", "slimbench.suite.conformance.worker", "--out", str(out),
+                "--cache", str(Path(cache).resolve())]
         argv += ["--name", t.name] if t.name else []
         argv += ["--entry", t.entry] if t.entry else []
         for task in tasks:
@@ -148,11 +153,14 @@ def check(args) -> int:
     from slimbench.core.config import ConfigError
     from slimbench.suite.conformance import TASK_FILES
 
+    from slimbench.tasks import list_tasks
+
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    bad = [t for t in tasks if t not in TASK_FILES]
+    known = [*TASK_FILES, *list_tasks()]
+    bad = [t for t in tasks if t not in known]
     if bad or not tasks:
-        raise ConfigError(f"unknown conformance task(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                          f"choose from {', '.join(TASK_FILES)}")
+        raise ConfigError(f"unknown task(s) {', '.join(map(repr, bad)) or '(none given)'}; choose from "
+                          f"{', '.join(known)}")
     if args.timeout <= 0:
         raise ConfigError(f"--timeout {args.timeout} must be > 0 seconds")
     targets = resolve(args.target)
@@ -160,7 +168,7 @@ def check(args) -> int:
     for t in targets:
         if not args.json:
             print(f"checking {t.name or t.entry} on {', '.join(tasks)} ...", flush=True)
-        results.append(run_one(t, tasks, args.timeout))
+        results.append(run_one(t, tasks, args.timeout, Path(args.results_dir) / "cache"))
         if not args.json:
             print(render(results[-1]), flush=True)
     ok = all(r["status"] != "fail" for r in results)

@@ -113,7 +113,7 @@ def test_failures_name_the_check_and_the_reason(plugin_dir, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["nope.nothing"], "no method, slimbench.methods entry point or installed distribution named 'nope.nothing'"),
-    (["demo.round", "--tasks", "fashion-mnist"], "unknown conformance task(s) 'fashion-mnist'"),
+    (["demo.round", "--tasks", "imagenet"], "unknown task(s) 'imagenet'; choose from toy-cnn, toy-transformer"),
     (["demo.round", "--timeout", "0"], "--timeout 0.0 must be > 0"),
     (["mlflow"], "the distribution 'mlflow' declares no 'slimbench.methods' entry point"),
 ])
