@@ -115,6 +115,9 @@ def _manifest(members) -> dict:
     ("bad_json", "is not valid JSON"),
     ("wrong_format", "does not name the format"),
     ("not_tar", "not a readable tar archive"),
+    ("truncated", "not a readable tar archive"),
+    ("bad_types", "'provenance' is not an object"),
+    ("deep", "is not valid JSON"),
 ])
 def test_hostile_or_broken_bundles_are_rejected_with_the_reason(tmp_path, case, reason):
     members = _good_members(tmp_path)
@@ -136,8 +139,10 @@ def test_hostile_or_broken_bundles_are_rejected_with_the_reason(tmp_path, case, 
         del members[run_json]
     elif case == "no_manifest":
         del members["manifest.json"]
-    elif case in ("not_a_record", "bad_json"):
-        body = json.dumps({"status": "FINISHED"}).encode() if case == "not_a_record" else b"{not json"
+    elif case in ("not_a_record", "bad_json", "bad_types", "deep"):
+        body = {"not_a_record": json.dumps({"status": "FINISHED"}).encode(), "bad_json": b"{not json",
+                "deep": b"[" * 200_000 + b"]" * 200_000,
+                "bad_types": json.dumps({**json.loads(members[run_json]), "provenance": "x"}).encode()}[case]
         members[run_json] = body
         m = _manifest(members)
         import hashlib
@@ -150,6 +155,10 @@ def test_hostile_or_broken_bundles_are_rejected_with_the_reason(tmp_path, case, 
     path = tmp_path / "bad.tar.gz"
     if case == "not_tar":
         path.write_bytes(b"PK\x03\x04 a zip, not a tar")
+    elif case == "truncated":
+        whole = tmp_path / "whole.tar.gz"
+        _tar(whole, [(n, b, "file") for n, b in members.items()])
+        path.write_bytes(whole.read_bytes()[:-40])
     else:
         _tar(path, [(n, b, "file") for n, b in members.items()] + extra)
     with pytest.raises(BundleError, match=reason.replace("(", r"\(").replace(")", r"\)")):
