@@ -108,9 +108,14 @@ class _ChildLedger(StepLedger):
     parent: StepLedger | None = None
 
     def charge(self, steps: int, account: str = FINETUNE) -> None:
-        super().charge(steps, account)
-        if self.parent is not None:
+        if self.parent is not None:  # the run's ledger first: a refusal there books nothing here either
             self.parent.charge(steps, account)
+        try:
+            super().charge(steps, account)
+        except BudgetExceeded:
+            if self.parent is not None:
+                self.parent.used[account] -= steps
+            raise
 
     def count_candidates(self, n: int) -> None:
         self.candidates += n

@@ -167,14 +167,18 @@ class CompressionContext:
         """The context of one stage of a pipeline: the same data, teacher, device and seed, and `share`
         of each budget. The task's recipes are scaled too, so a method that reads them asks for what
         its stage may use; its steps go to its own ledger and to this one."""
-        finetune = dataclasses.replace(self.task.finetune, steps=int(self.task.finetune.steps * share))
-        search = dataclasses.replace(self.task.search, candidates=int(self.task.search.candidates * share))
+        def part(n: int) -> int:  # floor, forgiving the rounding of even splits (3 x 0.333333 of 3 is 1 each)
+            return int(n * share + 1e-6)
+
+        finetune = dataclasses.replace(self.task.finetune, steps=part(self.task.finetune.steps))
+        search = dataclasses.replace(self.task.search, candidates=part(self.task.search.candidates))
         ledger = self.ledger.child(owner, {FINETUNE: finetune.steps, SEARCH: search.steps})
         rebudget = getattr(self.trainer, "with_ledger", None)
         if rebudget is None:
             raise RuntimeError("this context's trainer cannot be split into stages (build it with make_context)")
+        # a stage's search starts afresh: an earlier run's candidates are the whole pipeline's, not this stage's
         return dataclasses.replace(self, task=dataclasses.replace(self.task, finetune=finetune, search=search),
-                                   ledger=ledger, trainer=rebudget(ledger))
+                                   ledger=ledger, trainer=rebudget(ledger), prior_candidates=None)
 
     @property
     def teacher(self) -> "nn.Module":
@@ -267,6 +271,11 @@ class Method:
 
     def densify(self, model: "nn.Module") -> "nn.Module":
         """The compressed model as plain float layers of the task's kinds (default: as it is)."""
+        return model
+
+    def after_resize(self, model: "nn.Module") -> "nn.Module":
+        """What a freshly built model needs once its layers were resized to this method's result (a
+        pipeline's restore runs it for every earlier stage; e.g. attention head counts)."""
         return model
 
     def restore(self, model: "nn.Module", tensors: dict[str, "torch.Tensor"], meta: dict[str, Any]) -> "nn.Module":

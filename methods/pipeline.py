@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 NAME = "pipeline"
-_SHARE = re.compile(r"^(?P<spec>.*?)\s*\[\s*(?P<share>[^\]]*)\]\s*$", re.S)
+_SHARE = re.compile(r"^(?P<spec>.*?)\s*\[\s*(?P<share>[^\]]*?)\s*\]\s*$", re.S)
+_NUMBER = re.compile(r"1(\.0*)?|0?\.\d+|0(\.\d*)?")  # a share in [0, 1]; "[12]" is a glob, not a share
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Pipeline(Method):
         if c.versions != versions:
             raise ConfigError(f"stage versions {list(c.versions)} are not this code's {list(versions)}")
         self.default_seeds = max(m.default_seeds for m in self.stages)
+        self.simulated = any(m.simulated for m in self.stages)  # one simulated stage makes the result simulated
 
     @classmethod
     def from_spec(cls, spec: str) -> "Pipeline":
@@ -95,6 +97,8 @@ class Pipeline(Method):
         for part in split(spec):
             m = _SHARE.match(part)
             text, share = (m["spec"], m["share"]) if m else (part, None)
+            if share is not None and not _NUMBER.fullmatch(share) and ":" in text:
+                text, share = part, None  # brackets inside a setting (a glob such as *.fc[12])
             if not text:
                 raise ConfigError(f"empty stage in pipeline {spec!r}; expected METHOD[:settings][[share]]+...")
             if parse_spec(text)[0] == NAME or is_pipeline(text):
@@ -150,6 +154,8 @@ class Pipeline(Method):
         from slimbench.methods.common.resize import fit_to_tensors
 
         fit_to_tensors(model, {k: torch.empty(v) for k, v in (meta.get("resized") or {}).items()})
+        for stage in self.stages[:-1]:  # e.g. head counts after pruned attention
+            model = stage.after_resize(model)
         return self.stages[-1].restore(model, tensors, meta.get("stage_meta") or {})
 
 

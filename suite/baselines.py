@@ -7,9 +7,9 @@ pickle) written by the `baseline` method, plus `train.json` describing how it wa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,7 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     info = {"task": task.name, "key": cfg.baseline_key(), "profile": cfg.profile, "steps": result.steps,
             "final_loss": result.final_loss, "train_seconds": round(time.perf_counter() - start, 2),
             "data_fingerprint": fingerprint}
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # per process: two drivers may train at once
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")  # per process and host: two drivers may train at once
     shutil.rmtree(tmp, ignore_errors=True)
     save_artifact(model.cpu(), Baseline(), tmp)
     (tmp / "train.json").write_text(json.dumps(info, indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -142,7 +143,7 @@ def cmd_run(args) -> int:
                       progress=ProgressConfig(False if args.no_progress else None), log=log)
     with contextlib.ExitStack() as stack:
         if args.executor == "ray":
-            opts = _ray_store(opts, stack)
+            opts = _ray_store(opts, stack, args.address)
         harness = Harness(opts)
         n_seeds = f"{len(seeds)} seed(s)" if seeds is not None else "each method's default seeds"
         log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {n_seeds}; "
@@ -155,7 +156,7 @@ def cmd_run(args) -> int:
         return _report(args, harness, results, log)
 
 
-def _ray_store(opts, stack):
+def _ray_store(opts, stack, address: str | None):
     """The store Ray workers share: an http(s) server as given (checked before any work), else the local
     SQLite store served by an `mlflow server` for this run."""
     import dataclasses
@@ -174,6 +175,12 @@ def _ray_store(opts, stack):
         return dataclasses.replace(opts, tracking_uri=uri)
     if not uri.startswith("sqlite:"):
         raise ConfigError(f"--executor ray needs an MLflow server or a local SQLite store; got {uri}")
+    address = address or os.environ.get("RAY_ADDRESS") or ""
+    host = address.split("://", 1)[-1].rpartition(":")[0]
+    if address and host not in ("127.0.0.1", "localhost", ""):
+        raise ConfigError(f"a Ray cluster at {address} needs a tracking server every node can reach: set "
+                          "MLFLOW_TRACKING_URI / --tracking-uri to http://... (a local SQLite store is served on "
+                          "127.0.0.1 only)")
     Tracker(uri, opts.experiment, opts.results_dir)  # the experiment, with its artifacts as files beside the database
     server = stack.enter_context(LocalServer(uri, opts.results_dir))
     opts.log(f"serving {uri} at {server.uri} for the Ray workers")

@@ -85,13 +85,14 @@ class LocalServer:
         argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri, "--host", "127.0.0.1",
                 "--port", str(self.port), "--workers", "1",
                 "--artifacts-destination", str(self.results_dir / "mlartifacts")]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+        self.log = self.results_dir / "mlflow-server.log"  # a file, not a pipe nobody reads (it would fill and block)
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + self.startup_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited with code {self.proc.returncode}: "
-                                   f"{(self.proc.stderr.read() or '')[-2000:]}")
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
             try:
                 check_server(self.uri, timeout=1.0)
                 return self
@@ -133,7 +134,12 @@ def run_ray(harness: Harness, specs: list[RunSpec], ray_opts: RayOptions) -> lis
     try:
         specs, results = harness.with_baselines(specs)
         for name in dict.fromkeys(s.task for s in specs):  # each baseline trained once, here, before the fan-out
-            harness.baseline(harness.task(name))
+            try:
+                harness.baseline(harness.task(name))
+            except Exception as exc:  # that task's runs fail (as with the local executor); the others go on
+                log(f"  the {name} baseline failed: {exc}")
+                results += [RunResult(s, "FAILED", error=str(exc)) for s in specs if s.task == name]
+        specs = [s for s in specs if not any(r.spec is s for r in results)]
         return results + _fan_out(ray, harness, specs, ray_opts, log)
     finally:
         ray.shutdown()
@@ -144,18 +150,30 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
             if f.name not in ("progress", "log", "attempt")}
     base["results_dir"] = str(harness.opts.results_dir.resolve())
     base["tracking_uri"] = harness.tracker.uri
+    base["threads"] = harness.threads  # what Ray reserves is what the run times with, on any node
+    base["task_files"] = tuple(str(Path(f).resolve()) for f in harness.opts.task_files)
     gpu = harness.device.startswith("cuda")
-    base["executor"] = f"ray ({'1 GPU' if gpu else f'{harness.threads} CPU thread(s)'} per run)"
-    remote = ray.remote(_run_remote).options(num_cpus=0 if gpu else harness.threads, num_gpus=1 if gpu else 0,
-                                             max_retries=0)
+    base["executor"] = f"ray ({'1 GPU and ' if gpu else ''}{harness.threads} CPU thread(s) per run)"
+    # a CUDA run also times the host CPU: it reserves those threads too, so no other run shares them
+    remote = ray.remote(_run_remote).options(num_cpus=harness.threads, num_gpus=1 if gpu else 0, max_retries=0)
+    resources = ray.cluster_resources()
+    capacity = int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 0) // harness.threads)
+    if capacity < 1:
+        raise ConfigError(f"no node of the Ray cluster can hold a run: it needs {harness.threads} CPU thread(s)"
+                          f"{' and a GPU' if gpu else ''}; the cluster has {resources} (lower --threads)")
     results: dict[int, RunResult] = {}
     pending: dict[Any, tuple[int, int, str, float]] = {}  # ref -> (spec index, attempt number, attempt id, start)
+    queue = [(i, 0) for i in range(len(specs))]  # submitted only as slots free up: a run's clock starts when it can run
 
     def submit(i: int, attempt: int) -> None:
         tag = uuid.uuid4().hex
         spec = specs[i]
         ref = remote.remote({**base, "attempt": tag}, (spec.task, spec.method, spec.seed))
         pending[ref] = (i, attempt, tag, time.time())
+
+    def fill() -> None:
+        while queue and len(pending) < capacity:
+            submit(*queue.pop(0))
 
     def retry_or_fail(i: int, attempt: int, tag: str, why: str) -> None:
         killed = harness.tracker.mark_killed(tag, why)
@@ -164,16 +182,17 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
             + (f" (run {', '.join(killed)} ended KILLED)" if killed else ""))
         if attempt < ray_opts.retries:
             log(f"  retrying ({attempt + 1} of {ray_opts.retries})")
-            submit(i, attempt + 1)
+            queue.insert(0, (i, attempt + 1))
         else:
             results[i] = RunResult(spec, "FAILED", killed[-1] if killed else None,
                                    error=f"{why}; gave up after {attempt + 1} attempt(s)")
 
-    for i in range(len(specs)):
-        submit(i, 0)
-    log(f"ray: {len(specs)} run(s) submitted ({'1 GPU' if gpu else f'{harness.threads} CPU thread(s)'} each)")
+    fill()
+    log(f"ray: {len(specs)} run(s), {capacity} at a time ({'1 GPU and ' if gpu else ''}{harness.threads} CPU "
+        "thread(s) each)")
     try:
-        while pending:
+        while pending or queue:
+            fill()
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
                 i, attempt, tag, _ = pending.pop(ref)
@@ -196,11 +215,15 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
                 for ref, (i, attempt, tag, t0) in list(pending.items()):
                     if now - t0 > ray_opts.run_timeout:
                         ray.cancel(ref, force=True)
+                        ray.wait([ref], timeout=10)  # let the worker die before its run is ended KILLED
                         pending.pop(ref)
                         retry_or_fail(i, attempt, tag, f"timed out after {ray_opts.run_timeout:g} s")
     except KeyboardInterrupt:
-        for ref, (i, _, tag, _) in pending.items():
+        for ref in pending:
             ray.cancel(ref, force=True)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=10)
+        for _, _, tag, _ in pending.values():
             harness.tracker.mark_killed(tag, "the driver was interrupted (Ctrl-C)")
         raise
     return [results[i] for i in range(len(specs))]

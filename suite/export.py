@@ -48,6 +48,9 @@ def cmd(args) -> int:
             files: dict[str, Path] = {}
             if args.artifacts and rec.get("status") == "FINISHED":
                 files = _artifact_files(tracker, run_id, Path(tmp) / run_id)
+                if not files:
+                    print(f"slimbench export: run {run_id} has no artifact in the store; exported without it",
+                          file=sys.stderr)
             entries.append((run_id, rec, files))
         source = {"experiment": args.experiment or EXPERIMENT, "slimbench": __version__,
                   "filters": {k: v for k, v in (("task", args.task), ("method", args.method),
@@ -73,7 +76,8 @@ def read_sources(sources: list[str], experiment: str | None, log=print) -> tuple
     from slimbench.leaderboard.bundle import BundleError, read_bundle
     from slimbench.suite.tracking import EXPERIMENT, Tracker
 
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []  # from stores
+    bundled: list[dict[str, Any]] = []
     rejected: list[str] = []
     for src in sources:
         path = Path(src)
@@ -83,7 +87,7 @@ def read_sources(sources: list[str], experiment: str | None, log=print) -> tuple
             except BundleError as exc:
                 rejected.append(f"{src}: rejected: {exc}")
                 continue
-            runs += bundle.runs
+            bundled += bundle.runs
             log(f"  {src}: {len(bundle.runs)} run(s) from a bundle")
             continue
         if path.is_dir():  # a results folder: its own database, whatever MLFLOW_TRACKING_URI says
@@ -99,4 +103,22 @@ def read_sources(sources: list[str], experiment: str | None, log=print) -> tuple
             rec["provenance"].setdefault("source", src)
         runs += found
         log(f"  {src}: {len(found)} run(s) from {tracker.uri}")
-    return latest_per_key(runs), rejected
+    return _first_source_wins(runs + bundled), rejected
+
+
+def _first_source_wins(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Newest per run key within a source; across sources, a store's run beats a bundle's copy and an
+    earlier `--from` beats a later one, so a bundle cannot displace a run by claiming a later start."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_source.setdefault(str(r["provenance"].get("source")), []).append(r)
+    seen: set[str] = set()
+    out = []
+    for group in by_source.values():
+        for r in latest_per_key(group):
+            key = r.get("run_key")
+            if key and key in seen:
+                continue
+            seen.add(key)
+            out.append(r)
+    return out

@@ -107,16 +107,23 @@ def run_one(t: Target, tasks: list[str], timeout: float, cache: Path = Path("res
         # the worker imports what this process can: its sys.path, not only the installed packages
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         t0 = time.time()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                                start_new_session=True, text=True, errors="replace")
-        try:
-            _, err = proc.communicate(timeout=timeout)
-            problem = None if proc.returncode in (0, 1) else _death(proc.returncode)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            _, err = proc.communicate()
-            problem = f"timed out after {timeout:g} s and was killed (a hang in the method?)"
+        errfile = Path(tmp) / "stderr.txt"  # a file: a plugin flooding stderr cannot fill our memory or a pipe
+        with errfile.open("wb") as errs:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errs, env=env, start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+                problem = None if proc.returncode in (0, 1) else _death(proc.returncode)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended at the last moment
+                    pass
+                proc.wait()
+                problem = f"timed out after {timeout:g} s and was killed (a hang in the method?)"
         seconds = round(time.time() - t0, 1)
+        with errfile.open("rb") as f:
+            f.seek(max(0, errfile.stat().st_size - 4000))
+            err = f.read().decode("utf-8", errors="replace")
         try:
             result = json.loads(out.read_text())
         except (OSError, ValueError):

@@ -58,7 +58,7 @@ class {cfg}(MethodConfig):
 
 
 class {cls}(Method):
-    family = "pruning"  # quantization | pruning | distillation | low-rank | architecture search
+    family = "pruning"  # quantization | pruning | distillation | low-rank | nas
     description = "Magnitude zeroing of Linear/Conv2d weights (a starting point: replace with your method)."
     config_cls = {cfg}
 

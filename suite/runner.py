@@ -362,6 +362,9 @@ def register_task_files(paths: tuple[str, ...]) -> list[str]:
             raise ConfigError(f"--task-file {path}: the YAML has no `name`")
         if name not in TASKS:
             TASKS.register(name)(str(p))
+        elif TASKS.get(name) != str(p):
+            raise ConfigError(f"--task-file {path} declares the task {name!r}, which is already "
+                              f"{TASKS.get(name)!r}; give your task a name of its own")
         names.append(name)
     return names
 

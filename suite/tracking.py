@@ -279,7 +279,7 @@ def _stand_in(run: Any) -> dict[str, Any]:
     built from the tags and params the harness logs when a run starts."""
     tags, params = dict(run.data.tags), dict(run.data.params)
     skip = {"task", "method", "family", "label", "status", "simulated", "run_key", "profile", "device_label", "kind",
-            "baseline_key", "device"}
+            "baseline_key", "device", "heartbeat", "attempt", "killed"}
     prov: dict[str, Any] = {k.split(".", 1)[1]: v for k, v in tags.items()
                             if k.startswith("slimbench.") and k.split(".", 1)[1] not in skip}
     prov["mlflow_run_id"] = run.info.run_id

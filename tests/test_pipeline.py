@@ -20,6 +20,10 @@ def test_spec_round_trip_label_and_shares():
     q = create_method('distill.kd[0.6] + prune.structured:ratio=0.25 [0.3] + quant.w8a8 [0.1]')
     assert q.config.shares == (0.6, 0.3, 0.1) and len(q.stages) == 3
     assert q.default_seeds == 3  # the distillation stage's
+    glob = create_method("prune.magnitude+quant.minmax:skip=*.fc[12]")  # brackets in a setting are not a share
+    assert glob.config.stages[1] == "quant.minmax:skip=*.fc[12]" and glob.config.shares == (0.5, 0.5)
+    three = create_method("prune.magnitude+prune.structured+quant.minmax")
+    assert three.config.shares == (0.333333,) * 3 and not three.simulated
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -68,3 +72,19 @@ def test_pipeline_run_records_its_stages(tmp_path, monkeypatch):
     assert stages[0]["metrics"]["sparsity"] >= 0.69  # the pruning stage's own figures
     assert run["metrics"]["size_bytes"] < base["metrics"]["size_bytes"] / 3  # 8-bit packed, last stage's format
     assert "+" in run["command"] and "--method" in run["command"]
+
+
+def test_stage_ledgers_book_on_the_run_ledger_and_refuse_cleanly():
+    from slimbench.core.recipe import BudgetExceeded, StepLedger
+
+    run = StepLedger("pipeline", {"finetune": 10, "search": 4})
+    stage = run.child("prune.magnitude", {"finetune": 4, "search": 0})
+    stage.charge(3)
+    stage.count_candidates(2)
+    assert (stage.used["finetune"], run.used["finetune"], run.candidates) == (3, 3, 2)
+    with pytest.raises(BudgetExceeded, match="only 1 of 4 are left"):
+        stage.charge(2)
+    assert (stage.used["finetune"], run.used["finetune"]) == (3, 3)  # a refusal books nothing anywhere
+    with pytest.raises(BudgetExceeded):
+        stage.charge(1, "search")
+    assert run.used.get("search", 0) == 0

@@ -239,5 +239,8 @@ class Structured(Method):
         return prune_structured(model, self.config, ctx, self.name)
 
     def restore(self, model, tensors, meta):
+        return self.after_resize(super().restore(model, tensors, meta))
+
+    def after_resize(self, model):
         from slimbench.methods.prune.structured import sync_attention
-        return sync_attention(super().restore(model, tensors, meta))
+        return sync_attention(model)
