@@ -94,7 +94,13 @@ class Tracker:
             location = None
             if self.uri.startswith("sqlite:"):  # keep artifacts beside the database
                 location = (results_dir / "mlartifacts").resolve().as_uri()
-            exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            try:
+                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            except Exception:  # another driver created it a moment ago (a shared server): use theirs
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id

@@ -109,10 +109,10 @@ def test_a_killed_worker_ends_killed_and_its_run_is_retried(tmp_path, server, cl
 def test_a_run_past_its_timeout_is_killed_then_given_up(tmp_path, server, cluster, monkeypatch, capsys):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert main(_argv(tmp_path, server, "timeout", "--executor", "ray", "--address", cluster,
-                      "--method", "demo.round:sleep_s=60", "--run-timeout", "5", "--retries", "1")) == 1
+                      "--method", "demo.round:sleep_s=120", "--run-timeout", "20", "--retries", "1")) == 1
     runs = [r for r in _runs(server, "timeout") if r.data.tags.get("slimbench.method") == "demo.round"]
     assert [r.info.status for r in runs] == ["KILLED", "KILLED"]
-    assert "timed out after 5 s; gave up after 2 attempt(s)" in capsys.readouterr().out
+    assert "timed out after 20 s; gave up after 2 attempt(s)" in capsys.readouterr().out
 
 
 def test_two_drivers_on_one_grid_never_both_finish_a_key(tmp_path, server):
