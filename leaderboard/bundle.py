@@ -186,22 +186,22 @@ def _check_member(m: tarfile.TarInfo) -> None:
         raise BundleError(f"member path {name!r} is absolute, escapes the bundle or is not normalised")
 
 
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+def _open(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int):
     if member.size > limit:
         raise BundleError(f"{member.name} is {member.size} bytes, over the {limit}-byte limit")
     f = tar.extractfile(member)
     if f is None:
         raise BundleError(f"{member.name} cannot be read")
-    return f.read(limit + 1)
+    return f
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+    return _open(tar, member, limit).read(limit + 1)
 
 
 def _checked(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: dict[str, Any], limit: int, keep: bool) -> bytes:
     """The member hashed in chunks against its manifest entry; its bytes only when `keep`."""
-    if member.size > limit:
-        raise BundleError(f"{member.name} is {member.size} bytes, over the {limit}-byte limit")
-    f = tar.extractfile(member)
-    if f is None:
-        raise BundleError(f"{member.name} cannot be read")
+    f = _open(tar, member, limit)
     h, n, parts = hashlib.sha256(), 0, []
     while chunk := f.read(1 << 20):
         h.update(chunk)
