@@ -141,16 +141,57 @@ def test_budget_and_dense_fallback_recorded(compress):
     assert kept and all("not fewer than the dense" in why for why in kept.values())
 
 
-def test_timing_check_keeps_slower_layers_dense(compress):
-    """The toy's 32-wide layers are launch-bound (and run faster as one matmul than as two): the
-    default keeps them dense, says why, and the model is left as it was (no fine-tuning of an
-    unchanged model)."""
+@pytest.mark.parametrize("t_dense,t_twin,verdict", [
+    (0.01, 0.001, "launch-bound"),     # under LAUNCH_BOUND_MS: dense, however fast the factors
+    (1.0, 1.2, "measured slower"),     # past the 5% margin
+    (1.0, 1.04, None),                 # within the margin: factorised
+    (1.0, 0.5, None),
+])
+def test_timing_decision_on_given_timings(t_dense, t_twin, verdict):
+    from slimbench.methods.lowrank.procedure import timing_reason
+
+    why = timing_reason(t_dense, t_twin, (64, 32))
+    assert why is None if verdict is None else verdict in why and "(64, 32)" in why
+
+
+def test_keep_dense_reason_times_in_the_compute_dtype_with_an_injected_timer():
+    from slimbench.methods.lowrank.configs import SVDConfig
+    from slimbench.methods.lowrank.modules import LowRankLinear
+    from slimbench.methods.lowrank.procedure import keep_dense_reason
+
+    dense = nn.Linear(32, 32)
+    a, b = fx.weighted_svd(dense.weight.detach()).factors(4)
+    twin = LowRankLinear.from_factors(a, b, dense.bias, "torch")
+    x, seen, timings = torch.randn(8, 32), [], {}
+
+    def timer(first, second, device):
+        seen.append((first().shape, second().shape, device.type))
+        return 1.0, 2.0
+    why = keep_dense_reason(dense, twin, 1056, 288, x, SVDConfig(), torch.device("cpu"), timings, "l", timer=timer)
+    assert "measured slower" in why and timings == {"l": [1.0, 2.0]}
+    assert seen == [((8, 32), (8, 32), "cpu")]
+    assert keep_dense_reason(dense, twin, 1056, 288, x, SVDConfig(dense_if_slower=False), torch.device("cpu"),
+                             timer=timer) is None and len(seen) == 1  # the check off: not timed
+
+
+@pytest.mark.parametrize("timed,factorised", [((1.0, 2.0), False), ((0.01, 0.001), False), ((1.0, 0.5), True)])
+def test_timing_check_decides_per_layer_on_the_timings(compress, monkeypatch, timed, factorised):
+    """Timings injected where the procedure takes them (so the outcome is this machine's no more):
+    slower or launch-bound layers stay dense, say why, and the model is left as it was (no
+    fine-tuning of an unchanged model); faster ones are factorised and fine-tuned."""
+    from slimbench.methods.lowrank import procedure
+
+    monkeypatch.setattr(procedure, "paired_ms", lambda first, second, device, reps=9: timed)
     result, ctx = compress("toy-transformer", "lowrank.svd:params=0.25")
     m = result.metrics
-    if m["layers_factorised"]:
-        pytest.skip("this machine ran the toy's factors faster than its dense layers")
-    assert all("measured slower" in why or "launch-bound" in why for why in m["kept_dense"].values())
-    assert "stayed dense" in m["note"] and ctx.ledger.summary()["finetune"]["used"] == 0
+    assert m["layer_ms_dense_vs_factorised"] and all(t == list(timed) for t in m["layer_ms_dense_vs_factorised"].values())
+    if factorised:
+        assert m["layers_factorised"] == len(m["ranks"]) > 0 and "kept_dense" not in m
+        assert ctx.ledger.summary()["finetune"]["used"] > 0
+    else:
+        assert m["layers_factorised"] == 0
+        assert all(("measured slower" if timed[0] >= 0.05 else "launch-bound") in why for why in m["kept_dense"].values())
+        assert "stayed dense" in m["note"] and ctx.ledger.summary()["finetune"]["used"] == 0
 
 
 def test_unsupported_where_nothing_can_be_factorised(conformance_tasks):

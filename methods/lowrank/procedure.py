@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.lowrank.configs import FactorConfig, SVDConfig, TuckerConfig
 
 LAUNCH_BOUND_MS = 0.05  # a dense layer faster than this is dominated by the cost of the call itself
+SLOWER_MARGIN = 1.05  # factors slower than this multiple of the dense time keep the dense layer
 TIMING_ROWS = 64  # rows (items) of the first calibration batch each layer is timed on: the batch it runs at
 
 
@@ -104,9 +105,11 @@ def paired_ms(first: Callable[[], Any], second: Callable[[], Any], device: torch
 
 def keep_dense_reason(dense: nn.Module, twin: nn.Module, dense_params: int, twin_params: int,
                       x: torch.Tensor | None, cfg: "FactorConfig", device: torch.device,
-                      timings: dict[str, list[float]] | None = None, name: str = "") -> str | None:
+                      timings: dict[str, list[float]] | None = None, name: str = "",
+                      timer: Callable[..., tuple[float, float]] | None = None) -> str | None:
     """Why the factorised twin should not replace `dense` (None: it should); the timings taken go to
-    `timings[name]` as [dense ms, factorised ms]."""
+    `timings[name]` as [dense ms, factorised ms]. `timer(first, second, device) -> (ms, ms)` is
+    `paired_ms` unless given (tests inject timings: the decision must not depend on this machine)."""
     if twin_params >= dense_params:
         return f"factors hold {twin_params:,} parameters, not fewer than the dense {dense_params:,}"
     if cfg.dense_if_slower and x is not None:
@@ -116,15 +119,21 @@ def keep_dense_reason(dense: nn.Module, twin: nn.Module, dense_params: int, twin
         dtype = getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[resolve(cfg.compute, device)])
         if dtype != x.dtype:  # timed in the dtype the model will run in (fp16 on CUDA by default)
             dense, twin, x = copy.deepcopy(dense).to(dtype), copy.deepcopy(twin).to(dtype), x.to(dtype)
-        t_dense, t_twin = paired_ms(lambda: dense(x), lambda: twin(x), device)
+        t_dense, t_twin = (timer or paired_ms)(lambda: dense(x), lambda: twin(x), device)
         if timings is not None:
             timings[name] = [round(t_dense, 4), round(t_twin, 4)]
-        if t_dense < LAUNCH_BOUND_MS:  # call overhead, not arithmetic: a second call cannot pay (and the
-            # comparison of two such timings is noise, which would make the artifact depend on the machine's load)
-            return (f"launch-bound: the dense layer takes {t_dense:.4f} ms at input {tuple(x.shape)}, under "
-                    f"{LAUNCH_BOUND_MS} ms, where two calls cost more than the FLOPs saved")
-        if t_twin > 1.05 * t_dense:
-            return f"measured slower: {t_twin:.3f} ms factorised vs {t_dense:.3f} ms dense at input {tuple(x.shape)}"
+        return timing_reason(t_dense, t_twin, tuple(x.shape))
+    return None
+
+
+def timing_reason(t_dense: float, t_twin: float, shape: tuple[int, ...]) -> str | None:
+    """The decision on measured timings (ms) at input `shape`: why the dense layer stays, or None."""
+    if t_dense < LAUNCH_BOUND_MS:  # call overhead, not arithmetic: a second call cannot pay (and the
+        # comparison of two such timings is noise, which would make the artifact depend on the machine's load)
+        return (f"launch-bound: the dense layer takes {t_dense:.4f} ms at input {shape}, under "
+                f"{LAUNCH_BOUND_MS} ms, where two calls cost more than the FLOPs saved")
+    if t_twin > SLOWER_MARGIN * t_dense:
+        return f"measured slower: {t_twin:.3f} ms factorised vs {t_dense:.3f} ms dense at input {shape}"
     return None
 
 
