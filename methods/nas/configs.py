@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from slimbench.core.config import MethodConfig, check, setting
 
-STRATEGIES = ("random", "evolution", "rl", "tpe", "nsga2")  # what `methods.nas.strategies.make_strategy` knows
+STRATEGIES = ("random", "evolution", "rl", "tpe", "nsga2")  # the built-in strategies (registered in `strategies`)
 
 SPACE_HELP = ("the search space: 'auto' (the built-in space of the task's model kind: resnet or transformer), "
               "a built-in space name (resnet, transformer, resnet-table, transformer-table, ...), a YAML file path, "

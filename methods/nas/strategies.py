@@ -11,6 +11,10 @@ search (each candidate trained for the proxy budget) and a table lookup (`slimbe
 
 A candidate that breaks a constraint is told with `score=None`: strategies treat it as the worst.
 Numpy and Optuna only; every random draw comes from the strategy's own seeded generator.
+
+Strategies are registered by name like methods (`@register_strategy("name")` on a `Strategy`
+subclass taking `(cards, seed, **options)`), so a new one is a class, not an edit to a dispatcher;
+`make_strategy` looks them up, an unknown name failing with the valid choices.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from slimbench.methods.nas.configs import STRATEGIES
+from slimbench.core.registry import Registry
+from slimbench.methods.nas.configs import STRATEGIES  # noqa: F401  (the built-in names, torch- and numpy-free)
 from slimbench.methods.nas.space import Arch
 
 
@@ -40,12 +45,33 @@ class Strategy:
     def tell(self, arch: Arch, score: float | None, latency_ms: float | None = None) -> None:
         pass
 
+    @classmethod
+    def capped(cls, candidates: int, options: dict[str, Any]) -> dict[str, Any]:
+        """The strategy's `options` for a search of `candidates` (default: as given); see `budgeted`."""
+        return options
 
+
+def _adopt(name: str, cls: Any) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise TypeError(f"search strategy {name!r} must be a subclass of Strategy, got {cls!r}")
+
+
+STRATEGY_REGISTRY: Registry[type[Strategy]] = Registry("search strategy", on_register=_adopt)
+
+
+def register_strategy(name: str):
+    """Class decorator: register a `Strategy` subclass under `name` (what `make_strategy` and a
+    search method's `strategy` name)."""
+    return STRATEGY_REGISTRY.register(name)
+
+
+@register_strategy("random")
 class RandomSearch(Strategy):
     def ask(self) -> Arch:
         return self.sample()
 
 
+@register_strategy("evolution")
 class Evolution(Strategy):
     """Regularised evolution (Real et al. 2019): tournament of `sample` out of the last `population`."""
 
@@ -54,6 +80,11 @@ class Evolution(Strategy):
         self.population, self.tournament = population, sample
         self.members: list[tuple[Arch, float]] = []
         self.told = 0
+
+    @classmethod
+    def capped(cls, candidates: int, options: dict[str, Any]) -> dict[str, Any]:
+        population = min(options.get("population", 8), max(2, candidates // 2))
+        return {**options, "population": population, "sample": min(options.get("sample", 3), population)}
 
     def ask(self) -> Arch:
         if self.told < self.population or not self.members:
@@ -79,6 +110,7 @@ class Evolution(Strategy):
             self.members.pop(0)  # aging: the oldest dies, not the worst
 
 
+@register_strategy("rl")
 class Reinforce(Strategy):
     """REINFORCE with a moving-average baseline on independent per-dim softmax policies (a
     factorised controller: cheap, and with budgets of tens of candidates an LSTM has nothing to
@@ -133,6 +165,10 @@ class OptunaSearch(Strategy):
         self.dists = {f"d{i}": CategoricalDistribution(list(range(n))) for i, n in enumerate(cards)}
         self.pending: dict[Arch, list[Any]] = {}
 
+    @classmethod
+    def capped(cls, candidates: int, options: dict[str, Any]) -> dict[str, Any]:
+        return {**options, "startup": min(options.get("startup", 4), max(1, candidates // 2))}
+
     def ask(self) -> Arch:
         trial = self.study.ask(self.dists)
         arch = tuple(int(trial.params[f"d{i}"]) for i in range(len(self.cards)))
@@ -147,34 +183,31 @@ class OptunaSearch(Strategy):
         self.study.tell(trial, [acc, lat] if self.multi else acc)
 
 
+@register_strategy("tpe")
+class TPESearch(OptunaSearch):
+    def __init__(self, cards: tuple[int, ...], seed: int, startup: int = 4):
+        super().__init__(cards, seed, sampler="tpe", startup=startup)
+
+
+@register_strategy("nsga2")
+class NSGA2Search(OptunaSearch):
+    def __init__(self, cards: tuple[int, ...], seed: int, startup: int = 4):
+        super().__init__(cards, seed, sampler="nsga2", startup=startup)
+
+
 def budgeted(name: str, candidates: int, **options: Any) -> dict[str, Any]:
     """A strategy's settings for a search of `candidates`: evolution's random first population and
     TPE's random start are capped at half the budget (at least 2 and 1), so even a small search
     breeds or models something (a population as large as the budget would be random search)."""
-    out = dict(options)
-    if name == "evolution":
-        out["population"] = min(out.get("population", 8), max(2, candidates // 2))
-        out["sample"] = min(out.get("sample", 3), out["population"])
-    if name in ("tpe", "nsga2"):
-        out["startup"] = min(out.get("startup", 4), max(1, candidates // 2))
-    return out
+    return STRATEGY_REGISTRY.get(name).capped(candidates, dict(options))
 
 
 def make_strategy(name: str, cards: tuple[int, ...], seed: int, candidates: int | None = None,
                   **options: Any) -> Strategy:
-    """A strategy by name; `options` are its own settings (population, sample, lr, decay, startup),
-    capped for a search of `candidates` when given (`budgeted`)."""
-    if candidates is not None:
-        options = budgeted(name, candidates, **options)
-    if name == "random":
-        return RandomSearch(cards, seed)
-    if name == "evolution":
-        return Evolution(cards, seed, population=options.get("population", 8), sample=options.get("sample", 3))
-    if name == "rl":
-        return Reinforce(cards, seed, lr=options.get("lr", 0.02), decay=options.get("decay", 0.8))
-    if name in ("tpe", "nsga2"):
-        return OptunaSearch(cards, seed, sampler=name, startup=options.get("startup", 4))
-    raise ValueError(f"unknown search strategy {name!r}; choose {', '.join(STRATEGIES)}")
+    """A registered strategy by name; `options` are its own settings (population, sample, lr, decay,
+    startup), capped for a search of `candidates` when given (`budgeted`)."""
+    cls = STRATEGY_REGISTRY.get(name)
+    return cls(cards, seed, **(cls.capped(candidates, dict(options)) if candidates is not None else options))
 
 
 @dataclass
