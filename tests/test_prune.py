@@ -296,6 +296,20 @@ def test_sparsity_map_naming_no_layer_fails_before_training(toy_task, toy_baseli
     assert calls == []
 
 
+def test_per_layer_patterns_resolve_in_one_place():
+    """The one per_layer resolver pruning and low-rank share: a later pattern wins a layer, each hit
+    is vetted in order, a pattern naming no layer lists the layers."""
+    from slimbench.methods.common.layers import per_layer_map
+
+    names = ["a.q", "a.k", "b.q"]
+    seen = []
+    assert per_layer_map(names, {"*.q": 1, "b.*": 2}, "m", "x layer",
+                         lambda n, p, v: seen.append((n, p, v))) == {"a.q": 1, "b.q": 2}
+    assert seen == [("a.q", "*.q", 1), ("b.q", "*.q", 1), ("b.q", "b.*", 2)]
+    with pytest.raises(ConfigError, match=r"^m: per_layer pattern 'c\*' names no x layer; the layers are a.q, a.k, b.q$"):
+        per_layer_map(names, {"*.q": 1, "c*": 2}, "m", "x layer")
+
+
 def test_unreachable_sparsity_map_fails_before_training(toy_task, toy_baseline):
     calls = []
 

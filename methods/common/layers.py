@@ -4,18 +4,42 @@ name, and state their cost. Imported only when a method runs.
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
 
+from slimbench.core.config import ConfigError
+
 LINEAR: tuple[type, ...] = (nn.Linear,)
 WEIGHT_LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv2d)
+V = TypeVar("V")
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:
     """True if a module's qualified name matches any fnmatch pattern (e.g. `*head*`)."""
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def per_layer_map(names: Iterable[str], per_layer: dict[str, V], owner: str, noun: str,
+                  check: Callable[[str, str, V], None] | None = None) -> dict[str, V]:
+    """{layer: value} from a `per_layer` map of fnmatch patterns (a later pattern wins a layer).
+
+    A pattern naming none of `names` (the layers a method selected; `noun` says which) is a
+    ConfigError listing them, raised before any work; `check(layer, pattern, value)` vets each
+    hit in order (e.g. a rank above the layer's full rank)."""
+    names = list(names)
+    out: dict[str, V] = {}
+    for pattern, value in per_layer.items():
+        hit = [n for n in names if matches(n, (pattern,))]
+        if not hit:
+            raise ConfigError(f"{owner}: per_layer pattern {pattern!r} names no {noun}; the layers are "
+                              f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
+        for n in hit:
+            if check is not None:
+                check(n, pattern, value)
+            out[n] = value
+    return out
 
 
 def eligible(model: nn.Module, skip: Iterable[str], types: tuple[type, ...] = LINEAR) -> list[tuple[str, nn.Module]]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from slimbench.core.config import ConfigError
 from slimbench.methods.common.calibrate import calibration_pass
-from slimbench.methods.common.layers import LINEAR, matches, replace_module, targets
+from slimbench.methods.common.layers import LINEAR, per_layer_map, replace_module, targets
 from slimbench.methods.lowrank import factor as fx
 from slimbench.methods.lowrank.modules import LowRankLinear, TuckerConv2d
 
@@ -144,18 +144,11 @@ def _params(m: nn.Module) -> int:
 def rank_overrides(layers: dict[str, nn.Module], per_layer: dict[str, int], owner: str) -> dict[str, int]:
     """Layer -> fixed rank from the per_layer patterns; a pattern naming no layer, or a rank above a
     layer's full rank, fails before any work."""
-    fixed: dict[str, int] = {}
-    for pattern, r in per_layer.items():
-        hit = [n for n in layers if matches(n, (pattern,))]
-        if not hit:
-            raise ConfigError(f"{owner}: per_layer pattern {pattern!r} names no selected layer; selected: "
-                              f"{', '.join(list(layers)[:8])}{' ...' if len(layers) > 8 else ''}")
-        for n in hit:
-            full = min(layers[n].weight.shape[0], layers[n].weight[0].numel())
-            if r > full:
-                raise ConfigError(f"{owner}: per_layer[{pattern!r}]={r} is above the full rank {full} of layer {n!r}")
-            fixed[n] = r
-    return fixed
+    def within_full_rank(n: str, pattern: str, r: int) -> None:
+        full = min(layers[n].weight.shape[0], layers[n].weight[0].numel())
+        if r > full:
+            raise ConfigError(f"{owner}: per_layer[{pattern!r}]={r} is above the full rank {full} of layer {n!r}")
+    return per_layer_map(layers, per_layer, owner, "selected layer", within_full_rank)
 
 
 def _scan(model: nn.Module, layers: dict[str, nn.Module], decomps: dict[str, fx.WeightedSVD], cfg: "SVDConfig",

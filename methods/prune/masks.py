@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.core.config import ConfigError
-from slimbench.methods.common.layers import WEIGHT_LAYERS, matches, targets
+from slimbench.methods.common.layers import WEIGHT_LAYERS, per_layer_map, targets
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -30,15 +30,7 @@ def selected(model: nn.Module, skip: Iterable[str], owner: str) -> dict[str, nn.
 
 def overrides(layers: Iterable[str], per_layer: dict[str, float], owner: str) -> dict[str, float]:
     """{layer: sparsity} from fnmatch patterns; every pattern must name a selected layer."""
-    names = list(layers)
-    out: dict[str, float] = {}
-    for pattern, s in per_layer.items():
-        hit = [n for n in names if matches(n, (pattern,))]
-        if not hit:
-            raise ConfigError(f"{owner}: per_layer pattern {pattern!r} names no prunable layer; the layers are "
-                              f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
-        out.update({n: s for n in hit})
-    return out
+    return per_layer_map(layers, per_layer, owner, "prunable layer")
 
 
 # ---------------------------------------------------------------- saliency
