@@ -24,7 +24,18 @@ from pathlib import Path
 from slimbench.leaderboard.rows import aggregate
 from slimbench.leaderboard.site import build_site
 from slimbench.suite.provenance import cpu_model
-from slimbench.leaderboard.synthetic import synthetic_runs
+
+SYNTHETIC = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "leaderboard" / "synthetic.py"
+
+
+def synthetic_runs(n: int) -> list[dict]:
+    """The tests' synthetic run.json fixture (a source checkout's tests/, loaded by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("leaderboard_fixture_synthetic", SYNTHETIC)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.synthetic_runs(n)
 
 TARGET_BUILD_S = 5.0
 TARGET_INDEX_BYTES = 5_000_000

@@ -1,9 +1,11 @@
 """Unit tests of the leaderboard's pure pieces: statistics, Pareto front, aggregation, escaping."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,19 @@ from slimbench.leaderboard.page import embed_json
 from slimbench.leaderboard.plots import Point, scatter_svg
 from slimbench.leaderboard.rows import aggregate
 from slimbench.leaderboard.stats import mean_ci, median, pareto_front, t_quantile_975
-from slimbench.leaderboard.synthetic import fake_run, synthetic_runs
+
+
+def _synthetic():
+    """tests/fixtures/leaderboard/synthetic.py, by path (tests/ is not a package)."""
+    path = Path(__file__).parent / "fixtures" / "leaderboard" / "synthetic.py"
+    spec = importlib.util.spec_from_file_location("leaderboard_fixture_synthetic", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_fixture = _synthetic()
+fake_run, synthetic_runs = _fixture.fake_run, _fixture.synthetic_runs
 
 
 def test_t_quantile_table_and_expansion():
@@ -109,6 +123,23 @@ def test_aggregate_baseline_deltas_and_separation():
     assert len(board.pages) == len(runs) and len({p for p, _ in board.pages}) == len(runs)
 
 
+def test_synthetic_runs_are_current_records_of_real_methods():
+    """The fixture writes the record schema the harness writes (reading it back changes nothing it
+    wrote; a field it lacks is one newer than it, read as empty) and names registered methods, but
+    for its simulated plugin."""
+    from slimbench.core.record import SCHEMA, RunRecord
+    from slimbench.methods import METHODS
+
+    runs = synthetic_runs(300) + [fake_run(device="cuda"), fake_run(status="FAILED")]
+    for r in runs:
+        rec = RunRecord.from_dict(r).to_dict()
+        assert r["schema"] == SCHEMA and {k: rec[k] for k in r} == r
+        assert not any(rec[k] for k in rec.keys() - r.keys())
+    names = {r["method"]["name"] for r in runs}
+    assert names - set(METHODS.names()) == {_fixture.SIMULATED}
+    assert all(r["method"]["simulated"] == (r["method"]["name"] == _fixture.SIMULATED) for r in runs)
+
+
 def test_exports_hold_the_same_rows():
     board = aggregate(synthetic_runs(120))
     rows = board.rows()
@@ -155,7 +186,6 @@ def test_devices_of_different_capabilities_never_share_a_section():
     """Two machines that report the same CPU name but different instruction sets measured very
     different latencies: each gets its own section, with its own baseline."""
     from slimbench.leaderboard.rows import aggregate
-    from slimbench.leaderboard.synthetic import fake_run
 
     runs = []
     for isa, flags, ms in (("AVX512", ["avx512f", "avx512_vnni"], 7.2), ("AVX2", ["avx2"], 227.0)):
@@ -176,7 +206,6 @@ def test_task_definitions_never_share_a_section():
     with its own baseline, and the titles say which definition each section is."""
     from slimbench.leaderboard.export import section_title
     from slimbench.leaderboard.rows import aggregate
-    from slimbench.leaderboard.synthetic import fake_run
 
     runs = []
     for definition, acc in (("aaaaaaaa1111", 0.90), ("bbbbbbbb2222", 0.80)):
@@ -199,7 +228,6 @@ def test_pruning_rows_show_sparsity_notes_and_their_plot(tmp_path):
     from slimbench.leaderboard.export import to_markdown
     from slimbench.leaderboard.rows import aggregate
     from slimbench.leaderboard.site import build_site
-    from slimbench.leaderboard.synthetic import fake_run
 
     runs = [fake_run(method="baseline", accuracy=0.9)]
     for s, acc in ((0.5, 0.89), (0.9, 0.7)):
@@ -222,7 +250,6 @@ def test_kd_rows_say_whether_they_beat_their_no_teacher_control():
     """A distillation row names its control; the board finds the control row of the same student and
     says plainly, per row, whether the teacher helped (and by how much, over how many seeds)."""
     from slimbench.leaderboard.rows import aggregate
-    from slimbench.leaderboard.synthetic import fake_run
 
     student = {"width": 0.5}
     runs = [fake_run(method="baseline", accuracy=0.92)]
