@@ -30,6 +30,12 @@ What a method returns (`Compressed`):
 - `build_overrides`: the `task.build_model(**overrides)` arguments of the restore skeleton when the
   architecture changed (fewer layers, narrower...). A bare `nn.Module` return means `Compressed(model)`.
 
+What it starts from (`Method.starts_from`): "input", the `model` it is given (a private copy of
+the trained baseline, or in a pipeline the previous stage's result), or "teacher": it builds its
+result from `ctx.teacher` and ignores its input (a distillation student derived from the teacher, an
+architecture search's children). A "teacher" stage may only come first in a pipeline, where nothing
+earlier would be discarded.
+
 How it is reloaded: the suite builds a fresh model with `task.build_model(**build_overrides)` and
 calls `restore(model, tensors, meta)`, which must rebuild the compressed model from that and the
 saved tensors alone. The default restore resizes Linear/Conv/Norm/Embedding layers to the saved
@@ -60,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 Batch = tuple[dict, "torch.Tensor"]
+STARTS_FROM = ("input", "teacher")  # what a method's compress starts from (`Method.starts_from`)
 
 
 @dataclass
@@ -222,6 +229,9 @@ class Method:
     kind) says why in `model_unsupported`; the run is then UNSUPPORTED, not FAILED. Bump `version`
     when the algorithm changes. `default_seeds`:
     how many seeds a run that names none gives this method (3 where gains are within seed noise).
+    `starts_from`: "input" (the default) if `compress` starts from the model it is given, "teacher"
+    if it starts from `ctx.teacher` and ignores that model; a property where the config decides.
+    Pipelines read it: a stage that starts from the teacher would discard the earlier stages' work.
     """
 
     name: ClassVar[str]
@@ -231,6 +241,8 @@ class Method:
     simulated: ClassVar[bool] = False
     version: ClassVar[int] = 1
     default_seeds: ClassVar[int] = 1  # seeds a run without --seeds/--seed gives this method
+
+    starts_from: str = "input"  # one of STARTS_FROM; see the class docstring
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_cls()
@@ -323,6 +335,9 @@ def _adopt(name: str, cls: type[Method]) -> None:
         raise TypeError(f"method {name!r}: config_cls must be a MethodConfig dataclass")
     if not isinstance(cls.version, int) or cls.version < 1:
         raise TypeError(f"method {name!r}: version must be an int >= 1, got {cls.version!r}")
+    if not isinstance(cls.starts_from, property) and cls.starts_from not in STARTS_FROM:
+        raise TypeError(f"method {name!r}: starts_from must be one of {', '.join(STARTS_FROM)}, "
+                        f"got {cls.starts_from!r}")
     cls.name = name
 
 
@@ -350,12 +365,13 @@ def register_method(name: str):
     return METHODS.register(name)
 
 
-def create_method(spec: str) -> Method:
-    """The front door: `create_method("quant.minmax:bits=4")` -> a configured Method."""
+def create_single(spec: str) -> Method:
+    """One configured method from its spec: `create_single("quant.minmax:bits=4")`. Pipelines
+    (`a+b`) are built by the front door, `slimbench.methods.create_method`, which calls this."""
     name, overrides = parse_spec(spec)
     cls = METHODS.get(name)
     return cls(build(cls.config_cls, overrides, owner=name))
 
 
 __all__ = ["FAMILIES", "FINETUNE", "METHODS", "Compressed", "CompressionContext", "Method", "MethodConfig",
-           "TaskSpec", "Unsupported", "as_compressed", "create_method", "register_method"]
+           "STARTS_FROM", "TaskSpec", "Unsupported", "as_compressed", "create_single", "register_method"]

@@ -5,8 +5,11 @@ Each stage compresses the model the previous one returned, on its own share of t
 budget is split evenly), with the task's trained baseline as the teacher throughout. A stage may
 follow another only if the earlier one's result is plain float layers (`Method.followable`:
 distillation, architecture search, pruning, whose sparse layers are densified with their zeros);
-a packed format (quantization, low-rank factors, a cast) ends a pipeline, and an order that breaks
-this is rejected before any work. The run is one run: its artifact is the last stage's, reloaded
+a packed format (quantization, low-rank factors, a cast) ends a pipeline. A stage that starts from
+the teacher rather than its input (`Method.starts_from`: architecture search, distillation of a
+derived student) may only come first: later, it would spend its share and discard the earlier
+stages' result (`distill.*:student=input` trains the incoming model instead). An order that breaks
+either rule is rejected before any work. The run is one run: its artifact is the last stage's, reloaded
 alone onto a freshly built model (with the builder arguments and layer sizes the earlier stages
 left, recorded in its meta), and `method_metrics.stages` holds each stage's own figures, steps and
 validation accuracy.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slimbench.core.config import ConfigError, MethodConfig, build, parse_spec, setting
-from slimbench.methods.base import Compressed, CompressionContext, Method, as_compressed, create_method
+from slimbench.methods.base import Compressed, CompressionContext, Method, as_compressed, create_single
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -56,7 +59,7 @@ def is_pipeline(spec: str) -> bool:
 
 def create(spec: str) -> Method:
     """The front door for every method spec: one method, or a pipeline of them."""
-    return Pipeline.from_spec(spec) if is_pipeline(spec) else create_method(spec)
+    return Pipeline.from_spec(spec) if is_pipeline(spec) else create_single(spec)
 
 
 class Pipeline(Method):
@@ -74,7 +77,7 @@ class Pipeline(Method):
         c = self.config
         if len(c.stages) < 2:
             raise ConfigError(f"a pipeline needs two or more stages joined by '+'; got {list(c.stages)!r}")
-        self.stages = [create_method(s) for s in c.stages]
+        self.stages = [create_single(s) for s in c.stages]
         if len(c.shares) != len(self.stages):
             raise ConfigError(f"{len(c.shares)} budget shares for {len(self.stages)} stages")
         if sum(c.shares) > 1 + 1e-6:
@@ -85,6 +88,9 @@ class Pipeline(Method):
                 raise ConfigError(f"stage {i + 2} ({b.name}) cannot follow {a.name}: {a.name}'s result is not plain "
                                   f"float layers (a {a.family} format another method cannot take); put {a.name} "
                                   "last, after distillation, architecture search or pruning")
+        for i, m in enumerate(self.stages[1:], start=2):
+            if m.starts_from == "teacher":
+                raise ConfigError(_teacher_stage(i, m))
         versions = tuple(m.version for m in self.stages)
         if c.versions != versions:
             raise ConfigError(f"stage versions {list(c.versions)} are not this code's {list(versions)}")
@@ -103,7 +109,7 @@ class Pipeline(Method):
                 raise ConfigError(f"empty stage in pipeline {spec!r}; expected METHOD[:settings][[share]]+...")
             if parse_spec(text)[0] == NAME or is_pipeline(text):
                 raise ConfigError("a pipeline cannot hold a pipeline")
-            stages.append(create_method(text).spec)
+            stages.append(create_single(text).spec)
             if share is not None:
                 try:
                     shares.append(float(share))
@@ -112,7 +118,7 @@ class Pipeline(Method):
         if shares and len(shares) != len(stages):
             raise ConfigError(f"give a [share] to every stage of {spec!r} or to none (even split)")
         shares = shares or [round(1 / len(stages), 6)] * len(stages)
-        versions = [create_method(s).version for s in stages]
+        versions = [create_single(s).version for s in stages]
         return cls(build(PipelineConfig, {"stages": stages, "shares": shares, "versions": versions}, owner=NAME))
 
     @property
@@ -122,6 +128,10 @@ class Pipeline(Method):
     @property
     def label(self) -> str:
         return " + ".join(m.label for m in self.stages)
+
+    @property
+    def starts_from(self) -> str:  # type: ignore[override]
+        return self.stages[0].starts_from
 
     def supports(self, task, device):
         return next((f"{m.name}: {r}" for m in self.stages if (r := m.supports(task, device))), None)
@@ -157,6 +167,15 @@ class Pipeline(Method):
         for stage in self.stages[:-1]:  # e.g. head counts after pruned attention
             model = stage.after_resize(model)
         return self.stages[-1].restore(model, tensors, meta.get("stage_meta") or {})
+
+
+def _teacher_stage(position: int, m: Method) -> str:
+    """Why a stage that starts from the teacher cannot come after another, and what to do."""
+    fix = f"put {m.name} first"
+    if m.family == "distillation":
+        fix += f", or train the incoming model as the student: {m.name}:student=input"
+    return (f"stage {position} ({m.spec}) starts from the teacher, not from the model the stages before it hand "
+            f"on: it would spend its budget share and discard the earlier stages' result; {fix}")
 
 
 def _resized(model: "nn.Module", fresh: "nn.Module") -> dict[str, tuple[int, ...]]:

@@ -20,6 +20,7 @@ class SearchMethod(Method):
 
     family = "nas"
     followable = True  # a dense architecture
+    starts_from = "teacher"  # children are built from the trained model (ctx.teacher), not from the input
     strategy: ClassVar[str] = "random"
 
     def options(self) -> dict[str, Any]:
