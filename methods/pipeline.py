@@ -156,7 +156,20 @@ class Pipeline(Method):
                            "seconds": round(time.perf_counter() - t0, 3), "metrics": result.metrics,
                            "val_accuracy": ctx.val_accuracy(model) if ctx.evaluator is not None else None})
         meta = {"stage_meta": result.meta, "resized": {k: list(v) for k, v in entering.items()}}
-        return Compressed(model, meta=meta, metrics={"stages": stages, **result.metrics}, build_overrides=overrides)
+        metrics = {"stages": stages, **result.metrics}
+        if isinstance(result.metrics.get("control"), dict):
+            metrics["control"] = self._control(result.metrics["control"])
+        return Compressed(model, meta=meta, metrics=metrics, build_overrides=overrides)
+
+    def _control(self, last: dict[str, Any]) -> dict[str, Any]:
+        """The row the last stage's control stands for here: the same earlier stages and shares, then the
+        control (prune + distill.kd:student=input is read against prune + distill.scratch:student=input,
+        not against a scratch student trained from the unpruned baseline)."""
+        import json
+
+        spec = create_single(f"{last['method']}:{json.dumps(last.get('config') or {})}").spec
+        return {"method": NAME, "config": {"stages": [*self.config.stages[:-1], spec],
+                                           "shares": list(self.config.shares)}}
 
     def restore(self, model: "nn.Module", tensors: dict, meta: dict[str, Any]) -> "nn.Module":
         import torch

@@ -157,7 +157,12 @@ def test_feature_terms_are_finite_and_trainable(conformance_tasks, task_name):
     feats.close()
     assert torch.isfinite(hint) and hint > 0 and torch.isfinite(attn) and attn >= 0
     hint.backward()
-    assert any(p.grad is not None for p in feats.projections.parameters()) or not len(feats.projections)
+    if task_name == "toy-cnn":  # one 1x1 projection per stage, student channels -> teacher channels, all trained
+        assert sorted(feats.projections) == ["s0", "s1", "s2", "s3"]
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in feats.projections.parameters())
+    else:  # the width-0.5 student narrows FFNs only: hidden states share the teacher's width, nothing to project
+        assert student.model.config.hidden_size == teacher.model.config.hidden_size and not len(feats.projections)
+        assert attn > 0 and feats.averaged == []  # same head count: matched head by head
     assert any(p.grad is not None for p in student.parameters())
 
 
@@ -216,3 +221,100 @@ def test_unsupported_without_a_derivable_student(toy_task):
     reason = create_method("distill.kd").supports(toy_task.spec(), "cpu")
     assert "student=" in reason
     assert create_method('distill.kd:{"student": {"hidden": [16]}}').supports(toy_task.spec(), "cpu") is None
+
+
+# ------------------------------------------------------------------ student=input: the given model is the student
+
+def test_input_student_spec_round_trips_from_every_source(tmp_path):
+    """`student` is builder arguments or the literal 'input', from a spec string, JSON or a YAML file,
+    and the canonical spec and label say it back."""
+    m = create_method("distill.kd:student=input,temperature=2.5")
+    assert m.config.student == "input" and m.starts_from == "input"
+    assert m.spec == "distill.kd:temperature=2.5,student=input" and create_method(m.spec).config == m.config
+    assert m.label == "distill.kd temperature=2.5 student=input"
+    assert create_method('distill.kd:{"student": "input"}').config == create_method("distill.kd:student=input").config
+    path = tmp_path / "kd.yaml"
+    path.write_text("method: distill.dkd\nstudent: input\nbeta: 4\n")
+    from slimbench.core.config import spec_from_file
+    assert create_method(spec_from_file(path)).config == create_method("distill.dkd:student=input,beta=4").config
+    given = create_method('distill.kd:{"student": {"num_hidden_layers": 1}}')
+    assert given.config.student == {"num_hidden_layers": 1} and given.starts_from == "teacher"
+    assert create_method(given.spec).config == given.config
+    control = create_method("distill.kd:student=input").control()  # the no-teacher row is plain fine-tuning
+    assert control["method"] == "distill.scratch" and control["config"]["student"] == "input"
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("distill.kd:student=input,width=0.5", "width=0.5 cannot apply"),
+    ("distill.dkd:student=input,depth=0.25,init=scratch", "depth=0.25, init=scratch cannot apply"),
+    ("distill.scratch:student=input,layer_map=1", "layer_map=1 cannot apply"),
+    ("distill.feature:student=input,init=leading", "init=leading cannot apply"),
+    ("distill.kd:student=inputs", "student='inputs' matches none of dict.* | 'input'"),
+])
+def test_input_student_rejects_what_cannot_apply(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        create_method(spec)
+
+
+def test_feature_input_student_keeps_layer_map():
+    """Feature distillation still chooses which teacher layer each student layer imitates."""
+    assert create_method("distill.feature:student=input,layer_map=0;1").config.layer_map == (0, 1)
+
+
+def _pruned(conformance_tasks, task_name):
+    """The baseline structurally pruned (half the channels, or one of two heads per layer), untrained."""
+    import copy
+
+    ctx, baseline = _ctx(conformance_tasks, task_name)
+    return create_method("prune.structured:ratio=0.5,finetune=false").compress(copy.deepcopy(baseline), ctx).model
+
+
+@pytest.mark.parametrize("task_name", ["toy-cnn", "toy-transformer"])
+@pytest.mark.parametrize("name", ["distill.kd", "distill.dkd", "distill.feature", "distill.scratch"])
+def test_input_student_trains_the_given_model(name, task_name, conformance_tasks):
+    """Every distillation method, student=input: the model it is given (here a pruned one) is the
+    student, trained in place against the frozen teacher, its architecture kept (no builder overrides)."""
+    pruned = _pruned(conformance_tasks, task_name)
+    shapes = {k: v.shape for k, v in pruned.state_dict().items()}
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    ctx, teacher = _ctx(conformance_tasks, task_name)
+    result = create_method(f"{name}:student=input").compress(pruned, ctx)
+    assert result.model is pruned and result.build_overrides == {}
+    assert {k: v.shape for k, v in result.model.state_dict().items()} == shapes
+    assert any(not torch.equal(before[k], v) for k, v in result.model.state_dict().items())  # it trained
+    assert result.metrics["student"] == "input" and result.metrics["params_ratio"] > 1
+    assert all(torch.isfinite(v).all() for v in result.model.state_dict().values() if v.is_floating_point())
+    assert ctx.ledger.summary()["finetune"]["used"] == ctx.budget_steps
+    assert ("control" in result.metrics) == (name != "distill.scratch")
+    if name == "distill.feature" and task_name == "toy-transformer":  # 1 head vs the teacher's 2 in both layers
+        assert result.metrics["attention_head_averaged"] == [0, 1] and result.metrics["final_attention_loss"] > 0
+
+
+def test_feature_projections_map_pruned_channels_and_heads(conformance_tasks):
+    """Between a pruned student and the teacher, each CNN stage's projection takes the student's own
+    (pruned) channel count to the teacher's, and attention maps of layers that lost heads are matched
+    head-averaged; all terms finite and trainable."""
+    from slimbench.methods.common.children import layer_map, resnet_stages
+    from slimbench.methods.distill.features import FeatureLoss, _channels
+
+    for task_name in ("toy-cnn", "toy-transformer"):
+        student = _pruned(conformance_tasks, task_name)
+        ctx, teacher = _ctx(conformance_tasks, task_name)
+        feats = FeatureLoss(student, teacher, layer_map(teacher, student, (), "x"), 1.0, "distill.feature")
+        inputs = ctx.example_inputs(8)
+        student(**inputs)
+        with torch.no_grad():
+            teacher(**inputs)
+        hint, attn = feats(inputs)
+        feats.close()
+        (hint + attn).backward()
+        assert torch.isfinite(hint) and hint > 0 and torch.isfinite(attn)
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)  # padded keys must not poison them
+        if task_name == "toy-cnn":
+            pairs = [(_channels(s), _channels(t)) for s, t in zip(resnet_stages(student), resnet_stages(teacher))]
+            assert any(c_s < c_t for c_s, c_t in pairs)  # the pruning narrowed some stage outputs
+            assert [(p.in_channels, p.out_channels) for p in feats.projections.values()] == pairs
+            assert all(p.weight.grad is not None for p in feats.projections.values())
+        else:
+            assert feats.heads == [(1, 2), (1, 2)] and feats.averaged == [0, 1] and attn > 0

@@ -1,19 +1,21 @@
 """Configs of the distillation methods: typed, torch-free, each checked by `MethodConfig`.
 
 Every method trains the same kind of student (`StudentConfig`: how it is shrunk from the task's
-model and how it is initialised), so the no-teacher control and the KD variants differ in their
-loss alone.
+model and how it is initialised, or `student=input`: the model the method is given, e.g. a pruned
+one in a pipeline), so the no-teacher control and the KD variants differ in their loss alone.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from slimbench.core.config import MethodConfig, check, setting
 
 STUDENT_HELP = ("the student's model-builder arguments (the task's `model.kwargs` overridden), given in a config "
                 "file or as JSON, e.g. {\"channels\": [16, 24, 24, 48]} for a timm ResNet or "
-                "{\"num_hidden_layers\": 2} for a transformer; empty: derived from depth and width")
+                "{\"num_hidden_layers\": 2} for a transformer; empty: derived from depth and width; 'input': the "
+                "model the method is given is the student (e.g. the pruned model of an earlier pipeline stage), "
+                "trained as it is against the frozen teacher (depth, width and init do not apply)")
 WIDTH_HELP = ("when `student` is empty: channels of a timm ResNet, or FFN neurons of a transformer, scaled by "
               "this (kept multiples of 8); above 1 makes a larger student (allowed, flagged in the run)")
 DEPTH_HELP = ("when `student` is empty: fraction of a transformer's layers kept (at least one), or of each "
@@ -26,11 +28,16 @@ MAP_HELP = ("teacher layers the student's transformer layers copy and (feature d
             "';'-separated indices; empty: evenly spaced, ending with the last layer (6 -> 3: 1;3;5)")
 
 
+def _shown(value: Any) -> str:
+    """A value as it is written in a spec (`layer_map=1;3`)."""
+    return ";".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 @dataclass(frozen=True)
 class StudentConfig(MethodConfig):
     """A student built by the task's own builder, trained for the task's fine-tuning budget."""
 
-    student: dict[str, Any] = setting(help=STUDENT_HELP, default_factory=dict)
+    student: dict[str, Any] | Literal["input"] = setting(help=STUDENT_HELP, default_factory=dict)
     depth: float = setting(0.5, DEPTH_HELP, gt=0, le=1)
     width: float = setting(0.75, WIDTH_HELP, gt=0, le=4)
     init: Literal["teacher", "leading", "scratch"] = setting("teacher", INIT_HELP)
@@ -39,9 +46,24 @@ class StudentConfig(MethodConfig):
                                    "teacher's function may recover faster with a larger one); the step budget is "
                                    "the task's either way", gt=0, le=100)
 
+    # with student=input there is nothing to derive or copy: these fields do not apply (FeatureConfig
+    # keeps layer_map, which also says which teacher layer each student layer imitates)
+    INPUT_UNUSED: ClassVar[tuple[str, ...]] = ("depth", "width", "init", "layer_map")
+
+    @property
+    def from_input(self) -> bool:
+        """Whether the student is the model the method is given (`student=input`)."""
+        return self.student == "input"
+
     def validate(self) -> None:
         check(len(set(self.layer_map)) == len(self.layer_map),
               f"layer_map={list(self.layer_map)} repeats a teacher layer; name each once")
+        if self.from_input:
+            default = type(self)()
+            unused = [f"{k}={_shown(getattr(self, k))}" for k in self.INPUT_UNUSED
+                      if getattr(self, k) != getattr(default, k)]
+            check(not unused, f"student=input trains the given model as it is, so {', '.join(unused)} cannot apply "
+                              f"(they shape and initialise a derived student); drop them, or give no student=input")
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,8 @@ class DKDConfig(StudentConfig):
 class FeatureConfig(KDConfig):
     """Logit KD plus intermediate features: FitNets-style hints through learned 1x1 projections
     (CNN stages), hidden states and attention maps (transformer layers, TinyBERT/MiniLM-style)."""
+
+    INPUT_UNUSED: ClassVar[tuple[str, ...]] = ("depth", "width", "init")
 
     feature: float = setting(1.0, "weight of the feature (hint / hidden-state MSE) term", ge=0)
     attention: float = setting(1.0, "transformers: weight of the attention-map KL term (per head, over valid "

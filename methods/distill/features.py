@@ -5,7 +5,11 @@ conv to the teacher's channel count, regresses the teacher's stage output (MSE).
 (TinyBERT/MiniLM-style): student layer i imitates teacher layer layer_map[i], its hidden states by
 MSE (through a learned linear map when the widths differ) and its attention maps by KL, per head,
 over the keys the padding mask allows. Attention maps are computed from the hooked query/key
-projections, so they do not depend on which attention kernel the model runs.
+projections, so they do not depend on which attention kernel the model runs. A student layer with
+another head count than its teacher layer (heads pruned by `prune.structured` before
+`distill.feature:student=input`) matches the head-averaged map instead: which teacher head a kept
+head was is not recorded, and the average is defined for any count. Likewise every CNN stage has
+its own 1x1 projection, so a student whose channels were pruned maps onto the teacher's widths.
 
 The projections train with the student (their own optimizer group) and are discarded after: the
 artifact is the student alone.
@@ -71,13 +75,9 @@ class FeatureLoss:
             self.pairs = len(mapping)
             self.s_taps = Taps(_attention_modules(s_layers, list(range(len(mapping)))))
             self.t_taps = Taps(_attention_modules(t_layers, mapping))
-            self.heads = (s_layers[0].attention.self.num_attention_heads,
-                          t_layers[0].attention.self.num_attention_heads)
-            if attention and self.heads[0] != self.heads[1]:
-                from slimbench.core.config import ConfigError
-                raise ConfigError(f"{owner}: attention maps are matched head by head, but the student has "
-                                  f"{self.heads[0]} heads and the teacher {self.heads[1]}; keep the head count "
-                                  "or set attention=0")
+            self.heads = [(s_layers[j].attention.self.num_attention_heads,
+                           t_layers[i].attention.self.num_attention_heads) for j, i in enumerate(mapping)]
+            self.averaged = [j for j, (h_s, h_t) in enumerate(self.heads) if h_s != h_t]
             s_w = s_layers[0].attention.self.query.in_features
             t_w = t_layers[0].attention.self.query.in_features
             if s_w != t_w:
@@ -109,8 +109,10 @@ class FeatureLoss:
             diff = (proj(s[f"h{j}"]) - t[f"h{j}"]).pow(2).mean(-1)
             hidden = hidden + (diff[keep].mean() if keep is not None else diff.mean())
             if self.attention_weight:
-                log_s = attention_logprobs(s[f"q{j}"], s[f"k{j}"], self.heads[0], mask)
-                log_t = attention_logprobs(t[f"q{j}"], t[f"k{j}"], self.heads[1], mask)
+                log_s = attention_logprobs(s[f"q{j}"], s[f"k{j}"], self.heads[j][0], mask)
+                log_t = attention_logprobs(t[f"q{j}"], t[f"k{j}"], self.heads[j][1], mask)
+                if j in self.averaged:
+                    log_s, log_t = _head_mean(log_s), _head_mean(log_t)
                 kl = (log_t.exp() * (log_t - log_s)).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)
                 attn = attn + (kl.mean(1)[keep].mean() if keep is not None else kl.mean())
         return hidden / self.pairs, attn / self.pairs if torch.is_tensor(attn) else torch.zeros(())
@@ -118,6 +120,12 @@ class FeatureLoss:
     def close(self) -> None:
         self.s_taps.close()
         self.t_taps.close()
+
+
+def _head_mean(logp: torch.Tensor) -> torch.Tensor:
+    """log of the head-averaged attention distribution, [B, 1, L, L]. Padded keys (-inf) are floored
+    first: logsumexp over all -inf has a NaN gradient; exp(-1e4) is still exactly 0 in the KL."""
+    return torch.logsumexp(logp.clamp_min(-1e4), 1, keepdim=True) - math.log(logp.shape[1])
 
 
 def _channels(stage: nn.Sequential) -> int:

@@ -2,9 +2,11 @@
 
 Each builds a student with the task's own builder (`students`), trains it for the task's whole
 fine-tuning budget with its loss, and returns it with the builder overrides, so the artifact
-reloads as `task.build_model(**overrides)` plus the saved tensors. The last step is what is
-measured (no best-checkpoint picking). `distill.scratch` is the control every KD row is read
-against: same student, init, budget and seeds, labels only.
+reloads as `task.build_model(**overrides)` plus the saved tensors. With `student=input` the student
+is the model `compress` is given instead (a pruned model in `prune.structured+distill.kd:student=input`),
+its architecture kept, so nothing is overridden. The last step is what is measured (no
+best-checkpoint picking). `distill.scratch` is the control every KD row is read against: same
+student, init, budget and seeds, labels only (with `student=input`: plain fine-tuning).
 """
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ class DistillMethod(Method):
     followable = True  # a dense student
     config_cls = StudentConfig
     default_seeds: ClassVar[int] = 3  # KD gains are often within seed noise: the default suite runs three
+
+    @property
+    def starts_from(self) -> str:  # type: ignore[override]
+        """A derived or given student starts from the teacher (its input is ignored); student=input
+        trains the input."""
+        return "input" if self.config.from_input else "teacher"
 
     def supports(self, task, device):
         return None if self.config.student else self.model_reason(task)
@@ -39,9 +47,10 @@ class DistillMethod(Method):
         return None, [], None
 
     def compress(self, model, ctx: CompressionContext) -> Compressed:
-        from slimbench.methods.distill.students import build_student
+        from slimbench.methods.distill.students import build_student, input_student
 
-        student, over, info = build_student(ctx, self.config, self.name)
+        student, over, info = input_student(model, ctx) if self.config.from_input else \
+            build_student(ctx, self.config, self.name)
         loss, extra, cleanup = self._loss(student, ctx.teacher, ctx, info)
         try:
             if ctx.budget_steps > 0:
@@ -162,10 +171,14 @@ class Feature(DistillMethod):
         from slimbench.methods.common.children import layer_map
 
         c = self.config
+        mapping = layer_map(teacher, student, c.layer_map, self.name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
-            feats = FeatureLoss(student, teacher, layer_map(teacher, student, c.layer_map, self.name),
-                                c.attention, self.name)
+            feats = FeatureLoss(student, teacher, mapping, c.attention, self.name)
+        if mapping:
+            info.setdefault("layer_map", mapping)
+        if feats.kind == "transformer" and feats.averaged and c.attention:
+            info["attention_head_averaged"] = feats.averaged  # student layers whose head count differs
         feats.projections.to(ctx.device)
         parts = {"feature": 0.0, "attention": 0.0}
 

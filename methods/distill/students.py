@@ -1,4 +1,5 @@
-"""Students: what they are built as (builder overrides) and what they start from (the teacher).
+"""Students: what they are built as (builder overrides) and what they start from (the teacher), or,
+with `student=input`, the model the method was given.
 
 A student is always `task.build_model(**overrides)`, so its artifact reloads through the same
 door as any model: the suite rebuilds it from the recorded overrides and loads the bytes.
@@ -61,12 +62,6 @@ def _resnet_student(net: nn.Module, stages: list[nn.Module], cfg: "StudentConfig
     return over
 
 
-
-
-
-
-
-
 def build_student(ctx, cfg: "StudentConfig", owner: str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(student on the run's device, its builder overrides, what the run records about it)."""
     teacher = ctx.teacher
@@ -89,3 +84,12 @@ def build_student(ctx, cfg: "StudentConfig", owner: str) -> tuple[nn.Module, dic
     if n_s > n_t:
         info["note"] = f"student larger than its teacher ({n_s:,} vs {n_t:,} parameters)"
     return student, over, info
+
+
+def input_student(model: nn.Module, ctx) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """`student=input`: the model `compress` was given (a private copy) is the student, as it is, on
+    the run's device: its architecture is the input's, so there are no builder overrides."""
+    student = model.to(ctx.device)
+    n_s, n_t = (sum(p.numel() for p in m.parameters()) for m in (student, ctx.teacher))
+    return student, {}, {"student": "input", "student_params": n_s, "teacher_params": n_t,
+                         "params_ratio": round(n_t / n_s, 3)}
