@@ -1,7 +1,10 @@
-"""What the GPU kernel benchmarks share: the CUDA-event timer, CUDA-graph capture, their start-up
-(the --smoke guard, the device check, the slimbench shim) and the record's file name.
+"""What the GPU kernel benchmarks share: the median of CUDA-event timings with an L2 flush, CUDA-graph
+capture of a model, their start-up (the --smoke guard, the device check, the slimbench shim) and the
+record's file name.
 
-One copy, so that every script times the same way and its numbers compare with the others'."""
+The event timer and the capture are the suite's own (`suite.measure.latency`), so the benchmarks
+time as the harness does; they are imported inside the functions, after `start` has made `slimbench`
+importable on a machine where it is not installed."""
 from __future__ import annotations
 
 import os
@@ -19,12 +22,15 @@ def rel_err(out, ref) -> float:
 def median_ms(fn, torch, reps: int, device: str, flush: bool = True, warm: int = 10) -> float:
     """Median ms of `fn` over `reps` CUDA-event-timed calls after `warm` untimed ones, L2 flushed
     before each call if asked (small weights would otherwise sit in L2 and look free). On the CPU
-    (--smoke) one wall-clock call after one warm-up: the code path, not a number."""
+    (--smoke) one wall-clock call after one warm-up: the code path, not a number. The event
+    timer is the suite's (`suite.measure.latency`), imported after `start` has made it importable."""
     if device == "cpu":
         fn()
         t0 = time.perf_counter()
         fn()
         return (time.perf_counter() - t0) * 1e3
+    from slimbench.suite.measure.latency import cuda_event_ms
+
     cache = torch.empty(256 << 20, dtype=torch.int8, device=device) if flush else None
     for _ in range(warm):
         fn()
@@ -33,29 +39,17 @@ def median_ms(fn, torch, reps: int, device: str, flush: bool = True, warm: int =
     for _ in range(reps):
         if cache is not None:
             cache.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(cuda_event_ms(fn))
     return sorted(times)[len(times) // 2]
 
 
 def capture_graph(model, inputs: dict, torch):
-    """One forward captured as a CUDA graph; returns (replay, static output). Three eager calls on
-    a side stream first compile Triton kernels and settle the allocator."""
+    """One forward captured as a CUDA graph (`suite.measure.latency.capture_graph`, three warm-up
+    calls, in inference mode); returns (replay, static output)."""
+    from slimbench.suite.measure.latency import capture_graph as capture
+
     with torch.inference_mode():
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                model(**inputs)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = model(**inputs)
-    return graph.replay, out
+        return capture(lambda: model(**inputs), warmup=3)
 
 
 def start(tool: str, smoke: bool, torch) -> tuple[str | None, int]:

@@ -102,33 +102,45 @@ def _time_cpu(fn: Callable[[], Any], cfg: LatencyConfig) -> list[float]:
     return samples
 
 
+def capture_graph(fn: Callable[[], Any], warmup: int = 3) -> tuple[Callable[[], Any], Any]:
+    """`fn()` captured once as a CUDA graph: (replay, the static output each replay overwrites).
+
+    The `warmup` calls run on a side stream first: capture requires it, and they compile Triton
+    kernels and settle the allocator. The one capture code, shared with benchmarks/gpu_common.py."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph.replay, out
+
+
+def cuda_event_ms(call: Callable[[], Any], events: tuple[Any, Any] | None = None) -> float:
+    """GPU time of one `call()` in ms between two CUDA events (launch gaps included), waited for.
+    `events`: a (start, end) pair to reuse. The one event timer, shared with benchmarks/gpu_common.py."""
+    start, end = events or (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+    start.record()
+    call()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
 def _time_cuda(fn: Callable[[], Any], device: torch.device, cfg: LatencyConfig) -> list[float]:
     with torch.cuda.device(device):
-        call = fn
-        if cfg.cuda_graph:
-            # Warm up on a side stream (required before capture), then capture once.
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(max(cfg.warmup, 3)):
-                    fn()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            call = graph.replay
+        call = capture_graph(fn, max(cfg.warmup, 3))[0] if cfg.cuda_graph else fn
         for _ in range(cfg.warmup):
             call()
         torch.cuda.synchronize()
         samples: list[float] = []
         elapsed = 0.0
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         while _keep_going(len(samples), elapsed, cfg):
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            ms = start.elapsed_time(end)
+            ms = cuda_event_ms(call, events)
             elapsed += ms / 1e3
             samples.append(ms)
         return samples
