@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.methods.quant.w8a8 import cpu_int_mm_exact
     from slimbench.suite.context import make_context
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
-    from slimbench.suite.measure.pipeline import compiled
+    from slimbench.suite.measure.reloaded import compiled
     from slimbench.suite.provenance import capability, device_name
     from slimbench.tasks import get_task
 

@@ -104,7 +104,7 @@ def run_one(spec, name, model, make_inputs, batches, dev, args) -> dict:
     from slimbench.suite.context import make_context
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
     from slimbench.suite.measure.memory import peak_memory
-    from slimbench.suite.measure.pipeline import compiled
+    from slimbench.suite.measure.reloaded import compiled
 
     row: dict = {"model": name, "method": spec}
     method = create_method(spec)

@@ -16,8 +16,10 @@ Schema 2 (`run.json`):
      "baseline": {"key", "steps", "train_seconds"},
      "metrics": {"accuracy", "balanced_accuracy", "eval_examples", "size_bytes", "tensors_bytes",
                  "meta_bytes", "index_bytes", "params_total", "params_nonzero", "weights_bytes",
-                 "flops_dense", "flops_effective", "bops", "compress_seconds"},
-     "method_metrics": {...what the method reported: sparsity per layer, ranks, search cost...},
+                 "sparsity", "weights_counted", "flops_dense", "flops_effective", "bops",
+                 "compress_seconds"},
+     "sparsity_layers": {layer: share of zeros in the weight it computes with} (measured),
+     "method_metrics": {...what the method reported: its own sparsity, ranks, search cost...},
      "budget": {"finetune": {"used", "budget"}, "search": {"used", "budget"}},
      "latency": [{"device", "device_name", "batch_size", "median_ms", "p90_ms", "mean_ms", "std_ms",
                   "runs", "threads", "dtype", "graph" (CUDA: replayed as one captured CUDA graph)}],
@@ -129,6 +131,7 @@ class RunRecord:
     baseline: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     method_metrics: dict[str, Any] = field(default_factory=dict)
+    sparsity_layers: dict[str, float] = field(default_factory=dict)  # measured by the suite, per weight layer
     budget: dict[str, dict[str, int]] = field(default_factory=dict)
     latency: list[LatencyPoint] = field(default_factory=list)
     memory: list[MemoryPoint] = field(default_factory=list)
@@ -163,7 +166,8 @@ class RunRecord:
             status=str(d.get("status") or "FAILED"), command=d.get("command"),
             invocation=str(d.get("invocation") or ""),
             baseline=dict(d.get("baseline") or {}), metrics=dict(d.get("metrics") or {}),
-            method_metrics=dict(d.get("method_metrics") or {}), budget=dict(d.get("budget") or {}),
+            method_metrics=dict(d.get("method_metrics") or {}),
+            sparsity_layers=dict(d.get("sparsity_layers") or {}), budget=dict(d.get("budget") or {}),
             latency=points(LatencyPoint, "latency"), memory=points(MemoryPoint, "memory"),
             latency_unsupported=dict(d.get("latency_unsupported") or {}),
             warnings=list(d.get("warnings") or []), provenance=dict(d.get("provenance") or {}),

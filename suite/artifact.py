@@ -9,7 +9,8 @@ before measuring, so a method cannot claim a size its saved form does not have.
 - `model.json`: format version, method name/family/config, the method's `meta` (what its
   restore needs), `build_overrides` (the task-builder arguments of the restore skeleton, when
   the architecture changed), a dtype/shape summary per stored tensor, the alias map, the
-  parameter counts and the bytes of index tensors (sparse masks, indices, N:M metadata).
+  parameter counts of the stored tensors and the bytes of index tensors (sparse masks,
+  indices, N:M metadata).
 
 Tied weights: state_dict keys whose tensor is the very same data (same data pointer,
 dtype, shape and strides as an earlier key) are not stored again; `aliases` maps each
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping
 
 import torch
 from torch import nn
@@ -73,8 +74,8 @@ def index_names(model: nn.Module) -> set[str]:
     return names
 
 
-def count_params(model: nn.Module, meta: Mapping[str, Any] | None = None) -> tuple[int, int]:
-    """(total, nonzero) numbers stored in the model's weights.
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, nonzero) numbers stored in the model's weights, counted by the suite.
 
     Counts elements of every floating-point or integer tensor in `model.state_dict()`,
     each distinct tensor once (tied weights count once), as stored: a uint8 tensor
@@ -83,22 +84,30 @@ def count_params(model: nn.Module, meta: Mapping[str, Any] | None = None) -> tup
     sparse layer counts its values, not their positions) and the running statistics of
     normalization layers (BatchNorm `running_mean`/`running_var`/`num_batches_tracked`),
     which are not weights; so an unmodified model usually counts exactly its parameters.
-    A method that knows better (e.g. logical weights inside packed storage) puts
-    `params_total` / `params_nonzero` in its meta; those take precedence.
+    A method's own figure (e.g. logical weights inside packed storage, `params_total` in its
+    meta) is recorded beside this count as the method's, never instead of it.
     """
+    stored, _ = _dedupe(model.state_dict())
+    return count_tensors(stored, _norm_stat_names(model) | index_names(model))
+
+
+def count_tensors(tensors: Mapping[str, torch.Tensor], skip: set[str]) -> tuple[int, int]:
+    """(total, nonzero) elements of the weight tensors among `tensors` (see `count_params`)."""
     total = nonzero = 0
-    if meta is None or "params_total" not in meta or "params_nonzero" not in meta:
-        skip = _norm_stat_names(model) | index_names(model)
-        stored, _ = _dedupe(model.state_dict())
-        for name, t in stored.items():
-            if name in skip or t.dtype == torch.bool or t.is_complex():
-                continue
-            total += t.numel()
-            nonzero += _nonzero(t)
-    if meta is not None:
-        total = int(meta.get("params_total", total))
-        nonzero = int(meta.get("params_nonzero", nonzero))
+    for name, t in tensors.items():
+        if name in skip or t.dtype == torch.bool or t.is_complex():
+            continue
+        total += t.numel()
+        nonzero += _nonzero(t)
     return total, nonzero
+
+
+def stored_params(out_dir: Path, model: nn.Module) -> tuple[int, int]:
+    """(total, nonzero) of the tensors the artifact's file holds, classified (index tensors,
+    normalization statistics) by `model`'s layers: what a reloaded model may hold, no more."""
+    tensors, doc = read_artifact(out_dir)
+    distinct = {k: t for k, t in tensors.items() if k not in doc.get("aliases", {})}
+    return count_tensors(distinct, _norm_stat_names(model) | index_names(model))
 
 
 def _nonzero(t: torch.Tensor) -> int:
@@ -155,7 +164,7 @@ def save_artifact(result: "Compressed | nn.Module", method: "Method", out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     stored, aliases = _dedupe(model.state_dict())
     tensors = _to_storable(stored)
-    total, nonzero = count_params(model, extra)
+    total, nonzero = count_params(model)
     indices = index_names(model)
     index_bytes = sum(t.numel() * t.element_size() for k, t in tensors.items() if k in indices)
     doc = {
@@ -197,13 +206,15 @@ def read_artifact(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return tensors, doc
 
 
-def load_artifact(out_dir: Path, build_model: Callable[..., nn.Module], method: "Method") -> nn.Module:
+def load_artifact(out_dir: Path, build_model: Callable[..., nn.Module], method: "Method",
+                  guard: Callable[[], ContextManager[Any]] | None = None) -> nn.Module:
     """Rebuild the compressed model from the artifact's bytes alone:
     `method.restore(build_model(**build_overrides), tensors, meta)`.
 
     `build_model` builds a freshly initialised model of the task (`Task.build_model`), never
     a copy of the trained baseline; the method must be the one that wrote the artifact, with
-    the same config (a restore builds its layers from the config).
+    the same config (a restore builds its layers from the config). `guard()`, when given, is
+    entered around the method's restore alone (the measurement's file audit).
     """
     from slimbench.core.config import to_dict
 
@@ -217,4 +228,7 @@ def load_artifact(out_dir: Path, build_model: Callable[..., nn.Module], method: 
                          if written.get(k) != ours.get(k))
         raise ValueError(f"artifact in {out_dir} was written by {saved} with another config: {diff}")
     skeleton = build_model(**doc.get("build_overrides", {}))
-    return method.restore(skeleton, tensors, doc.get("meta", {}))
+    if guard is None:
+        return method.restore(skeleton, tensors, doc.get("meta", {}))
+    with guard():
+        return method.restore(skeleton, tensors, doc.get("meta", {}))

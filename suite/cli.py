@@ -144,7 +144,7 @@ def cmd_run(args) -> int:
     with contextlib.ExitStack() as stack:
         if args.executor == "ray":
             opts = _ray_store(opts, stack, args.address)
-        harness = Harness(opts)
+        harness = stack.enter_context(Harness(opts))
         n_seeds = f"{len(seeds)} seed(s)" if seeds is not None else "each method's default seeds"
         log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {n_seeds}; "
             f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}; executor {args.executor}")

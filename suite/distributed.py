@@ -12,7 +12,7 @@ What is shared and what is per run:
 Faults: a run whose worker dies, or that passes `--run-timeout`, is ended KILLED in the store (its
 runs are found by the attempt tag) and retried up to `--retries` times. Ctrl-C cancels every
 pending task and ends their runs KILLED. A re-run skips FINISHED keys, and two drivers on the same
-grid never both finish a key (`Tracker.claim`). No scheduler or RPC of our own: Ray places tasks.
+grid never both finish a key (`suite.claims`). No scheduler or RPC of our own: Ray places tasks.
 """
 from __future__ import annotations
 
@@ -114,8 +114,8 @@ def _run_remote(opts: dict[str, Any], spec: tuple[str, str, int]) -> dict[str, A
     """One run inside a Ray worker: a harness of its own, the same `run_one` as the local executor."""
     opts = {**opts, "results_dir": Path(opts["results_dir"]), "log": lambda msg: print(msg, file=sys.stderr)}
     from slimbench.suite.progress import ProgressConfig
-    harness = Harness(RunOptions(**opts, progress=ProgressConfig(False)))
-    res = harness.run_one(RunSpec(*spec))
+    with Harness(RunOptions(**opts, progress=ProgressConfig(False))) as harness:
+        res = harness.run_one(RunSpec(*spec))
     return {"status": res.status, "run_id": res.run_id, "error": res.error}
 
 
@@ -176,7 +176,7 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
             submit(*queue.pop(0))
 
     def retry_or_fail(i: int, attempt: int, tag: str, why: str) -> None:
-        killed = harness.tracker.mark_killed(tag, why)
+        killed = harness.tracker.claims.mark_killed(tag, why)
         spec = specs[i]
         log(f"  {spec.task} · {spec.method} · seed {spec.seed}: {why}"
             + (f" (run {', '.join(killed)} ended KILLED)" if killed else ""))
@@ -200,7 +200,7 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
                     out = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # raised outside the run's own handling: a bug, not luck
                     cause = exc.cause if exc.cause is not None else exc
-                    harness.tracker.mark_killed(tag, f"{type(cause).__name__}: {cause}")
+                    harness.tracker.claims.mark_killed(tag, f"{type(cause).__name__}: {cause}")
                     results[i] = RunResult(specs[i], "FAILED", error=f"{type(cause).__name__}: {cause}")
                     log(f"  {specs[i].task} · {specs[i].method}: FAILED ({type(cause).__name__}: {cause})")
                     continue
@@ -224,6 +224,6 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
         if pending:
             ray.wait(list(pending), num_returns=len(pending), timeout=10)
         for _, _, tag, _ in pending.values():
-            harness.tracker.mark_killed(tag, "the driver was interrupted (Ctrl-C)")
+            harness.tracker.claims.mark_killed(tag, "the driver was interrupted (Ctrl-C)")
         raise
     return [results[i] for i in range(len(specs))]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 GROUP = "slimbench.methods"
+NO_CHECK_RAN = 3  # exit code: every method declined every task, so nothing was verified
 DEFAULT_TASKS = ("toy-cnn", "toy-transformer")
 
 
@@ -39,6 +40,8 @@ def configure(p) -> None:
                    help="where the standard tasks' baseline cache lives (default results/)")
     c.add_argument("--timeout", type=float, default=600.0, help="seconds per method before it is killed (default 600)")
     c.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
+    c.epilog = ("exit codes: 0 every method passed on the tasks it supports, 1 a check failed, 2 TARGET names "
+                f"nothing, {NO_CHECK_RAN} no check ran (every method declined every task as unsupported)")
     n = sub.add_parser("new", help="write a ready plugin package: pyproject with the entry point, config, method, "
                                    "README and a conformance test")
     n.add_argument("name", metavar="NAME", help="the method name users will type, e.g. myq or mylab.prune")
@@ -179,13 +182,18 @@ def check(args) -> int:
         if not args.json:
             print(render(results[-1]), flush=True)
     ok = all(r["status"] != "fail" for r in results)
+    checked = any(r["status"] == "pass" for r in results)  # at least one method ran its checks somewhere
     if args.json:
-        print(json.dumps({"target": args.target, "tasks": tasks, "passed": ok, "methods": results}, indent=1))
+        print(json.dumps({"target": args.target, "tasks": tasks, "passed": ok and checked, "checked": checked,
+                          "methods": results}, indent=1))
+    elif ok and not checked:
+        print(f"{args.target}: NO CHECK RAN: every method declined every task ({', '.join(tasks)}) as unsupported; "
+              "nothing was verified (give --tasks it supports)")
     else:
         failed = sum(r["status"] == "fail" for r in results)
         print(f"{args.target}: {len(results) - failed} of {len(results)} method(s) passed" +
               ("" if ok else f"; {failed} FAILED"))
-    return 0 if ok else 1
+    return 1 if not ok else 0 if checked else NO_CHECK_RAN
 
 
 def render(r: dict[str, Any]) -> str:

@@ -1,11 +1,14 @@
 """The harness: task -> baseline -> method -> artifact -> measurements -> MLflow run.
 
 Every run measures the model *reloaded from its serialized artifact* onto a freshly built
-model, so size, accuracy and latency all describe the same bytes a user would ship. A method
-sees train and validation data only (its context is built by `make_context`); the test split
-is read once, by the final measurement. A method that raises is recorded as FAILED (traceback
-attached) and the other runs go on; every task's baseline row is measured first when the store
-has none for this device, so every row shows its deltas.
+model, in a process that never ran the method's `compress` (`measure.isolated.MeasureWorker`),
+so size, accuracy and latency all describe the same bytes a user would ship and nothing else. A
+method sees train and validation data only (its context is built by `make_context`), and every
+task's test split is sealed while it compresses (`tasks.seal`): a method that reads it fails,
+even if it swallows the error. The test split is read once, by the final measurement. A method
+that raises is recorded as FAILED (traceback attached) and the other runs go on; every task's
+baseline row is measured first when the store has none for this device, so every row shows its
+deltas.
 """
 from __future__ import annotations
 
@@ -135,6 +138,27 @@ class Harness:
         self.cache_dir = opts.results_dir / "cache"
         self._tasks: dict[str, Any] = {}
         self._baselines: dict[str, Any] = {}
+        self._measurer = None
+
+    @property
+    def measurer(self):
+        """The measurement process, started on first use (see `measure.isolated`)."""
+        if self._measurer is None:
+            from slimbench.suite.measure.isolated import MeasureWorker
+            self._measurer = MeasureWorker(self.opts.progress)
+        return self._measurer
+
+    def close(self) -> None:
+        """End the measurement process (it also ends with this process)."""
+        if self._measurer is not None:
+            self._measurer.close()
+            self._measurer = None
+
+    def __enter__(self) -> "Harness":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def task(self, name: str):
         if name not in self._tasks:
@@ -258,6 +282,8 @@ class Harness:
             raise
         except Exception as exc:  # one failing method must not lose the other runs
             tb = traceback.format_exc()
+            if getattr(exc, "details", ""):  # it failed in the measurement process: its own traceback too
+                tb += f"\nIn the measurement process:\n{exc.details}"
             record.status, record.error = "FAILED", f"{type(exc).__name__}: {exc}"
             self.tracker.log_text(run_id, "traceback.txt", tb)
             self.opts.log(f"  FAILED: {type(exc).__name__}: {exc}")
@@ -276,9 +302,12 @@ class Harness:
         import torch
 
         from slimbench.methods.base import Unsupported, as_compressed
+        from slimbench.core.record import LatencyPoint, MemoryPoint
+        from slimbench.suite.artifact import save_artifact
         from slimbench.suite.context import make_context
         from slimbench.suite.costs import CostTable
-        from slimbench.suite.measure.pipeline import measure
+        from slimbench.suite.measure.isolated import probe_differs, write_probe
+        from slimbench.tasks.seal import TEST_READ, sealed
 
         baseline, base_info = self.baseline(task)
         record.baseline.update({k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info})
@@ -293,24 +322,43 @@ class Harness:
                            prior_candidates=None if self.opts.force else  # --force: search again
                            functools.partial(self.tracker.prior_candidates, record.run_key, run_id))
         torch.manual_seed(seed)
-        t0 = time.perf_counter()
+        since, t0 = time.time(), time.perf_counter()
         try:
-            compressed = as_compressed(method.compress(copy.deepcopy(baseline).to(self.device), ctx))
+            with sealed() as wire:
+                compressed = as_compressed(method.compress(copy.deepcopy(baseline).to(self.device), ctx))
         except Unsupported as exc:
             record.method_metrics = _jsonable(exc.metrics)
             raise
         finally:
             record.budget = ctx.ledger.summary()
+        if wire.tripped:  # it caught the error and went on: the run is void all the same
+            raise RuntimeError(f"{TEST_READ} ({'; '.join(wire.reads[:3])}) and went on after the error")
         record.metrics["compress_seconds"] = round(time.perf_counter() - t0, 3)
         record.method_metrics = _jsonable(compressed.metrics)
-        compressed.model = compressed.model.to("cpu").eval()
         out_dir = self.opts.results_dir / "tmp" / run_id
+        probe_dir = self.opts.results_dir / "tmp" / f"{run_id}-probe"
         try:
-            measured = measure(task, method, compressed, out_dir=out_dir, record=record, device=self.device,
-                               latency_devices=self.latency_devices, threads=self.threads,
-                               latency_profile=LATENCY_PROFILES[cfg.profile], progress=self.opts.progress,
-                               compile_mode=self.opts.compile)
-            self.tracker.log_dir(run_id, measured.artifact_dir, "artifact")
+            save_artifact(compressed, method, out_dir)
+            probe = write_probe(task, compressed.model.to("cpu").eval(), probe_dir)
+            del compressed, ctx
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()  # the measurement process needs the GPU's memory now
+            parts = self.measurer.measure(task, method, out_dir, since=since, device=self.device,
+                                          latency_devices=self.latency_devices, threads=self.threads,
+                                          latency_profile=LATENCY_PROFILES[cfg.profile],
+                                          compile_mode=self.opts.compile, probe=probe)
+            if (differs := probe_differs(probe)):
+                record.warnings.append(differs)
+                self.opts.log(f"  WARNING: {differs}")
+            record.metrics.update(parts["metrics"])
+            record.method_metrics.update({k: v for k, v in parts["method_metrics"].items()
+                                          if k not in record.method_metrics})
+            record.sparsity_layers = parts["sparsity_layers"]
+            record.latency += [LatencyPoint(**p) for p in parts["latency"]]
+            record.memory += [MemoryPoint(**p) for p in parts["memory"]]
+            record.latency_unsupported.update(parts["latency_unsupported"])
+            record.warnings += parts["warnings"]
+            self.tracker.log_dir(run_id, out_dir, "artifact")
             floor, acc = cfg.min_accuracy, record.metrics.get("accuracy")
             if method.name == BASELINE and floor is not None and acc is not None and acc < floor:
                 record.warnings.append(f"baseline accuracy {acc:.4f} is below the task's documented "
@@ -318,6 +366,7 @@ class Harness:
                 self.opts.log(f"  WARNING: {record.warnings[-1]}")
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
+            shutil.rmtree(probe_dir, ignore_errors=True)
 
 
 class _Heartbeat:

@@ -109,28 +109,54 @@ def conformance_tasks():
 
 @pytest.fixture
 def guarded_compress():
-    """`compress(method, task, baseline, seed=0) -> (Compressed, ctx)` as the harness does, test split tripwired."""
+    """`compress(method, task, baseline, seed=0) -> (Compressed, ctx)` as the harness does, test splits sealed."""
     return compress_guarded
 
 
 @pytest.fixture
-def method_contract():
+def hook_method(monkeypatch):
+    """`Hook` (tests/plugins/harness_doubles.py), registered as `test.hook` for this test only: a method
+    whose compress the test sets with `monkeypatch.setattr(hook_method, "on_compress", fn)`."""
+    from slimbench.methods import METHODS
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    from harness_doubles import Hook
+
+    METHODS.names()  # load the built-ins first: the entry is added beside them
+    monkeypatch.setitem(METHODS._entries, Hook.name, Hook)
+    monkeypatch.setitem(METHODS._origin, Hook.name, "harness_doubles:Hook")
+    return Hook
+
+
+@pytest.fixture(scope="session")
+def measure_worker():
+    """One measurement process for the session (it reloads artifacts where no compress ran)."""
+    from slimbench.suite.measure.isolated import MeasureWorker
+
+    with MeasureWorker() as worker:
+        yield worker
+
+
+@pytest.fixture
+def method_contract(measure_worker):
     """`check(method_factory, task, baseline, tmp_path) -> reloaded model`: the conformance checks."""
-    return check_method
+    def check(method_factory, task, baseline, tmp_path):
+        return check_method(method_factory, task, baseline, tmp_path, measure_worker)
+    return check
 
 
 def compress_guarded(method, task, baseline, seed=0, trainer=None):
-    """Compress as the harness does (one context factory), the test split tripwired."""
+    """Compress as the harness does (one context factory), test splits sealed."""
     from slimbench.suite.conformance import compress_guarded as guarded
     return guarded(method, task, baseline, seed, trainer)
 
 
-def check_method(method_factory, task, baseline, tmp_path):
+def check_method(method_factory, task, baseline, tmp_path, worker=None):
     """The whole method contract on one task (`slimbench.suite.conformance`, which `slimbench plugin
     check` runs too); returns the model reloaded from the artifact."""
     from slimbench.suite.conformance import Unsupported, check_method as check
 
     try:
-        return check(method_factory, task, baseline, tmp_path)
+        return check(method_factory, task, baseline, tmp_path, worker)
     except Unsupported as exc:
         pytest.skip(str(exc))

@@ -134,8 +134,17 @@ def test_count_params_rules() -> None:
     total, nonzero = count_params(model)
     assert total == expected_total == 4 * 27 + 4 + 4 + 4
     assert nonzero == 4 + 4  # conv bias + BN weight (ones); BN bias and conv weight are 0
-    assert count_params(model, {"params_total": 7, "params_nonzero": 3}) == (7, 3)
-    assert count_params(model, {"params_total": 7}) == (7, nonzero)
+
+
+def test_a_methods_own_parameter_count_never_replaces_the_suites(tmp_path) -> None:
+    """A meta `params_total` used to override the count on both sides of the `params` check: the
+    artifact now records what its tensors hold, and the method's figure stays in its meta."""
+    from slimbench.methods import Compressed
+    from slimbench.suite.artifact import save_artifact, stored_params
+
+    model = nn.Linear(4, 2)
+    info = save_artifact(Compressed(model, meta={"params_total": 7, "params_nonzero": 3}), _Plain(), tmp_path)
+    assert (info.params_total, info.params_nonzero) == (10, 10) == stored_params(tmp_path, model)
 
 
 class _MLP(nn.Module):

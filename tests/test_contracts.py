@@ -69,9 +69,8 @@ def test_context_has_no_path_to_the_test_split(toy_task, toy_baseline):
     assert not hasattr(ctx.task, "data") and not hasattr(ctx.task, "test_batches")
 
 
-def test_harness_context_has_no_path_to_the_test_split(tmp_path, monkeypatch):
+def test_harness_context_has_no_path_to_the_test_split(tmp_path, monkeypatch, hook_method):
     """The same, for the context the harness really builds (candidate logger and trainer included)."""
-    from slimbench.methods.reference.half import Half
     from slimbench.tasks.base import Task, TaskData
 
     seen = {}
@@ -84,9 +83,8 @@ def test_harness_context_has_no_path_to_the_test_split(tmp_path, monkeypatch):
         seen["loader"] = any(isinstance(o, TaskConfig) and o.data for o in reachable)
         return Compressed(model)
 
-    monkeypatch.setattr(Half, "compress", peek)
-    monkeypatch.setattr(Half, "restore", Method.restore)
-    assert _run(tmp_path, "--method", "half") == 0
+    monkeypatch.setattr(hook_method, "on_compress", peek)
+    assert _run(tmp_path, "--method", "test.hook") == 0
     assert seen == {"task": False, "data": False, "loader": False}
 
 
@@ -294,9 +292,8 @@ def test_budget_overrun_fails_the_run_with_a_clear_error(tmp_path, monkeypatch):
     assert rec["budget"]["finetune"] == {"used": 0, "budget": 5}
 
 
-def test_candidates_are_nested_runs_never_rows(tmp_path, monkeypatch):
+def test_candidates_are_nested_runs_never_rows(tmp_path, monkeypatch, hook_method):
     from slimbench.leaderboard.rows import aggregate
-    from slimbench.methods.reference.half import Half
     from slimbench.suite.tracking import Tracker
 
     def search(self, model, ctx):
@@ -304,22 +301,21 @@ def test_candidates_are_nested_runs_never_rows(tmp_path, monkeypatch):
             ctx.log_candidate(f"c{i}", {"depth": i}, {"val_accuracy": 0.5 + i / 10})
         return Compressed(model, metrics={"candidates": 2})
 
-    monkeypatch.setattr(Half, "compress", search)
-    monkeypatch.setattr(Half, "restore", Method.restore)
-    assert _run(tmp_path, "--method", "half") == 0
+    monkeypatch.setattr(hook_method, "on_compress", search)
+    assert _run(tmp_path, "--method", "test.hook") == 0
     tracker = Tracker(None, "slimbench", tmp_path)
     runs = tracker.runs()
-    parent = next(r for r in runs if r.data.tags.get("slimbench.method") == "half"
+    parent = next(r for r in runs if r.data.tags.get("slimbench.method") == "test.hook"
                   and r.data.tags.get("slimbench.kind") == "run")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     records = tracker.read_records()
     assert len(records) == 2  # baseline + half; candidates are not runs of their own
-    half = next(r for r in records if r["method"]["name"] == "half")
-    assert half["method_metrics"] == {"candidates": 2} and half["budget"]["search"]["candidates"] == 2
+    hook = next(r for r in records if r["method"]["name"] == "test.hook")
+    assert hook["method_metrics"] == {"candidates": 2} and hook["budget"]["search"]["candidates"] == 2
     assert parent.data.metrics["method.candidates"] == 2 and parent.data.metrics["search_candidates"] == 2
     board = aggregate(records)
-    assert not board.failed() and {r.method for r in board.rows()} == {"baseline", "half"}
+    assert not board.failed() and {r.method for r in board.rows()} == {"baseline", "test.hook"}
 
 
 def test_run_key_includes_method_version(toy_task):

@@ -105,3 +105,31 @@ def test_method_config_file_is_run_and_recorded_verbatim(tmp_path, monkeypatch):
     assert [p.read_text() for p in saved.iterdir()] == [cfg.read_text()]
     assert rec["budget"] == {"finetune": {"used": 0, "budget": 5}, "search": {"used": 0, "budget": 12, "candidates": 0}}
     assert rec["device"]["capability"]["isa"] and rec["metrics"]["bops"] > 0
+
+
+def test_what_is_measured_is_what_the_bytes_hold(tmp_path, monkeypatch):
+    """A method that stores nothing and restores its weights from module state, one that reads them
+    back from a file it wrote elsewhere, and one that peeks at the test split: the first is measured
+    by its bytes (an untrained model, flagged), the other two fail."""
+    from slimbench.methods import METHODS
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    import broken_plugins
+
+    METHODS.names()
+    for cls in (broken_plugins.BadSelfContained, broken_plugins.BadSelfContainedFile, broken_plugins.BadTestSplit):
+        monkeypatch.setitem(METHODS._entries, cls.name, cls)
+        monkeypatch.setitem(METHODS._origin, cls.name, f"broken_plugins:{cls.__name__}")
+    assert _run(tmp_path, "--method", "baseline", "--method", "broken.self_contained", "--method",
+                "broken.self_contained_file", "--method", "broken.test_split") == 1
+    recs = {r["method"]["name"]: r for _, r in _records(tmp_path)}
+    base, hollow = recs["baseline"], recs["broken.self_contained"]
+    assert hollow["status"] == "FINISHED" and hollow["method_metrics"]["params_total"] == 6532  # its claim, apart
+    assert any("the artifact stores (0, 0)" in w for w in hollow["warnings"])  # it stores no weight
+    assert hollow["metrics"]["accuracy"] < base["metrics"]["accuracy"] - 0.2  # an untrained model: what it stored
+    assert any("computes other outputs" in w for w in hollow["warnings"])
+    stash = recs["broken.self_contained_file"]
+    assert stash["status"] == "FAILED" and "NotSelfContained" in stash["error"] and "slimbench-broken-stash" in stash["error"]
+    peek = recs["broken.test_split"]
+    assert peek["status"] == "FAILED" and "read the test split" in peek["error"] and "went on after the error" in peek["error"]

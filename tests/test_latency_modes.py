@@ -47,22 +47,31 @@ def test_compiled_rows_have_their_own_key_baseline_and_section(tmp_path, monkeyp
     assert len(_records(tmp_path)) == 4
 
 
-def test_a_model_torch_compile_cannot_build_keeps_the_run_and_says_why(tmp_path, monkeypatch):
-    from slimbench.suite.measure import pipeline
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_a_model_torch_compile_cannot_build_keeps_the_run_and_says_why(tmp_path, monkeypatch, toy_task,
+                                                                       toy_baseline):
+    """The measurement (what the harness's measurement process runs) keeps accuracy and size, and says why
+    there is no compiled latency."""
+    from slimbench.core.record import MethodRef, TaskRef
+    from slimbench.methods import create_method
+    from slimbench.suite.artifact import save_artifact
+    from slimbench.suite.measure import reloaded
+    from slimbench.suite.progress import ProgressConfig
 
     def broken(model, mode):
         def call(**inputs):
             raise RuntimeError("inductor: no C++ compiler\nmore detail")
         return call if mode else model
 
-    monkeypatch.setattr(pipeline, "compiled", broken)
-    assert _run(tmp_path, "--method", "baseline", "--compile") == 0
-    (rec,) = _records(tmp_path)
-    assert rec["status"] == "FINISHED" and rec["latency"] == [] and rec["metrics"]["accuracy"] > 0
-    assert rec["latency_unsupported"]["cpu"] == ("torch.compile(mode='default') failed: RuntimeError: "
-                                                 "inductor: no C++ compiler")
+    monkeypatch.setattr(reloaded, "compiled", broken)
+    method = create_method("baseline")
+    save_artifact(copy.deepcopy(toy_baseline), method, tmp_path / "a")
+    rec = RunRecord(run_key="k", task=TaskRef(), method=MethodRef(), seed=0, device=DeviceRef())
+    reloaded.measure_artifact(toy_task, method, tmp_path / "a", record=rec, device="cpu", latency_devices=("cpu",),
+                              threads=1, latency_profile=(1, 2, 0.0, 0.5), progress=ProgressConfig(False),
+                              compile_mode="default")
+    assert rec.latency == [] and rec.metrics["accuracy"] > 0 and rec.metrics["size_bytes"] > 0
+    assert rec.latency_unsupported["cpu"] == ("torch.compile(mode='default') failed: RuntimeError: "
+                                              "inductor: no C++ compiler")
 
 
 def _run_dict(method: str, cuda_eager: float, cuda_graph: float | None, config=None) -> dict:

@@ -75,6 +75,10 @@ class StoredSparse(nn.Module):
         self._dense, self._conv_weight, self._typed_values = None, None, None
         super()._load_from_state_dict(*args, **kwargs)
 
+    def slim_weight(self) -> torch.Tensor:
+        """The dense weight this layer computes with ([out, fan_in]), for measured sparsity and FLOPs."""
+        return self.expand()
+
     @property
     def density(self) -> float:
         return self.values.numel() / (self.in_features * self.out_features)

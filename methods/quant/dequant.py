@@ -43,3 +43,7 @@ class DequantLinear(PackedStorage, nn.Module):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(self.weight_bits, dtype_bits(inputs[0])))
+
+    def slim_weight(self) -> torch.Tensor:
+        """The dense weight this layer computes with ([out, fan_in]), for measured sparsity and FLOPs."""
+        return self.dequantize()

@@ -70,6 +70,10 @@ class FP8Linear(nn.Module):
     def dequantize(self) -> torch.Tensor:
         return self.weight.float() * self.weight_scale
 
+    def slim_weight(self) -> torch.Tensor:
+        """The dense weight this layer computes with, for measured sparsity and FLOPs."""
+        return self.dequantize()
+
     def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dynamic e4m3 activations: (fp8 [M, K], fp32 scale [] or [M, 1])."""
         scale = _scale_for(x2, self.rowwise)

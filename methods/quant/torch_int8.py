@@ -83,6 +83,10 @@ class DynamicInt8Linear(nn.Module):
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(8, 8))
 
+    def slim_weight(self) -> torch.Tensor:
+        """The dense weight this layer computes with, for measured sparsity and FLOPs."""
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
 
 def quantize_dynamic(model: nn.Module, cfg: "DynamicInt8Config", owner: str) -> nn.Module:
     """Swap every Linear outside the skip list for a DynamicInt8Linear."""
@@ -179,6 +183,10 @@ class StaticInt8Linear(nn.Module):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(8, 8))
+
+    def slim_weight(self) -> torch.Tensor:
+        """The dense weight this layer computes with, for measured sparsity and FLOPs."""
+        return (self.weight_int8.float() - self.weight_zero_point[:, None].float()) * self.weight_scale[:, None]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}"

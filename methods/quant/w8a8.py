@@ -230,6 +230,10 @@ class W8A8Base(PackedStorage, nn.Module):
     def w8a8_repr(self) -> str:
         return f"static={self.static}, symmetric={self.symmetric}"
 
+    def slim_weight(self) -> torch.Tensor:
+        """The dense weight this layer computes with ([out, fan_in]), for measured sparsity and FLOPs."""
+        return self.weight.float() * self.weight_scale[:, None]
+
 
 class W8A8Linear(W8A8Base):
     def __init__(self, in_features: int, out_features: int, bias: bool, static: bool, symmetric: bool = True):

@@ -3,32 +3,41 @@
 Two tiny tasks carry the layer kinds real models have: `toy-cnn` (timm's test_resnet: Conv2d,
 BatchNorm, residual additions) and `toy-transformer` (a 2-layer BERT: embeddings, attention with
 padding masks, LayerNorm, GELU). On each, a method compresses the trained baseline through the
-suite's one context factory, with the test split replaced by a tripwire, and then:
+suite's one context factory, with every test split sealed (`tasks.seal`), and then:
 
-- `budget`: every optimizer step it trained is on its budget ledger, within each budget;
-- `test split`: it never touched the test split;
-- `size`: the reported artifact size is the bytes on disk;
-- `params`: the recorded parameter counts are the reloaded model's;
-- `round trip`: the artifact reloads onto a freshly built model from its bytes alone and gives
-  the compressed model's outputs (finite, the right shape);
+- `config`: a frozen, versioned dataclass that builds back from its fields and its spec and
+  rejects an unknown key, and a one-line description (`config_checks`, once per method);
+- `supports`: `supports()` answers None (it runs) or a reason (a str), and raises nothing;
+- `test split`: it never read a test split, by any route, even if it swallowed the error;
+- `budget`: every optimizer step taken during `compress` (counted by PyTorch's global optimizer
+  step hook, whoever built the optimizer) is charged to its budget ledger, within each budget;
+- `round trip`: the artifact reloads onto a freshly built model and gives the compressed
+  model's outputs (finite, the right shape);
+- `self-contained`: reloaded and run in a fresh interpreter that has only the artifact folder
+  and the task's builder (no state left in the method object, module globals or files written
+  elsewhere during the run: `measure.audit`), it gives the same outputs;
+- `params`: the reloaded model holds exactly the weights the artifact stores (counted by the
+  suite from the file; a method's own figure is recorded beside, never instead);
 - `determinism`: the same seed gives the same bytes.
 
 The test-suite runs these over the whole registry (tests/test_conformance.py); `slimbench plugin
 check` runs them on a third-party method in a subprocess (`worker`), so a plugin that hangs or
-crashes the interpreter fails the check instead of taking it down.
+crashes the interpreter fails the check instead of taking it down. Every check has a plugin that
+fails exactly it (tests/plugins/broken_plugins.py).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).parent
 TASK_FILES = {"toy-cnn": HERE / "toy_cnn.yaml", "toy-transformer": HERE / "toy_transformer.yaml"}
-CHECKS = ("supports", "budget", "test split", "size", "params", "round trip", "determinism")
+CHECKS = ("supports", "test split", "budget", "round trip", "self-contained", "params", "determinism")
 
 
 class ContractError(AssertionError):
@@ -41,6 +50,40 @@ class ContractError(AssertionError):
 
 class Unsupported(Exception):
     """The method says it cannot run here (on the CPU, on this task): reported, not a failure."""
+
+
+def config_checks(name: str) -> str | None:
+    """The `config` check of a registered method: None when it holds, else what is wrong."""
+    from slimbench.core.config import ConfigError, build, to_dict
+    from slimbench.methods import METHODS, Method, create_method
+
+    cls = METHODS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        return f"{name} is {cls!r}, not a subclass of slimbench.methods.Method"
+    cfg = cls.config_cls()
+    if not dataclasses.is_dataclass(cfg) or not getattr(cfg, "version", 0) >= 1:
+        return "config_cls must be a MethodConfig dataclass (it has a version >= 1)"
+    if not isinstance(cls.version, int) or cls.version < 1:
+        return f"the method's version must be an int >= 1, got {cls.version!r}"
+    try:
+        cfg.version = 99  # type: ignore[misc]
+        return "the config is mutable: declare it @dataclass(frozen=True)"
+    except dataclasses.FrozenInstanceError:
+        pass
+    data = {k: v for k, v in to_dict(cfg).items() if k != "version"}
+    if build(cls.config_cls, data, name) != cfg:
+        return "the config does not build back from its own fields (to_dict -> build)"
+    if create_method(create_method(name).spec).config != cfg:
+        return "the method's spec does not build back the same config"
+    try:
+        create_method(f"{name}:no_such_field=1")
+        return "an unknown config key was accepted (no_such_field=1)"
+    except ConfigError as exc:
+        if "no_such_field" not in str(exc):
+            return f"an unknown config key was rejected without naming it: {exc}"
+    if not getattr(cls, "description", ""):
+        return "the method needs a one-line `description`"
+    return None
 
 
 def register_tasks() -> None:
@@ -62,40 +105,46 @@ def trained_baseline(task):
     return model.eval()
 
 
-TEST_READ = "the method read the test split (methods get train and validation data only)"
+class StepCount:
+    """Every optimizer step taken in this process while active (PyTorch's global step hook), so a
+    method running its own optimizer loop is counted as much as one training through the trainer."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def __enter__(self) -> "StepCount":
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self._handle = register_optimizer_step_post_hook(self._count)
+        return self
+
+    def _count(self, optimizer, args, kwargs) -> None:
+        self.steps += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
 
 
-class Tripwire:
-    """Stands in for a test split during compression: any access fails the check (also when the
-    method catches the error: `tripped` remembers)."""
+def compress_guarded(method, task, baseline, seed: int = 0, trainer=None, steps: StepCount | None = None):
+    """Compress as the harness does (one context factory), every test split sealed; a read of one
+    fails the `test split` check even if the method caught the error."""
+    import contextlib
 
-    tripped = False
-
-    def _trip(self, *args: Any) -> Any:
-        self.tripped = True
-        raise ContractError("test split", TEST_READ)
-
-    __len__ = __getitem__ = __iter__ = _trip
-
-
-def compress_guarded(method, task, baseline, seed: int = 0, trainer=None):
-    """Compress as the harness does (one context factory), the test split swapped for a tripwire."""
     import torch
 
     from slimbench.methods import as_compressed
     from slimbench.suite.context import make_context
+    from slimbench.tasks.seal import TEST_READ, TestSplitRead, sealed
 
-    data = task.data()
-    wire = Tripwire()
-    test, data.test = data.test, wire
+    ctx = make_context(task, baseline=baseline, seed=seed, owner=method.name, trainer=trainer)
+    torch.manual_seed(seed)
     try:
-        ctx = make_context(task, baseline=baseline, seed=seed, owner=method.name, trainer=trainer)
-        torch.manual_seed(seed)
-        result = as_compressed(method.compress(copy.deepcopy(baseline), ctx))
-    finally:
-        data.test = test
+        with sealed() as wire, (steps if steps is not None else contextlib.nullcontext()):
+            result = as_compressed(method.compress(copy.deepcopy(baseline), ctx))
+    except TestSplitRead:
+        raise ContractError("test split", f"{TEST_READ} ({'; '.join(wire.reads[:3])})") from None
     if wire.tripped:
-        raise ContractError("test split", TEST_READ)
+        raise ContractError("test split", f"{TEST_READ} ({'; '.join(wire.reads[:3])}) and caught the error")
     return result, ctx
 
 
@@ -113,18 +162,19 @@ class Report:
         return {"task": self.task, "passed": self.passed, "failure": self.failure, "unsupported": self.unsupported}
 
 
-def check_method(method_factory: Callable[[], Any], task, baseline, workdir: Path):
+def check_method(method_factory: Callable[[], Any], task, baseline, workdir: Path, worker=None):
     """The whole contract on one task; returns the model reloaded from the artifact. Raises
     `ContractError` naming the first check that failed, `Unsupported` if the method declines the
-    CPU for this task (`run_checks` reports instead of raising)."""
-    return _checks(method_factory, task, baseline, Path(workdir), Report(task.name))
+    CPU for this task (`run_checks` reports instead of raising). `worker`: the
+    `measure.isolated.MeasureWorker` that reloads the artifact afresh (one is started if None)."""
+    return _with_worker(worker, lambda w: _checks(method_factory, task, baseline, Path(workdir), Report(task.name), w))
 
 
-def run_checks(method_factory: Callable[[], Any], task, baseline, workdir: Path) -> Report:
+def run_checks(method_factory: Callable[[], Any], task, baseline, workdir: Path, worker=None) -> Report:
     """`check_method`, reported instead of raised: one `Report` per task for `plugin check`."""
     report = Report(task.name)
     try:
-        _checks(method_factory, task, baseline, Path(workdir), report)
+        _with_worker(worker, lambda w: _checks(method_factory, task, baseline, Path(workdir), report, w))
     except Unsupported as exc:
         report.unsupported = str(exc)
     except ContractError as exc:
@@ -139,53 +189,55 @@ def run_checks(method_factory: Callable[[], Any], task, baseline, workdir: Path)
     return report
 
 
-def _checks(method_factory, task, baseline, workdir: Path, report: Report):
+def _with_worker(worker, body: Callable[[Any], Any]) -> Any:
+    if worker is not None:
+        return body(worker)
+    from slimbench.suite.measure.isolated import MeasureWorker
+    with MeasureWorker() as fresh:
+        return body(fresh)
+
+
+def _checks(method_factory, task, baseline, workdir: Path, report: Report, worker):
     import torch
 
-    from slimbench.suite.artifact import count_params, load_artifact, read_artifact, save_artifact
-    from slimbench.suite.trainer import Trainer
+    from slimbench.suite.artifact import count_params, load_artifact, save_artifact, stored_params
+    from slimbench.suite.measure.isolated import MeasureFailed
 
     def need(check: str, ok: bool, message: str) -> None:
         if not ok:
             raise ContractError(check, message)
         report.passed[check] = True
 
-    class StepCounter(Trainer):
-        """The real trainer, counting the optimizer steps it runs, whoever calls it."""
-        steps = 0
-
-        def fit(self, model, batches, recipe, seed, **kw):
-            StepCounter.steps += recipe.steps
-            return super().fit(model, batches, recipe, seed, **kw)
-
     method = method_factory()
-    reason = method.supports(task.spec(), "cpu")
+    try:
+        reason = method.supports(task.spec(), "cpu")
+    except Exception as exc:
+        raise ContractError("supports", f"supports() raised {type(exc).__name__}: {exc}; return a reason "
+                                        "(a str) instead, or None when the method can run") from None
+    need("supports", reason is None or isinstance(reason, str),
+         f"supports() returned {reason!r}; return None when the method can run here, else the reason (a str)")
     if reason:
         raise Unsupported(f"{method.name} is unsupported on the CPU for {task.name}: {reason}")
-    report.passed["supports"] = True
-    result, ctx = compress_guarded(method, task, baseline, seed=3, trainer=StepCounter())
+    since = time.time()
+    with StepCount() as steps:
+        result, ctx = compress_guarded(method, task, baseline, seed=3)
+    report.passed["test split"] = True  # compress_guarded returned: the seal never tripped
     budget = ctx.ledger.summary()
     used = sum(b["used"] for b in budget.values())
-    need("budget", StepCounter.steps == used,
-         f"{StepCounter.steps} optimizer steps trained, {used} charged to the ledger (train through ctx.train / "
+    need("budget", steps.steps == used,
+         f"{steps.steps} optimizer steps taken during compress, {used} charged to the ledger (train through "
          "ctx.trainer so the budget sees every step)")
     for account, b in budget.items():
         need("budget", 0 <= b["used"] <= b["budget"], f"account {account!r} used {b['used']} of {b['budget']} steps")
-    report.passed["test split"] = True  # compress_guarded returned: the tripwire never fired
     compressed = result.model.eval()
 
-    info = save_artifact(result, method, workdir / "a")
-    on_disk = sum(os.path.getsize(workdir / "a" / f) for f in os.listdir(workdir / "a"))
-    need("size", info.size_bytes == on_disk, f"reported {info.size_bytes} bytes, the artifact holds {on_disk}")
-    reloaded = load_artifact(workdir / "a", task.build_model, method).eval()  # from the bytes alone
-    _, doc = read_artifact(workdir / "a")
-    counted = count_params(reloaded, doc["meta"])
-    need("params", (info.params_total, info.params_nonzero) == counted
-         and doc["params"] == {"total": info.params_total, "nonzero": info.params_nonzero},
-         f"recorded (total, nonzero) = {(info.params_total, info.params_nonzero)}, the reloaded model has {counted}")
+    save_artifact(result, method, workdir / "a")
     inputs = task.example_inputs(4)
     with torch.no_grad():
-        out, ref = reloaded(**inputs), compressed(**inputs)
+        ref = compressed(**inputs)
+    reloaded = load_artifact(workdir / "a", task.build_model, method).eval()  # from the bytes alone
+    with torch.no_grad():
+        out = reloaded(**inputs)
     try:
         torch.testing.assert_close(out, ref)
     except AssertionError as exc:
@@ -194,6 +246,25 @@ def _checks(method_factory, task, baseline, workdir: Path, report: Report):
     need("round trip", out.shape == (4, task.config.num_classes) and bool(torch.isfinite(out).all()),
          f"outputs of shape {tuple(out.shape)} (want (4, {task.config.num_classes})), finite: "
          f"{bool(torch.isfinite(out).all())}")
+
+    torch.save(inputs, workdir / "inputs.pt")
+    try:
+        worker.outputs(task, method, workdir / "a", workdir / "inputs.pt", workdir / "fresh.pt", since=since)
+    except MeasureFailed as exc:
+        raise ContractError("self-contained", f"reloading the artifact in a fresh interpreter failed: {exc}") from None
+    fresh = torch.load(workdir / "fresh.pt")
+    try:
+        torch.testing.assert_close(fresh, ref)
+    except (AssertionError, TypeError) as exc:
+        raise ContractError("self-contained", "reloaded in a fresh interpreter, with only the artifact and the task's "
+                                              "builder, the model computes other outputs than the compressed model "
+                                              f"(state kept outside the artifact?): {str(exc).splitlines()[0]}") from None
+    report.passed["self-contained"] = True
+
+    held, stored = count_params(reloaded), stored_params(workdir / "a", reloaded)
+    need("params", held == stored,
+         f"the reloaded model holds (total, nonzero) = {held} weights, the artifact stores {stored}: its restore "
+         "made weights the bytes do not hold (a weight regenerated at load is not in the size)")
 
     again, _ = compress_guarded(method_factory(), task, baseline, seed=3)
     save_artifact(again, method, workdir / "b")

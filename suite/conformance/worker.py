@@ -9,7 +9,6 @@ leaves no file, and the parent reports that instead.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import sys
@@ -38,38 +37,6 @@ def load(name: str | None, entry: str | None) -> str:
     return key
 
 
-def config_checks(name: str) -> str | None:
-    """The config contract: a frozen dataclass with a version, built back from its own fields and
-    spec, an unknown key rejected by name, a one-line description. None when it holds."""
-    from slimbench.core.config import ConfigError, build, to_dict
-    from slimbench.methods import METHODS, Method, create_method
-
-    cls = METHODS.get(name)
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        return f"{name} is {cls!r}, not a subclass of slimbench.methods.Method"
-    cfg = cls.config_cls()
-    if not dataclasses.is_dataclass(cfg) or not getattr(cfg, "version", 0) >= 1:
-        return "config_cls must be a MethodConfig dataclass (it has a version >= 1)"
-    try:
-        cfg.version = 99  # type: ignore[misc]
-        return "the config is mutable: declare it @dataclass(frozen=True)"
-    except dataclasses.FrozenInstanceError:
-        pass
-    data = {k: v for k, v in to_dict(cfg).items() if k != "version"}
-    if build(cls.config_cls, data, name) != cfg:
-        return "the config does not build back from its own fields (to_dict -> build)"
-    if create_method(create_method(name).spec).config != cfg:
-        return "the method's spec does not build back the same config"
-    try:
-        create_method(f"{name}:no_such_field=1")
-        return "an unknown config key was accepted (no_such_field=1)"
-    except ConfigError:
-        pass
-    if not getattr(cls, "description", ""):
-        return "the method needs a one-line `description`"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name")
@@ -87,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = load(args.name, args.entry)
         result["method"] = name
+        from slimbench.suite.conformance import config_checks
         result["config"] = config_checks(name) or "pass"
     except Exception as exc:
         result["error"] = f"the method could not be loaded: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-4)}"
@@ -95,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     save()
     from slimbench.methods import create_method
     from slimbench.suite.conformance import TASK_FILES, register_tasks, run_checks, trained_baseline
+    from slimbench.suite.measure.isolated import MeasureWorker
     from slimbench.tasks import get_task
 
     register_tasks()
+    fresh = MeasureWorker()  # the self-contained check's fresh interpreter, shared by the tasks
     for task_name in args.task:
         if task_name in TASK_FILES:  # a conformance task: its baseline trains in seconds
             task = get_task(task_name, "default")
@@ -110,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             baseline = get_baseline(task, Trainer(), args.cache, lambda msg: print(msg, file=sys.stderr))[0]
         print(f"[{name}] {task_name}: the checks", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            report = run_checks(lambda: create_method(name), task, baseline, Path(tmp))
+            report = run_checks(lambda: create_method(name), task, baseline, Path(tmp), fresh)
         result["tasks"].append(report.as_dict())
         save()  # after every task: a later crash keeps what was found
+    fresh.close()
     result["seconds"] = round(time.time() - t0, 1)
     save()
     return 0

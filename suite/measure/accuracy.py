@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 
-def _logits(output: Any) -> torch.Tensor:
+def logits_of(output: Any) -> torch.Tensor:
     """Logits from a plain tensor, a Hugging Face output (`.logits`) or a tuple."""
     if isinstance(output, torch.Tensor):
         return output
@@ -42,7 +42,7 @@ def evaluate(model: nn.Module,
         with torch.inference_mode():
             for inputs, labels in batches:
                 moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-                logits = _logits(model(**moved))
+                logits = logits_of(model(**moved))
                 pred = logits.argmax(dim=-1).cpu().reshape(-1)
                 labels = labels.cpu().reshape(-1).long()
                 if pred.shape != labels.shape:

@@ -1,48 +1,65 @@
-"""Measure one compressed model: serialize, reload, then accuracy, size, FLOPs, BOPs, latency, memory.
+"""Measure one artifact: reload it from its bytes, then accuracy, size, parameters, sparsity,
+FLOPs, BOPs, latency and memory.
 
-Everything is measured on the model reloaded from the artifact bytes onto a freshly built
-model, never on the object the method returned, so a method cannot report a size or speed its
-artifact does not deliver. Accuracy is measured on the test split, here and nowhere else.
+Everything is measured on the model reloaded from the artifact's bytes onto a freshly built
+model, never on the object the method returned, and (through `isolated.MeasureWorker`) in a
+process that never ran the method's `compress`, so a method cannot report a size, a speed or an
+accuracy its bytes do not deliver. Accuracy is measured on the test split, here and nowhere else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from slimbench.core.record import LatencyPoint, MemoryPoint, RunRecord
 from slimbench.suite.progress import ProgressConfig, bar
 
-if TYPE_CHECKING:  # pragma: no cover
-    from slimbench.methods.base import Compressed
 
+def measure_artifact(task, method, artifact_dir: Path, *, record: RunRecord, device: str,
+                     latency_devices: tuple[str, ...], threads: int,
+                     latency_profile: tuple[int, int, float, float], progress: ProgressConfig,
+                     compile_mode: str = "", since: float | None = None) -> torch.nn.Module:
+    """Fill `record` (metrics, sparsity per layer, latency, memory, warnings) from the artifact in
+    `artifact_dir`; returns the reloaded model. `since`: when the run began; with it, the restore
+    runs under the file audit (`audit.FileAudit`) and an artifact that is not self-contained fails."""
+    import functools
 
-@dataclass
-class Measured:
-    artifact_dir: Path
-    model: torch.nn.Module
-
-
-def measure(task, method, compressed: "Compressed", *, out_dir: Path, record: RunRecord, device: str,
-            latency_devices: tuple[str, ...], threads: int, latency_profile: tuple[int, int, float, float],
-            progress: ProgressConfig, compile_mode: str = "") -> Measured:
-    from slimbench.suite.artifact import load_artifact, save_artifact
+    from slimbench.suite.artifact import count_params, index_names, load_artifact, read_artifact, stored_params
     from slimbench.suite.measure.accuracy import evaluate
+    from slimbench.suite.measure.audit import FileAudit
     from slimbench.suite.measure.flops import count_flops
-    from slimbench.suite.measure.size import tensor_bytes
+    from slimbench.suite.measure.size import artifact_size, tensor_bytes
+    from slimbench.suite.measure.sparsity import measure_sparsity
 
-    info = save_artifact(compressed, method, out_dir)
-    del compressed
-    model = load_artifact(out_dir, task.build_model, method).eval()
+    artifact_dir = Path(artifact_dir)
+    guard = None if since is None else functools.partial(FileAudit, artifact_dir, since)
+    model = load_artifact(artifact_dir, task.build_model, method, guard=guard).eval()
+    tensors, doc = read_artifact(artifact_dir)
     m = record.metrics
-    m["size_bytes"], m["tensors_bytes"], m["meta_bytes"] = info.size_bytes, info.tensors_bytes, info.meta_bytes
-    m["index_bytes"] = info.index_bytes
-    m["params_total"], m["params_nonzero"] = info.params_total, info.params_nonzero
-    m["weights_bytes"] = tensor_bytes(model)
+    files = [artifact_dir / "model.safetensors", artifact_dir / "model.json"]
+    m["tensors_bytes"], m["meta_bytes"] = artifact_size(files[:1]), artifact_size(files[1:])
+    m["size_bytes"] = m["tensors_bytes"] + m["meta_bytes"]
+    indices = index_names(model)
+    m["index_bytes"] = sum(t.numel() * t.element_size() for k, t in tensors.items()
+                           if k in indices and k not in doc.get("aliases", {}))
+    m["params_total"], m["params_nonzero"] = count_params(model)
+    stored = stored_params(artifact_dir, model)
+    if stored != (m["params_total"], m["params_nonzero"]):
+        record.warnings.append(f"the reloaded model holds (total, nonzero) = {(m['params_total'], m['params_nonzero'])} "
+                               f"weights, the artifact stores {stored}: its restore made weights the bytes do not hold")
+    meta = doc.get("meta") or {}
+    for key in ("params_total", "params_nonzero"):  # a method's own (logical) count: beside ours, never instead
+        if key in meta:
+            record.method_metrics.setdefault(key, meta[key])
+    del tensors
 
     model.to(device)
+    with torch.inference_mode():  # one forward first: a layer that expands its weight on first use holds it now
+        model(**{k: v.to(device) for k, v in task.example_inputs(1).items()})
+    m["weights_bytes"] = tensor_bytes(model)
     limit = task.config.eval_limit
     total = limit or _maybe_len(task.data().test)
     with bar(f"{task.name} eval", total, progress, unit="ex") as update:
@@ -52,9 +69,14 @@ def measure(task, method, compressed: "Compressed", *, out_dir: Path, record: Ru
     model.to("cpu")
     flops = count_flops(model, task.example_inputs(1), getattr(torch, compute_dtype(model)))
     m["flops_dense"], m["flops_effective"], m["bops"] = flops["dense"], flops["effective"], flops["bops"]
+    sparsity = measure_sparsity(model)
+    m["sparsity"] = round(sparsity["sparsity"], 6)
+    m["weights_counted"] = sparsity["weights"]
+    record.sparsity_layers = sparsity["layers"]
 
-    _time_all(task, method, model, record, latency_devices, threads, latency_profile, progress, compile_mode)
-    return Measured(out_dir, model)
+    if latency_devices:
+        _time_all(task, method, model, record, latency_devices, threads, latency_profile, progress, compile_mode)
+    return model
 
 
 def _maybe_len(ds) -> int | None:
