@@ -75,7 +75,7 @@ class Row:
     flops_dense: float | None
     flops_effective: float | None
     bops: float | None
-    sparsity: float | None  # what the method measured from its stored weights (pruning), else None
+    sparsity: float | None  # share of zeros in the weights the reloaded model computes with, measured by the suite
     note: str  # a caveat the method recorded (e.g. "sparse storage is larger than dense here")
     control: dict[str, Any] | None  # the run's control row: {"method": name, "config": fields it shares}
     device: str
@@ -228,7 +228,7 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         flops_dense=median(group.metric("flops_dense")),
         flops_effective=median(group.metric("flops_effective")),
         bops=median(group.metric("bops")),
-        sparsity=median(group.metric("sparsity", "method_metrics")),
+        sparsity=median(group.metric("sparsity")),  # the suite's measurement; a method's own figure is not shown
         note="; ".join(dict.fromkeys(str(n) for r in group.runs if (n := get(r, "method_metrics", "note")))),
         control=ctl if isinstance(ctl := get(first, "method_metrics", "control"), dict) else None, device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
         latency_p90_ms=lat_p90.get((dev, bs)),

@@ -107,7 +107,7 @@ def _plots(sec: Section) -> str:
     configs = list({tuple(r.pages): r for r in sec.real}.values())
     svgs = [scatter_svg(_points(configs, "size_bytes", fmt.size), "Accuracy vs size", "size", fmt.size)]
     pruned = [r for r in configs if r.sparsity is not None]
-    if pruned:  # pruning rows: accuracy against the share of weights kept (1 - sparsity: lower is sparser)
+    if any(r.sparsity >= 0.01 for r in pruned):  # accuracy against the share of weights kept (1 - sparsity)
         dense = [dataclasses.replace(r, sparsity=1 - r.sparsity) for r in pruned]
         svgs.append(scatter_svg(_points(dense, "sparsity", lambda v: f"{100 * v:.3g}% of weights kept"),
                                 "Accuracy vs sparsity", "weight density (1 - sparsity)", lambda v: f"{v:.2f}"))

@@ -225,19 +225,23 @@ def test_task_definitions_never_share_a_section():
 
 
 def test_pruning_rows_show_sparsity_notes_and_their_plot(tmp_path):
+    """The sparsity shown is the suite's measurement (`metrics.sparsity`), never what the method says
+    of itself (`method_metrics.sparsity`: here a method that claims more than it delivers)."""
     from slimbench.leaderboard.export import to_markdown
     from slimbench.leaderboard.rows import aggregate
     from slimbench.leaderboard.site import build_site
 
     runs = [fake_run(method="baseline", accuracy=0.9)]
+    runs[0]["metrics"]["sparsity"] = 0.0
     for s, acc in ((0.5, 0.89), (0.9, 0.7)):
         r = fake_run(method="prune.magnitude", family="pruning", config={"sparsity": s}, accuracy=acc)
-        r["method_metrics"] = {"sparsity": s, **({"note": "sparse storage is larger than dense here"} if s == 0.5
-                                                 else {})}
+        r["metrics"]["sparsity"] = s
+        r["method_metrics"] = {"sparsity": 0.99, **({"note": "sparse storage is larger than dense here"} if s == 0.5
+                                                    else {})}
         runs.append(r)
     board = aggregate(runs)
     rows = {r.label: r for r in board.sections[0].real if r.batch_size == 1}
-    assert rows["prune.magnitude sparsity=0.9"].sparsity == 0.9 and rows["baseline"].sparsity is None
+    assert rows["prune.magnitude sparsity=0.9"].sparsity == 0.9 and rows["baseline"].sparsity == 0.0
     assert rows["prune.magnitude sparsity=0.5"].note == "sparse storage is larger than dense here"
     md = to_markdown(board)
     assert "Sparsity" in md and "90.00" in md and "larger than dense" in md
