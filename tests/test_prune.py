@@ -324,27 +324,63 @@ def test_unreachable_sparsity_map_fails_before_training(toy_task, toy_baseline):
     assert calls == []
 
 
-def test_pruning_never_touches_the_baseline_cache_or_test_data(tmp_path, monkeypatch):
-    """Through the harness: the cached baseline's bytes and the task's test split are the same
-    after pruning runs as before."""
+def test_pruning_never_touches_the_baseline_cache(tmp_path, monkeypatch):
+    """Through the harness: the cached baseline's bytes are the same after pruning runs as before."""
     import hashlib
 
     from slimbench.suite.cli import main
-    from slimbench.tasks import get_task
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = ["run", "--tasks", "toy", "--profile", "quick", "--results-dir", str(tmp_path), "--no-progress"]
     assert main([*args, "--method", "baseline"]) == 0
     cache = next((tmp_path / "cache" / "baselines").iterdir()) / "model.safetensors"
     digest = hashlib.sha256(cache.read_bytes()).hexdigest()
-
-    def test_split() -> str:
-        data = get_task("toy", "quick").data().test
-        return hashlib.sha256(b"".join(data[i][0].numpy().tobytes() for i in range(len(data)))).hexdigest()
-    before = test_split()
     assert main([*args, "--method", "prune.magnitude:sparsity=0.9", "--method", "prune.nm", "--method",
                  "prune.l1"]) == 0
-    assert hashlib.sha256(cache.read_bytes()).hexdigest() == digest and test_split() == before
+    assert hashlib.sha256(cache.read_bytes()).hexdigest() == digest
+
+
+def _pruning_methods(task) -> list[str]:
+    from slimbench.methods import METHODS
+
+    return [n for n in METHODS.names() if n.startswith("prune.") and create_method(n).supports(task.spec(), "cpu") is None]
+
+
+def test_pruning_never_reads_the_test_split(toy_task, toy_baseline):
+    """Every pruning method that runs on the toy compresses with every test split in the process
+    sealed (`tasks.seal`): the wire must not trip (it would even if a method caught the error)."""
+    from slimbench.tasks.seal import sealed
+
+    names = _pruning_methods(toy_task)
+    assert {"prune.magnitude", "prune.nm", "prune.l1", "prune.random", "prune.sensitivity"} <= set(names)
+    for name in names:
+        ctx = make_context(toy_task, baseline=toy_baseline)
+        with sealed() as wire:
+            create_method(name).compress(copy.deepcopy(toy_baseline), ctx)
+        assert not wire.tripped, (name, wire.reads)
+
+
+def test_the_seal_catches_a_method_that_reads_the_test_split_and_swallows_the_error(toy_task, toy_baseline):
+    """The counter-test: a pruning method that peeks at the test split inside compress (its own
+    `get_task(...).data().test`, the error caught) leaves the wire tripped."""
+    from slimbench.tasks import get_task
+    from slimbench.tasks.seal import TestSplitRead, sealed
+
+    method = create_method("prune.magnitude:sparsity=0.5")
+    compress = method.compress
+
+    def peeking(model, ctx):
+        try:
+            get_task(toy_task.name, "quick").data().test[0]
+        except TestSplitRead:
+            pass  # swallowed: the wire still remembers
+        return compress(model, ctx)
+    method.compress = peeking
+    ctx = make_context(toy_task, baseline=toy_baseline)
+    with sealed() as wire:
+        method.compress(copy.deepcopy(toy_baseline), ctx)
+    assert wire.tripped and wire.reads == ["item 0"]
+    assert len(get_task(toy_task.name, "quick").data().test) > 0  # unsealed again afterwards
 
 
 def test_gradual_with_no_budget_still_reaches_the_target(toy_task, toy_baseline):
