@@ -4,23 +4,33 @@ A bundle is a gzipped tar holding `manifest.json` and, per run, `runs/<id>/run.j
 its config, metrics, latency, device and provenance) and optionally `runs/<id>/artifact/...` (the
 compressed model). The manifest lists every other member with its size and SHA-256.
 
+What the manifest proves: that each member arrived as the manifest describes it, i.e. no damage in
+transit or storage (a truncated download, a flipped bit). It is unsigned and lives inside the
+archive, so it proves nothing about honesty: whoever edits a run.json can rewrite its hash too.
+What makes a row trustworthy is re-measuring its artifact (`slimbench verify`, `suite.verify`).
+
 Reading trusts nothing: a bundle comes from someone else's machine. `read_bundle` never extracts
 to disk; it rejects (with the reason, and nothing from the bundle kept) links, device files,
 absolute or `..` paths, duplicate names, members the manifest does not list or lists with another
-size or hash, a run.json that is not a record, and anything past the size limits.
+size or hash, artifacts outside their run's `artifact/` folder, a run.json that is not a record,
+and anything past the size limits. `extract_artifacts` makes the same checks in the same pass and
+writes the artifacts under a folder of the caller's, at paths it builds itself. A run.json's own
+`provenance.verification` is dropped: a verdict comes from the reader's own `slimbench verify`.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import posixpath
+import shutil
 import tarfile
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from slimbench.core.record import FINAL_STATUSES, RunRecord
 
@@ -32,7 +42,8 @@ MAX_MANIFEST = 64 << 20
 
 
 class BundleError(ValueError):
-    """A bundle that is not one slimbench wrote or that was changed since: rejected whole."""
+    """A bundle that is malformed, unsafe to read or damaged (a member that does not match the
+    manifest): rejected whole."""
 
 
 @dataclass
@@ -40,6 +51,9 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     runs: list[dict[str, Any]]  # run.json records, each with provenance["source"] = the bundle's name
+
+
+Sink = Callable[[str, dict[str, Any]], BinaryIO]  # (member name, manifest entry) -> where its bytes go
 
 
 def write_bundle(out: Path, runs: Iterable[tuple[str, dict[str, Any], dict[str, Path]]],
@@ -79,10 +93,48 @@ def write_bundle(out: Path, runs: Iterable[tuple[str, dict[str, Any], dict[str, 
 def read_bundle(path: Path) -> Bundle:
     """The validated runs of a bundle, or `BundleError` saying why it was rejected. One streaming pass
     in archive order (manifest first), artifacts hashed in chunks and never kept."""
-    path = Path(path)
+    return _read_bundle(Path(path), None)
+
+
+def extract_artifacts(path: Path, dest: Path) -> tuple[Bundle, list[Path | None]]:
+    """`read_bundle`, with each run's artifact written under `dest` in the same pass: the bundle and,
+    per run (in `Bundle.runs` order), the folder holding its artifact, or None when it has none.
+
+    Member paths are not trusted: run n's files go to `dest/<n>/<path below its artifact/ folder>`,
+    each part checked again, created exclusively and never through a link; nothing lands outside
+    `dest`. A file counts only once its size and hash matched the manifest; on `BundleError`
+    everything written is removed."""
+    dest = Path(dest)
+    made: list[Path] = []
+
+    def sink(name: str, entry: dict[str, Any]) -> BinaryIO:
+        target = dest.joinpath(f"{entry['run']:05d}", *entry["rel"].split("/"))
+        root = dest / f"{entry['run']:05d}"
+        if not target.resolve().is_relative_to(dest.resolve()):
+            raise BundleError(f"{name} would be written outside the extraction folder")
+        try:
+            if not root.exists():
+                made.append(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            raise BundleError(f"{name} cannot be extracted: {type(exc).__name__}: {exc}") from None
+        return os.fdopen(fd, "wb")
+
+    try:
+        bundle = _read_bundle(Path(path), sink)
+    except BaseException:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    runs = bundle.manifest["runs"]
+    return bundle, [dest / f"{i:05d}" if item.get("artifacts") else None for i, item in enumerate(runs)]
+
+
+def _read_bundle(path: Path, sink: Sink | None) -> Bundle:
     try:
         with tarfile.open(path, "r|*") as tar:
-            manifest, bodies = _stream(tar)
+            manifest, bodies = _stream(tar, sink)
         runs = [_record(_json(bodies[item["run_json"]["path"]], item["run_json"]["path"]),
                         item["run_json"]["path"], path.name) for item in manifest["runs"]]
     except BundleError:
@@ -94,8 +146,9 @@ def read_bundle(path: Path) -> Bundle:
 
 # ---------------------------------------------------------------- helpers
 
-def _stream(tar: tarfile.TarFile) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Check every member in order against the manifest (the first member); the run.json bodies."""
+def _stream(tar: tarfile.TarFile, sink: Sink | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Check every member in order against the manifest (the first member); the run.json bodies.
+    `sink(name, entry)`: where an artifact member's bytes go as they are hashed (else nowhere)."""
     manifest: dict[str, Any] | None = None
     listed: dict[str, dict[str, Any]] = {}
     bodies: dict[str, bytes] = {}
@@ -122,7 +175,12 @@ def _stream(tar: tarfile.TarFile) -> tuple[dict[str, Any], dict[str, bytes]]:
         if entry is None:
             raise BundleError(f"member {m.name!r} is not listed in manifest.json")
         keep = m.name.endswith("/run.json") and entry.get("run_json", False)
-        body = _checked(tar, m, entry, MAX_RUN_JSON if keep else MAX_TOTAL, keep)
+        out = sink(m.name, entry) if sink is not None and not keep else None
+        try:
+            body = _checked(tar, m, entry, MAX_RUN_JSON if keep else MAX_TOTAL, keep, out)
+        finally:
+            if out is not None:
+                out.close()
         if keep:
             bodies[m.name] = body
     if manifest is None:
@@ -142,16 +200,28 @@ def _manifest(manifest: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
     if not isinstance(runs_meta, list):
         raise BundleError("manifest.json has no list of runs")
     listed: dict[str, dict[str, Any]] = {}
-    for item in runs_meta:
+    for n, item in enumerate(runs_meta):
         if not isinstance(item, dict) or not isinstance(item.get("run_json"), dict) \
                 or not isinstance(item.get("artifacts", []), list):
             raise BundleError(f"malformed run entry in manifest.json: {str(item)[:120]}")
+        folder = ""
         for j, entry in enumerate([item["run_json"], *item.get("artifacts", [])]):
             name = entry.get("path") if isinstance(entry, dict) else None
             if not isinstance(name, str) or name in listed or (j == 0 and not name.endswith("/run.json")):
                 raise BundleError(f"manifest entry {str(entry)[:120]} is malformed or listed twice")
-            listed[name] = {**entry, "run_json": j == 0}
+            if j == 0:
+                folder = name[: -len("run.json")] + "artifact/"
+            listed[name] = {**entry, "run_json": j == 0, "run": n, "rel": _artifact_rel(name, folder) if j else ""}
     return manifest, listed
+
+
+def _artifact_rel(name: str, folder: str) -> str:
+    """An artifact's path below its run's `artifact/` folder: plain parts only, or `BundleError`."""
+    rel = name[len(folder):] if name.startswith(folder) else ""
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise BundleError(f"manifest entry {name!r} is not a file under its run's folder {folder!r}")
+    return rel
 
 
 def _digest_bytes(body: bytes) -> dict[str, Any]:
@@ -199,8 +269,10 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
     return _open(tar, member, limit).read(limit + 1)
 
 
-def _checked(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: dict[str, Any], limit: int, keep: bool) -> bytes:
-    """The member hashed in chunks against its manifest entry; its bytes only when `keep`."""
+def _checked(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: dict[str, Any], limit: int, keep: bool,
+             out: BinaryIO | None = None) -> bytes:
+    """The member hashed in chunks against its manifest entry; its bytes only when `keep`, written to
+    `out` when given."""
     f = _open(tar, member, limit)
     h, n, parts = hashlib.sha256(), 0, []
     while chunk := f.read(1 << 20):
@@ -208,10 +280,14 @@ def _checked(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: dict[str, Any
         n += len(chunk)
         if keep:
             parts.append(chunk)
+        if out is not None:
+            out.write(chunk)
     if n != entry.get("bytes"):
         raise BundleError(f"{member.name} holds {n} bytes, the manifest says {entry.get('bytes')!r}")
     if h.hexdigest() != entry.get("sha256"):
-        raise BundleError(f"{member.name} does not match its SHA-256 in manifest.json (changed after export?)")
+        raise BundleError(f"{member.name} does not match its SHA-256 in manifest.json: damaged in transit or "
+                          "storage (the hash detects damage, not edits: an edited bundle can carry a rewritten "
+                          "manifest; `slimbench verify` re-measures)")
     return b"".join(parts)
 
 
@@ -241,5 +317,6 @@ def _record(data: Any, name: str, source: str) -> dict[str, Any]:
         record = RunRecord.from_dict(data).to_dict()
     except Exception as exc:  # any other shape the reader cannot take
         raise BundleError(f"{name} is not a readable run record: {type(exc).__name__}: {exc}") from None
+    record["provenance"].pop("verification", None)  # a bundle cannot vouch for itself
     record["provenance"]["source"] = source
     return record

@@ -3,6 +3,7 @@
     slimbench leaderboard [--out DIR] [--tracking-uri URI] [--experiment NAME]
     slimbench leaderboard publish --out DIR [--tracking-uri URI] [--experiment NAME]
     slimbench leaderboard --from bundle1.tar.gz --from bundle2.tar.gz [--from results/] ...
+    slimbench leaderboard --from bundle.tar.gz --verified verification.json
 
 Import-light on purpose (the CLI imports every subcommand to build its help). The command
 itself is `suite.cli.cmd_leaderboard`: it reads the runs through the suite's tracker and hands
@@ -32,5 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="sources", action="append", metavar="SOURCE",
                         help="build from this source instead of the default store (repeatable): a bundle written by "
                              "`slimbench export`, a results folder or a tracking URI. Rows of different devices are "
-                             "never merged, and each run page names its source. A malformed bundle is rejected "
-                             "with the reason and nothing from it is shown (exit code 1)")
+                             "never merged, and each run page names its source. A malformed or damaged bundle (a "
+                             "member that does not match the manifest's size or SHA-256) is rejected with the reason "
+                             "and nothing from it is shown (exit code 1). The hashes detect damage in transit or "
+                             "storage, not edits: anyone can rewrite the manifest (see --verified)")
+    parser.add_argument("--verified", action="append", metavar="FILE",
+                        help="a verification record written by `slimbench verify BUNDLE --out FILE` (repeatable): "
+                             "rows whose runs were all re-measured and matched get a ✓, rows with a run that did "
+                             "not a ✗ (claimed vs measured on its run page); the rest stay blank. A verdict applies "
+                             "only to the very run.json it judged")

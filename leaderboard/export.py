@@ -25,7 +25,10 @@ NOTES = ("Accuracy: mean over seeds in %, ± the 95% confidence interval (Studen
          "same device and batch size; vs half (CUDA): the same over the half (fp16) row. Device cuda-graph: "
          "replays of one captured CUDA graph; cuda: eager calls. A section marked torch.compile timed every "
          "row as torch.compile(model). FLOPs per forward pass at batch size 1. "
-         "Simulated (fake-quant) results and failed runs are listed apart and never ranked.")
+         "Simulated (fake-quant) results and failed runs are listed apart and never ranked. "
+         "Verified: ✓ every run of the row was re-measured from its artifact by `slimbench verify` and matched "
+         "its record; ✗ a run did not (claimed vs measured on its run page); blank: not re-measured.")
+MARKS = {"verified": "✓", "mismatch": "✗"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Speedup", "speedup", True, lambda r: r.speedup, lambda r: fmt.times(r.speedup)),
     Column("vs half", "speedup_half", True, lambda r: r.speedup_half, lambda r: fmt.times(r.speedup_half)),
     Column("Peak memory", "peak_bytes", True, lambda r: r.peak_bytes, lambda r: fmt.size(r.peak_bytes)),
+    Column("Verified", "verification", False, lambda r: r.verification, lambda r: MARKS.get(r.verification, "")),
     Column("Note", "note", False, lambda r: r.note, lambda r: r.note),
 )
 

@@ -22,6 +22,7 @@ from slimbench.leaderboard.stats import mean_ci, median
 
 BASELINE = "baseline"
 HALF = "half"
+VERIFIED, MISMATCH, UNVERIFIED = "verified", "mismatch", "unverified"
 SectionKey = tuple[str, str, str, str]  # (task, profile, run device, task definition)
 
 
@@ -85,6 +86,7 @@ class Row:
     speedup: float | None
     peak_bytes: float | None
     speedup_half: float | None = None  # CUDA: the `half` row's median latency / this one's (same device, batch)
+    verification: str = UNVERIFIED  # verified | mismatch | unverified: see `_verification`
 
     @property
     def n_seeds(self) -> int:
@@ -198,6 +200,17 @@ def _group_key(run: dict[str, Any]) -> tuple[Any, ...]:
             cfg, bool(get(run, "method", "simulated", default=False)))
 
 
+def _verification(runs: list[dict[str, Any]]) -> str:
+    """`mismatch` if any run's re-measurement contradicted its record, `verified` if every run was
+    re-measured and matched, else `unverified`. The verdicts are `provenance.verification`, which
+    the suite attaches from a verification record the site's builder made (`suite.verdicts.attach`;
+    a bundle's own is dropped on reading): the leaderboard only shows them."""
+    verdicts = [get(r, "provenance", "verification", "verdict") for r in runs]
+    if MISMATCH in verdicts:
+        return MISMATCH
+    return VERIFIED if verdicts and all(v == VERIFIED for v in verdicts) else UNVERIFIED
+
+
 def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
     first = group.runs[0]
     acc, ci = mean_ci(group.metric("accuracy"))
@@ -233,7 +246,7 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         control=ctl if isinstance(ctl := get(first, "method_metrics", "control"), dict) else None, device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
         latency_p90_ms=lat_p90.get((dev, bs)),
         speedup=_ratio(b_lat.get((dev, bs)), lat_med.get((dev, bs))),
-        peak_bytes=mem.get((dev, bs))) for dev, bs in keys]
+        peak_bytes=mem.get((dev, bs)), verification=_verification(group.runs)) for dev, bs in keys]
 
 
 def _control_notes(rows: list[Row]) -> None:

@@ -64,6 +64,53 @@ def _entries(run: dict[str, Any], table: str, cols: list[str]) -> str:
     return _table(cols, rows)
 
 
+def _verification(run: dict[str, Any]) -> str:
+    """What `slimbench verify` found when it re-measured this run's artifact: the verdict, and the
+    claimed and measured figures side by side (a mismatch's are the point of the page)."""
+    v = get(run, "provenance", "verification", default=None)
+    if not isinstance(v, dict):
+        return ("<h2>Verification</h2><p class=\"muted\">Not re-measured: no `slimbench verify` record covers "
+                "this run, so its figures are as its source reported them.</p>")
+    verdict = str(v.get("verdict") or "")
+    where = f" on {v['machine']}" if v.get("machine") else ""
+    head = {"verified": f"Verified{where}: re-measured from its artifact, every figure matched its record.",
+            "mismatch": f"Mismatch{where}: re-measured from its artifact, its figures differ from its record.",
+            }.get(verdict, f"Cannot verify{where}: its artifact could not be re-measured.")
+    cls = verdict if verdict in ("verified", "mismatch") else "sim"
+    parts = [f'<h2>Verification</h2><p class="banner {cls}">{escape(head)}</p>']
+    reasons = [str(r) for r in v.get("reasons") or []]
+    if reasons:
+        parts.append("<ul>" + "".join(f"<li>{escape(r)}</li>" for r in reasons) + "</ul>")
+    claimed, measured = get(v, "claimed", default={}), get(v, "measured", default={})
+    tols = get(v, "tolerances", default={})
+    if isinstance(claimed, dict) and isinstance(measured, dict) and (claimed or measured):
+        tols = tols if isinstance(tols, dict) else {}
+        rows = [[k, _figure(k, claimed.get(k)), _figure(k, measured.get(k)), _text(tols.get(k, 0)),
+                 _match(claimed.get(k), measured.get(k), tols.get(k, 0))]
+                for k in dict.fromkeys([*claimed, *measured])]
+        parts.append(_table(["figure", "claimed", "measured", "tolerance", "matches"], rows))
+    lat = [p for p in get(v, "latency", default=[]) or [] if isinstance(p, dict)]
+    if lat:
+        parts.append(_table(["batch", "claimed (cpu)", "measured here", "compared"],
+                            [[_text(p.get("batch_size")), fmt.ms(p.get("claimed_ms")), fmt.ms(p.get("measured_ms")),
+                              "yes" if p.get("compared") else "no (another device)"] for p in lat]))
+    return "".join(parts)
+
+
+def _figure(key: str, v: Any) -> str:
+    if key in _METRIC_FMT and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{_METRIC_FMT[key](v)} ({_text(v)})"
+    return fmt.MISSING if v is None else _text(v)
+
+
+def _match(claimed: Any, measured: Any, tol: Any) -> str:
+    """✓ / ✗ for one figure, as `slimbench verify` judged it; blank when it was not compared."""
+    nums = [x for x in (claimed, measured, tol) if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if claimed is None or measured is None or len(nums) < 3:
+        return "" if claimed is None or measured is None else "✗"
+    return "✓" if abs(claimed - measured) <= tol + 1e-12 else "✗"
+
+
 def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../index.html") -> str:
     """The HTML of a run's page; every value from the run is escaped."""
     name = str(get(run, "method", "name", default="?"))
@@ -81,6 +128,9 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
         parts.append('<p class="banner sim">Simulated (not real compression): this method simulates '
                      "compression numerically (fake-quant), so its size and latency are not those of a "
                      "really compressed model. Its results are listed apart from real ones.</p>")
+    if get(run, "provenance", "verification", "verdict") == "mismatch":
+        parts.append('<p class="banner mismatch">Mismatch: re-measured from its artifact, this run does not give '
+                     "the figures its record claims (see Verification).</p>")
     dev = get(run, "device", default={})
     parts.append(_kv([("task", task), ("profile", get(run, "task", "profile", default="")),
                       ("metric", get(run, "task", "metric", default="")), ("method", name),
@@ -103,6 +153,8 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
     parts.append("<h2>Config</h2>" + (_table(["field", "value"], cfg_rows) if cfg_rows else
                                       '<p class="muted">Default config (no fields).</p>'))
     parts.append("<h2>Metrics</h2>" + _metrics(run))
+    if status.upper() == "FINISHED":
+        parts.append(_verification(run))
     own = get(run, "method", default={})
     mm = get(run, "method_metrics", default={})
     parts.append("<h2>What the method reported</h2>" + (
@@ -121,6 +173,7 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
     parts.append("<h2>Memory</h2>" + _entries(run, "memory", ["device", "batch_size", "peak_bytes"]))
     prov = get(run, "provenance", default={})
     prov = prov if isinstance(prov, dict) else {}
+    prov = {k: v for k, v in prov.items() if k != "verification"}  # its own section above
     keys = [k for k in _PROVENANCE_ORDER if k in prov] + sorted(k for k in prov if k not in _PROVENANCE_ORDER)
     parts.append("<h2>Provenance</h2>" + _kv([(k, prov[k]) for k in keys]))
     raw = json.dumps(run, indent=2, sort_keys=True, default=str)

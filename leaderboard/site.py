@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from slimbench.core.families import family_slug
 from slimbench.leaderboard import fmt
-from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, NOTES, SIMULATED_TITLE, failed_csv, finite,
+from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, MARKS, NOTES, SIMULATED_TITLE, failed_csv, finite,
                                           section_title, to_csv, to_json, to_markdown)
 from slimbench.leaderboard.page import Assets
 from slimbench.leaderboard.plots import Point, scatter_svg, trace_svg
@@ -52,13 +52,26 @@ def _row_html(r: Row) -> str:
         elif col.key == "accuracy":
             ci = f' <span class="ci">± {100 * r.accuracy_ci:.2f}</span>' if r.accuracy_ci is not None else ""
             cells.append(f'<td data-v="{fmt.sort_value(v)}">{escape(fmt.pct(v))}{ci}</td>')
+        elif col.key == "verification":
+            cells.append(f'<td class="str" data-v="{_attr(v)}">{_verification_badge(r)}</td>')
         elif col.numeric:
             cells.append(f'<td data-v="{fmt.sort_value(v)}">{escape(col.text(r))}</td>')
         else:
             cells.append(f'<td class="str" data-v="{_attr(v)}">{escape(col.text(r))}</td>')
-    cls = ' class="baseline"' if r.is_baseline else ""
+    cls = " ".join(c for c, on in (("baseline", r.is_baseline), ("mismatch", r.verification == "mismatch")) if on)
+    cls = f' class="{cls}"' if cls else ""
     return (f'<tr data-row{cls} data-family="{_attr(r.family)}" data-method="{_attr(r.method)}" '
             f'data-device="{_attr(r.device)}"{batch}>{"".join(cells)}</tr>')
+
+
+def _verification_badge(r: Row) -> str:
+    """✓ / ✗ with what it means; nothing for a row nobody re-measured."""
+    mark = MARKS.get(r.verification)
+    if not mark:
+        return ""
+    tip = ("every run re-measured from its artifact by slimbench verify and matched its record"
+           if r.verification == "verified" else "a run's re-measurement contradicts its record: see its run page")
+    return f'<span class="badge {_attr(r.verification)}" title="{_attr(tip)}">{mark}</span>'
 
 
 def _rows_table(rows: list[Row], kind: str) -> str:

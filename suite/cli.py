@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write selected runs (records, optionally artifacts) into one bundle file")
     from slimbench.suite.export import configure as export_args
     export_args(ex)
+    ve = sub.add_parser("verify", help="re-measure the artifacts of bundles on this machine and compare with "
+                                       "what their records claim")
+    from slimbench.suite.verify import configure as verify_args
+    verify_args(ve)
     pl = sub.add_parser("plugin", help="check a third-party method against the conformance suite, or start a new "
                                        "plugin package")
     from slimbench.suite.plugin import configure as plugin_args
@@ -291,6 +295,11 @@ def cmd_leaderboard(args) -> int:
                           experiment=getattr(args, "experiment", None) or EXPERIMENT, results_dir=results_dir,
                           create=False)
         runs, where = tracker.read_records(), tracker.uri
+    from slimbench.suite.verdicts import attach, read_record
+    verified = getattr(args, "verified", None) or []
+    counts = attach(runs, [read_record(path) for path in verified])  # also drops verdicts runs carry themselves
+    if verified:
+        print("verification: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     title = getattr(args, "title", None) or "slimbench leaderboard"
     target = Path(out) if out is not None else results_dir / "leaderboard"
     index = (publish if action == "publish" else build_site)(runs, target, title)
@@ -312,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.suite.nastable import cmd as cmd_nas_table
     from slimbench.suite.export import cmd as cmd_export
     from slimbench.suite.plugin import cmd as cmd_plugin
+    from slimbench.suite.verify import cmd as cmd_verify
 
     handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-                "nas-table": cmd_nas_table, "plugin": cmd_plugin, "export": cmd_export}
+                "nas-table": cmd_nas_table, "plugin": cmd_plugin, "export": cmd_export, "verify": cmd_verify}
     try:
         return handlers[args.command](args)
     except (ConfigError, UnknownNameError) as exc:

@@ -13,13 +13,16 @@ from slimbench.core.record import latest_per_key
 def configure(p) -> None:
     p.description = ("Write the selected runs of a tracking store (run.json: config, metrics, latency, device and "
                      "provenance; with --artifacts also the compressed models) into one .tar.gz bundle with a "
-                     "manifest of sizes and SHA-256 hashes. `slimbench leaderboard --from B1 --from B2` merges "
-                     "bundles from many machines into one site.")
+                     "manifest of sizes and SHA-256 hashes. The hashes detect damage in transit or storage, not "
+                     "edits (anyone can rewrite the manifest): `slimbench verify` re-measures a bundle's artifacts "
+                     "(export them with --artifacts) to check its figures. `slimbench leaderboard --from B1 --from "
+                     "B2` merges bundles from many machines into one site.")
     p.add_argument("--out", type=Path, required=True, help="the bundle to write (.tar.gz)")
     p.add_argument("--task", help="only this task")
     p.add_argument("--method", help="only this method name")
     p.add_argument("--status", choices=("FINISHED", "FAILED", "UNSUPPORTED", "KILLED"), help="only runs in this status")
-    p.add_argument("--artifacts", action="store_true", help="include each run's compressed artifact")
+    p.add_argument("--artifacts", action="store_true",
+                   help="include each run's compressed artifact (what `slimbench verify` re-measures)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else results/mlflow.db)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: slimbench)")
