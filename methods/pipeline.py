@@ -9,10 +9,10 @@ a packed format (quantization, low-rank factors, a cast) ends a pipeline. A stag
 the teacher rather than its input (`Method.starts_from`: architecture search, distillation of a
 derived student) may only come first: later, it would spend its share and discard the earlier
 stages' result (`distill.*:student=input` trains the incoming model instead). An order that breaks
-either rule is rejected before any work. The run is one run: its artifact is the last stage's, reloaded
-alone onto a freshly built model (with the builder arguments and layer sizes the earlier stages
-left, recorded in its meta), and `method_metrics.stages` holds each stage's own figures, steps and
-validation accuracy.
+either rule is rejected before any work. The run is one run: its artifact is the last stage's,
+reloaded alone onto a freshly built model (with the builder arguments and layer sizes the earlier
+stages left, recorded in its meta), and `method_metrics.stages` holds each stage's own figures,
+steps and validation accuracy.
 """
 from __future__ import annotations
 
