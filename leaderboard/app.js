@@ -5,7 +5,7 @@
   "use strict";
   var data = JSON.parse(document.getElementById("lb-data").textContent);
   var form = document.getElementById("filters");
-  var keys = ["family", "method", "device", "batch"];
+  var keys = ["family", "method", "device", "batch", "verification"];
 
   keys.forEach(function (key) {
     var select = form.elements.namedItem(key);

@@ -42,7 +42,8 @@ def _row_html(r: Row) -> str:
     for col in COLUMNS:
         v = col.value(r)
         if col.key == "label":
-            badge = ' <span class="badge">baseline</span>' if r.is_baseline else ""
+            badge = (' <span class="badge">baseline</span>' if r.is_baseline else "") + (
+                f" {_verification_badge(r)}" if r.verification in MARKS else "")
             tip = f"{r.label}: {r.description}" if r.description else r.label
             cells.append(f'<td class="str" data-v="{_attr(r.label)}"><a class="label" href="{_attr(r.pages[0])}" '
                          f'title="{_attr(tip)}">{escape(r.label)}</a>{badge}</td>')
@@ -61,7 +62,8 @@ def _row_html(r: Row) -> str:
     cls = " ".join(c for c, on in (("baseline", r.is_baseline), ("mismatch", r.verification == "mismatch")) if on)
     cls = f' class="{cls}"' if cls else ""
     return (f'<tr data-row{cls} data-family="{_attr(r.family)}" data-method="{_attr(r.method)}" '
-            f'data-device="{_attr(r.device)}"{batch}>{"".join(cells)}</tr>')
+            f'data-device="{_attr(r.device)}" data-verification="{_attr(r.verification)}"{batch}>'
+            f'{"".join(cells)}</tr>')
 
 
 def _verification_badge(r: Row) -> str:
@@ -160,7 +162,8 @@ def _filters(board: Board) -> dict[str, list[str]]:
     return {"family": sorted({r.family for r in rows} | {f.family for f in failed}),
             "method": sorted({r.method for r in rows} | {f.method for f in failed}),
             "device": sorted({r.device for r in rows} | {f.section_device.split(" ", 1)[0] for f in failed}),
-            "batch": [str(b) for b in batches]}
+            "batch": [str(b) for b in batches],
+            "verification": sorted({r.verification for r in rows})}
 
 
 def render_index(board: Board, assets: Assets, n_runs: int, title: str = TITLE) -> str:
@@ -170,7 +173,7 @@ def render_index(board: Board, assets: Assets, n_runs: int, title: str = TITLE) 
     exports = " · ".join(f'<a href="{href}">{name}</a>' for href, name in EXPORTS)
     selects = "".join(f'<label>{label}<select name="{key}"><option value="">all</option></select></label>'
                       for key, label in (("family", "Family"), ("method", "Method"), ("device", "Device"),
-                                         ("batch", "Batch size")))
+                                         ("batch", "Batch size"), ("verification", "Verified")))
     nav = "".join(f'<li><a href="#s-{i}">{escape(section_title(s))}</a></li>' for i, s in enumerate(board.sections))
     n_rows = sum(len(s.real) for s in board.sections)
     head = (f"<header><h1>{escape(title)}</h1><p class=\"muted\">{n_runs} runs · {n_rows} ranked rows · "

@@ -299,7 +299,9 @@ def cmd_leaderboard(args) -> int:
     verified = getattr(args, "verified", None) or []
     counts = attach(runs, [read_record(path) for path in verified])  # also drops verdicts runs carry themselves
     if verified:
-        print("verification: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+        stale = counts.pop("stale")
+        print("verification: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+              + (f"; {stale} run(s) changed since their verdict: unverified" if stale else ""))
     title = getattr(args, "title", None) or "slimbench leaderboard"
     target = Path(out) if out is not None else results_dir / "leaderboard"
     index = (publish if action == "publish" else build_site)(runs, target, title)

@@ -36,8 +36,8 @@ from slimbench.core.config import ConfigError
 
 FORMAT, SCHEMA = "slimbench-verification", 1
 VERIFIED, MISMATCH, CANNOT = "verified", "mismatch", "cannot verify"
-EXACT = ("size_bytes", "tensors_bytes", "meta_bytes", "params_total", "params_nonzero", "flops_dense",
-         "flops_effective", "bops", "eval_examples")
+EXACT = ("size_bytes", "tensors_bytes", "meta_bytes", "index_bytes", "params_total", "params_nonzero",
+         "flops_dense", "flops_effective", "bops", "eval_examples")
 SPARSITY_TOL = 1e-6
 OTHER_DEVICE_ACCURACY_TOL = 0.002  # a run evaluated on a GPU (TF32 convolutions, fp16 kernels), checked on a CPU
 _EPS = 1e-12  # float noise of the comparison itself

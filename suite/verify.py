@@ -8,7 +8,8 @@ a process that never ran `compress`): size from the bytes, accuracy and balanced
 task's test split, parameters, sparsity, FLOPs and BOPs, and (`--latency`) CPU latency. The
 decisions and the record format are `suite.verdicts`. A run that cannot be re-measured here (no
 artifact, a task or method not installed, another task definition or method version) is
-"cannot verify", never verified.
+"cannot verify", never verified. A verified run's figures are what its bytes deliver; how the bytes
+were made (the budget, the data a method saw) is not something re-measuring can check.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def configure(p) -> None:
                      "MISMATCH (claimed vs measured shown) or 'cannot verify' with the reason. A bundle's "
                      "SHA-256 manifest only detects damage in transit or storage (anyone can rewrite it); this "
                      "is what checks the figures. Exit 0: every verifiable run verified; 1: a mismatch; 2: a "
-                     "bundle unreadable or rejected (the reason on stderr).")
+                     "bundle unreadable or rejected (the reason on stderr; 2 wins over 1).")
     p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundles written by `slimbench export`")
     p.add_argument("--accuracy-tol", type=float, default=None, metavar="FRAC", help=ACCURACY_HELP)
     p.add_argument("--latency", action="store_true",
@@ -170,13 +171,18 @@ class _Checker:
                "measured": {}, "tolerances": {}, "latency": []}
         try:
             task, meth = self.resolve(record, folder)
-            parts = self.measure(record, task, meth, folder)
+            return self.judge(record, task, self.measure(record, task, meth, folder), out)
         except _Cannot as exc:
             return {**out, "verdict": verdicts.CANNOT, "reasons": [str(exc)]}
         except _Mismatch as exc:
             return {**out, "verdict": verdicts.MISMATCH, "reasons": [str(exc)]}
         except MeasureFailed as exc:
             return {**out, "verdict": verdicts.CANNOT, "reasons": [f"the artifact could not be measured here: {exc}"]}
+        except Exception as exc:  # whatever else stops this run, the others still get their verdicts
+            return {**out, "verdict": verdicts.CANNOT, "reasons": [f"{type(exc).__name__}: {exc}"]}
+
+    def judge(self, record: dict[str, Any], task, parts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        """`out` with the claimed and measured figures, their tolerances, the reasons and the verdict."""
         claimed, measured = record.get("metrics") or {}, parts["metrics"]
         keys = (*verdicts.EXACT, "sparsity", "accuracy", "balanced_accuracy")
         acc_tol = verdicts.accuracy_tolerance(record, measured.get("eval_examples"), self.opts.accuracy_tol)

@@ -139,6 +139,20 @@ def test_runs_that_cannot_be_re_measured_say_why(bundle, store, tmp_path, capsys
     assert any("version 99" in r for r in reasons)
 
 
+def test_an_artifact_of_another_config_is_a_mismatch(bundle, tmp_path, capsys):
+    def claim_more(rec):  # the record claims sparsity 0.9; its artifact was written at 0.5
+        if rec["method"]["name"] != "prune.magnitude":
+            return []
+        return [{**rec, "method": {**rec["method"], "config": {**rec["method"]["config"], "sparsity": 0.9}}}]
+
+    other = _rewrite(bundle, tmp_path / "other.tar.gz", claim_more, tmp_path)
+    capsys.readouterr()
+    assert main(["verify", str(other), "--json", "--no-progress"]) == 1
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    assert run["verdict"] == "mismatch" and "the artifact was written by 'prune.magnitude'" in run["reasons"][0]
+    assert "'sparsity': 0.5" in run["reasons"][0] and "'sparsity': 0.9" in run["reasons"][0]
+
+
 def test_a_damaged_bundle_exits_2_with_the_reason(bundle, tmp_path, capsys):
     with tarfile.open(bundle) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar if m.isfile()]
@@ -155,7 +169,7 @@ def test_a_damaged_bundle_exits_2_with_the_reason(bundle, tmp_path, capsys):
     assert "nowhere.tar.gz: rejected: no such file" in err
 
 
-def test_a_bundle_cannot_vouch_for_itself(tmp_path):
+def test_a_bundle_cannot_vouch_for_itself(tmp_path, capsys):
     rec = {"run_key": "k", "status": "FINISHED", "task": {"name": "toy"}, "method": {"name": "baseline"},
            "device": {"type": "cpu"}, "metrics": {"accuracy": 0.9},
            "provenance": {"verification": {"verdict": "verified"}}}
@@ -163,6 +177,11 @@ def test_a_bundle_cannot_vouch_for_itself(tmp_path):
     assert "verification" not in read_bundle(path).runs[0]["provenance"]
     assert main(["leaderboard", "--from", str(path), "--out", str(tmp_path / "site")]) == 0
     assert json.loads((tmp_path / "site" / "rows.json").read_text())["rows"][0]["verification"] == "unverified"
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text(json.dumps({"runs": []}))
+    for bad, why in ((tmp_path / "missing.json", "not a readable JSON file"), (bogus, "not a verification record")):
+        assert main(["leaderboard", "--from", str(path), "--verified", str(bad), "--out", str(tmp_path / "s")]) == 2
+        assert why in capsys.readouterr().err
 
 
 def test_extraction_writes_only_checked_files_inside_the_folder(tmp_path):
