@@ -205,6 +205,7 @@ class _Checker:
         """The task and method to re-measure `record` with, or `_Cannot` / `_Mismatch` saying why not."""
         from slimbench.core.config import build, to_dict
         from slimbench.methods import METHODS
+        from slimbench.methods.pipeline import NAME as PIPELINE, Pipeline
         from slimbench.tasks import get_task
 
         if folder is None:
@@ -224,8 +225,8 @@ class _Checker:
             raise _Cannot(f"the task definition differs: the run's {name} has baseline key {claimed_key!r}, this "
                           f"machine's {ours!r} (another model, data split or recipe)")
         mname, config = str(m.get("name")), m.get("config") or {}
-        try:
-            cls = METHODS.get(mname)
+        try:  # a pipeline is built from its config (its stages' specs and versions), never registered
+            cls = Pipeline if mname == PIPELINE else METHODS.get(mname)
         except Exception as exc:
             raise _Cannot(f"method {mname!r} is not installed here: {exc}") from None
         if m.get("version") != cls.version:

@@ -229,3 +229,22 @@ def test_tolerances_and_comparison():
     assert rows == [{"batch_size": 1, "claimed_ms": 1.0, "measured_ms": 2.0, "compared": True}] and len(late) == 1
     assert verdicts.compare_latency([{"device": "cpu", "batch_size": 1, "median_ms": 1.0}],
                                     [{"device": "cpu", "batch_size": 1, "median_ms": 2.0}], False, 0.5)[1] == []
+
+
+def test_a_pipeline_is_rebuilt_from_its_config(tmp_path):
+    """Pipelines are not registered by name: verify builds them from their recorded stages."""
+    from slimbench.core.config import to_dict
+    from slimbench.methods import create_method
+    from slimbench.suite.verify import VerifyOptions, _Cannot, _Checker
+    from slimbench.tasks import get_task
+
+    config = to_dict(create_method("prune.magnitude+quant.minmax:bits=8").config)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "model.json").write_text(json.dumps({"method": {"name": "pipeline", "config": config}}))
+    record = {"task": {"name": "toy", "profile": "quick"}, "method": {"name": "pipeline", "version": 1, "config": config},
+              "baseline": {"key": get_task("toy", "quick").config.baseline_key()}}
+    _, method = _Checker(None, VerifyOptions()).resolve(record, tmp_path)
+    assert method.name == "pipeline" and [s.name for s in method.stages] == ["prune.magnitude", "quant.minmax"]
+    record["method"]["config"] = {**config, "stages": ["prune.magnitude", "nope.method"]}
+    with pytest.raises(_Cannot, match="not valid here.*nope.method"):
+        _Checker(None, VerifyOptions()).resolve(record, tmp_path)
