@@ -3,8 +3,9 @@
     python benchmarks/cpu_quant.py [--task rotten-tomatoes] [--threads N] [--out results/benchmarks] [--quick] [--method SPEC ...]
 
 For one standard task's model (weights as built: latency does not depend on training), each method
-compresses it (no fine-tuning; dynamic activations need no calibration data) and the result is
-timed with the suite's latency protocol at the task's batch sizes, eager and as
+compresses it (no fine-tuning; dynamic activations need no calibration data), the result is saved
+as the suite's artifact and reloaded from those bytes onto a freshly built model, as the harness
+does, and the reloaded model is timed with the suite's latency protocol at the task's batch sizes, eager and as
 `torch.compile(model)` (the harness's `--compile`), in one process, methods interleaved per mode so
 machine drift hits them alike. The question it answers: is `quant.w8a8` ever slower than
 `torch.dynamic_int8` (fbgemm) on this CPU, and how far are the weight-only formats from fp32.
@@ -35,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short timings (a smoke run, not a record)")
     ap.add_argument("--method", action="append", help="a method spec (repeatable; default: a spread of the built-ins)")
     args = ap.parse_args(argv)
+    import tempfile
+
     import torch
 
     from slimbench.methods import create_method
+    from slimbench.suite.artifact import load_artifact, save_artifact
     from slimbench.methods.quant.w8a8 import cpu_int_mm_exact
     from slimbench.suite.context import make_context
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
@@ -49,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(args.task, "quick")
     base = task.build_model().eval()
     models = {}
-    for spec in args.method or SPECS:
-        method = create_method(spec)
-        models[spec] = base if method.name == "baseline" else \
-            method.compress(copy.deepcopy(base), make_context(seed=0)).model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, spec in enumerate(args.method or SPECS):  # what is timed is what the artifact's bytes give
+            method = create_method(spec)
+            result = method.compress(copy.deepcopy(base), make_context(seed=0))
+            save_artifact(result, method, Path(tmp) / str(i))
+            models[spec] = load_artifact(Path(tmp) / str(i), task.build_model, method).eval()
     cfg = LatencyConfig(warmup=2 if args.quick else 5, min_runs=3 if args.quick else 20,
                         min_seconds=0.1 if args.quick else 1.5, max_seconds=2 if args.quick else 10, threads=threads)
     rows = {spec: {} for spec in models}

@@ -1,6 +1,6 @@
 """Every built-in quantized model compiles whole (`torch.compile(fullgraph=True)`, inductor, CPU)
 and matches its eager outputs: what a user deploying with torch.compile gets, checked per method
-over the registry. PyTorch's own torch.ao int8 modules (the `torch.*` reference rows) do not trace
+over the registry on the model reloaded from its artifact (what the harness times). PyTorch's own torch.ao int8 modules (the `torch.*` reference rows) do not trace
 in dynamo; the strict xfail says so and fails the day they do."""
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _param(name: str):
 
 @pytest.mark.parametrize("task_name", ["toy-transformer", "toy-cnn"])
 @pytest.mark.parametrize("name", [_param(n) for n in QUANT])
-def test_quantized_model_compiles_fullgraph_and_matches_eager(name, task_name, conformance_tasks):
+def test_quantized_model_compiles_fullgraph_and_matches_eager(name, task_name, conformance_tasks, tmp_path):
+    from slimbench.suite.artifact import load_artifact, save_artifact
     from slimbench.suite.context import make_context
 
     task, baseline = conformance_tasks[task_name]
@@ -35,8 +36,9 @@ def test_quantized_model_compiles_fullgraph_and_matches_eager(name, task_name, c
     reason = method.supports(task.spec(), "cpu")
     if reason:
         pytest.skip(f"{name} unsupported on CPU: {reason}")
-    model = as_compressed(method.compress(copy.deepcopy(baseline), make_context(task, baseline=baseline,
-                                                                                seed=0))).model.eval()
+    result = as_compressed(method.compress(copy.deepcopy(baseline), make_context(task, baseline=baseline, seed=0)))
+    save_artifact(result, method, tmp_path)
+    model = load_artifact(tmp_path, task.build_model, method).eval()
     inputs = task.example_inputs(4)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
