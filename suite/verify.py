@@ -46,7 +46,8 @@ def configure(p) -> None:
     p.add_argument("--accuracy-tol", type=float, default=None, metavar="FRAC", help=ACCURACY_HELP)
     p.add_argument("--latency", action="store_true",
                    help="also time each model on this machine's CPU (the run's thread count and timing profile); "
-                        "compared only when the run's device label is this machine's, else shown beside the claim")
+                        "compared only when the run's device label is this machine's and the machine is idle "
+                        "(load average below its free cores), else shown beside the claim")
     p.add_argument("--latency-tol", type=float, default=0.5, metavar="FRAC",
                    help="--latency: medians may differ by a factor 1 + FRAC either way (default 0.5: timings on a "
                         "shared machine move by tens of percent; an invented speedup or a slowed baseline is larger)")
@@ -150,6 +151,7 @@ class _Checker:
         self.worker, self.opts = worker, opts
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.threads = usable or 1
+        self.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0  # before our own work adds to it
         self._tasks: dict[tuple[str, str], Any] = {}
         self._supports: dict[tuple[str, str], list[int]] = {}
 
@@ -269,9 +271,12 @@ class _Checker:
         theirs, ours = device_label(device), self.label(str(device.get("compile") or ""))
         if theirs != ours:
             return False, f"timed on {theirs}; this machine is {ours}: shown beside, not compared"
-        threads = device.get("threads")
-        if isinstance(threads, int) and threads > self.threads:
+        threads = device.get("threads") if isinstance(device.get("threads"), int) else self.threads
+        if threads > self.threads:
             return False, f"the run timed {threads} threads; this machine has {self.threads} cores"
+        if self.load > self.threads - threads + 0.5:  # others' work on our timed cores: waits, not kernels
+            return False, (f"this machine was busy when verify started (load average {self.load:.2f} on "
+                           f"{self.threads} cores, {threads} timed): shown beside, not compared")
         return True, ""
 
     def supports(self, task) -> list[int]:

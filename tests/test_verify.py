@@ -39,7 +39,9 @@ def bundle(store, tmp_path_factory):
 def clean(bundle, tmp_path_factory):
     """`slimbench verify` of the untouched bundle, latency included: (exit code, record path)."""
     out = tmp_path_factory.mktemp("verified") / "verification.json"
-    rc = main(["verify", str(bundle), "--latency", "--latency-tol", "100", "--out", str(out), "--no-progress"])
+    with pytest.MonkeyPatch.context() as mp:  # an idle machine, whoever else runs here: timings compared
+        mp.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        rc = main(["verify", str(bundle), "--latency", "--latency-tol", "100", "--out", str(out), "--no-progress"])
     return rc, out
 
 
@@ -248,3 +250,18 @@ def test_a_pipeline_is_rebuilt_from_its_config(tmp_path):
     record["method"]["config"] = {**config, "stages": ["prune.magnitude", "nope.method"]}
     with pytest.raises(_Cannot, match="not valid here.*nope.method"):
         _Checker(None, VerifyOptions()).resolve(record, tmp_path)
+
+
+def test_timings_on_a_busy_or_other_machine_are_shown_not_compared(monkeypatch):
+    from slimbench.suite.provenance import capability, cpu_model
+    from slimbench.suite.verify import VerifyOptions, _Checker
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    checker = _Checker(None, VerifyOptions(latency=True))
+    here = {"type": "cpu", "name": cpu_model(), "capability": capability("cpu"), "threads": checker.threads}
+    assert checker.comparable({"device": here}) == (True, "")
+    assert checker.comparable({"device": {**here, "name": "Other CPU 9000"}})[0] is False
+    assert "cores" in checker.comparable({"device": {**here, "threads": checker.threads + 1}})[1]
+    monkeypatch.setattr(os, "getloadavg", lambda: (checker.threads + 1.0, 0.0, 0.0))
+    busy = _Checker(None, VerifyOptions(latency=True)).comparable({"device": here})
+    assert busy[0] is False and "busy" in busy[1]
