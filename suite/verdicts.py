@@ -146,8 +146,8 @@ def read_record(path: Path) -> dict[str, Any]:
 def attach(runs: list[dict[str, Any]], records: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Set each run's `provenance.verification` from the verification records, dropping any the run
     carried itself (a run cannot vouch for itself). A verdict attaches to the run with its run key
-    and record digest only; of several for one run, a mismatch wins. Returns counts per verdict,
-    plus `stale`: entries whose run key is here but whose record differs (edited since)."""
+    and record digest only; of several for one run, a mismatch wins. Returns runs per verdict, plus
+    `stale`: runs whose key has verdicts, all about another record (one edited since)."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
     rank = {MISMATCH: 0, VERIFIED: 1, CANNOT: 2}
     for doc in records:
@@ -165,10 +165,12 @@ def attach(runs: list[dict[str, Any]], records: Iterable[dict[str, Any]]) -> dic
     for run in runs:
         prov = run.setdefault("provenance", {})
         prov.pop("verification", None)
+        if str(run.get("run_key")) not in keys:
+            continue
         hit = best.get((str(run.get("run_key")), record_digest(run)))
         if hit is not None:
             prov["verification"] = hit
             counts[hit["verdict"]] += 1
-        elif str(run.get("run_key")) in keys:
+        else:
             counts["stale"] += 1
     return counts
