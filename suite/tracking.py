@@ -14,6 +14,9 @@ Conventions every consumer relies on:
   method reported, structured values included), `method_config/` (config files a spec read,
   verbatim) and `traceback.txt` for failed runs.
 
+Which run owns a run key (claims, heartbeats, runs a dead attempt left RUNNING) is `suite.claims`,
+over this tracker's client (`Tracker.claims`).
+
 `read_records` is the one way runs are read back (`slimbench results`, the leaderboard): it
 skips search candidates, stands in for runs killed before writing run.json, upgrades old
 schemas and keeps the newest run per run key.
@@ -23,16 +26,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from slimbench.core.record import RunRecord, latest_per_key
+from slimbench.suite.claims import CANDIDATE, Claims
 
 EXPERIMENT = "slimbench"
 DEFAULT_RESULTS = Path("results")
-CANDIDATE = "candidate"
 
 
 def tracking_uri(results_dir: Path = DEFAULT_RESULTS) -> str:
@@ -104,6 +106,7 @@ class Tracker:
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
+        self.claims = Claims(self.client, lambda f, n: self._search(f, max_results=n))
 
     def _search(self, filter_string: str, max_results: int = 1) -> list[Any]:
         return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results,
@@ -116,41 +119,12 @@ class Tracker:
         runs = [r for r in runs if r.data.tags.get("slimbench.kind") != CANDIDATE]  # a search's nested runs share it
         return runs[0].info.run_id if runs else None
 
+    # The run-claim protocol is `self.claims` (suite.claims); these two stay for the harness's call sites.
     def claim(self, run_key: str, run_id: str, force: bool, stale_s: float) -> str | None:
-        """Why the just-started run `run_id` should give way to another run of the same key, else None.
-
-        Two drivers (or a driver and a retry) can start the same key at once; MLflow has no atomic
-        claim, so each run checks after it is created and the same rule picks one winner everywhere:
-        a FINISHED run of the key (unless `force`), or a live RUNNING one that started first (ties by
-        run id). A RUNNING run whose heartbeat is older than `stale_s` is a dead run's leftover."""
-        now = time.time()
-        runs = [r for r in self._search(f"tags.`slimbench.run_key` = '{run_key}'", max_results=1000)
-                if r.data.tags.get("slimbench.kind") != CANDIDATE and "mlflow.parentRunId" not in r.data.tags]
-        mine = next((r for r in runs if r.info.run_id == run_id), None)
-        order = (mine.info.start_time, run_id) if mine is not None else (float("inf"), run_id)
-        for r in runs:
-            if r.info.run_id == run_id:
-                continue
-            if r.info.status == "FINISHED" and not force:
-                return f"run {r.info.run_id} finished this key meanwhile"
-            if r.info.status == "RUNNING":
-                beat = float(r.data.tags.get("slimbench.heartbeat") or r.info.start_time / 1000)
-                if now - beat <= stale_s and (r.info.start_time, r.info.run_id) < order:
-                    return f"run {r.info.run_id} is running this key ({r.data.tags.get('slimbench.worker', '?')})"
-        return None
+        return self.claims.claim(run_key, run_id, force, stale_s)
 
     def heartbeat(self, run_id: str) -> None:
-        self.client.set_tag(run_id, "slimbench.heartbeat", f"{time.time():.0f}")
-
-    def mark_killed(self, attempt: str, reason: str) -> list[str]:
-        """End the runs an attempt left RUNNING (its worker died or was cancelled) as KILLED."""
-        runs = self._search(f"tags.`slimbench.attempt` = '{attempt}' and attributes.status = 'RUNNING'",
-                            max_results=100)
-        for r in runs:
-            self.client.set_tag(r.info.run_id, "slimbench.status", "KILLED")
-            self.client.set_tag(r.info.run_id, "slimbench.killed", reason[:500])
-            self.client.set_terminated(r.info.run_id, status="KILLED")
-        return [r.info.run_id for r in runs]
+        self.claims.heartbeat(run_id)
 
     def finished_baseline(self, task: str, profile: str, baseline_key: str, device_label: str) -> str | None:
         """The newest FINISHED baseline run of a task, profile and task definition (its baseline
