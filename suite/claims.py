@@ -10,6 +10,7 @@ MLflow has no atomic claim, so drivers and Ray workers coordinate through run ta
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -64,3 +65,28 @@ class Claims:
             self.client.set_tag(r.info.run_id, KILLED, reason[:500])
             self.client.set_terminated(r.info.run_id, status="KILLED")
         return [r.info.run_id for r in runs]
+
+
+class Heartbeat:
+    """While a run is RUNNING, a daemon thread tags it with the time every `every` seconds, so another
+    driver can tell a live run from a dead one's leftover."""
+
+    def __init__(self, tracker, run_id: str, every: float):
+        self._tracker, self._run_id, self._every = tracker, run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="slimbench-heartbeat")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._tracker.heartbeat(self._run_id)
+            except Exception:  # the store is busy or gone: the run itself will report that
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -238,6 +238,7 @@ class Harness:
         """One (task, method, seed): skipped when its key is done (or claimed by a live run
         elsewhere), else compressed, measured and tracked as one MLflow run."""
         from slimbench.methods import create_method
+        from slimbench.suite.claims import Heartbeat
         from slimbench.suite.tracking import record_tags
 
         task, method = self.task(spec.task), create_method(spec.method)
@@ -254,7 +255,7 @@ class Harness:
             self.tracker.client.delete_run(run_id)
             self.opts.log(f"  skipped: {yielded}")
             return RunResult(spec, "SKIPPED", error=yielded)
-        with _Heartbeat(self.tracker, run_id, self.opts.heartbeat_s):
+        with Heartbeat(self.tracker, run_id, self.opts.heartbeat_s):
             return self._run_claimed(task, method, spec, record, run_id)
 
     def _run_claimed(self, task, method, spec: RunSpec, record: RunRecord, run_id: str) -> RunResult:
@@ -367,33 +368,6 @@ class Harness:
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
             shutil.rmtree(probe_dir, ignore_errors=True)
-
-
-class _Heartbeat:
-    """While a run is RUNNING, a daemon thread tags it with the time every `every` seconds, so another
-    driver can tell a live run from a dead one's leftover."""
-
-    def __init__(self, tracker, run_id: str, every: float):
-        import threading
-
-        self._tracker, self._run_id, self._every = tracker, run_id, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="slimbench-heartbeat")
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                self._tracker.heartbeat(self._run_id)
-            except Exception:  # the store is busy or gone: the run itself will report that
-                pass
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def register_task_files(paths: tuple[str, ...]) -> list[str]:
