@@ -11,8 +11,9 @@ What is shared and what is per run:
 
 Faults: a run whose worker dies, or that passes `--run-timeout`, is ended KILLED in the store (its
 runs are found by the attempt tag) and retried up to `--retries` times. Ctrl-C cancels every
-pending task and ends their runs KILLED. A re-run skips FINISHED keys, and two drivers on the same
-grid never both finish a key (`suite.claims`). No scheduler or RPC of our own: Ray places tasks.
+pending task and ends their runs KILLED, spending at most `INTERRUPT_GRACE_S` on it. A re-run
+skips FINISHED keys, and two drivers on the same grid never both finish a key (`suite.claims`).
+No scheduler or RPC of our own: Ray places tasks.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -29,6 +31,8 @@ from typing import Any
 
 from slimbench.core.config import ConfigError
 from slimbench.suite.runner import Harness, RunOptions, RunResult, RunSpec
+
+INTERRUPT_GRACE_S = 10.0  # Ctrl-C: the most the driver spends ending runs (a busy tracking server must not hold it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +90,12 @@ class LocalServer:
                 "--port", str(self.port), "--workers", "1",
                 "--artifacts-destination", str(self.results_dir / "mlartifacts")]
         self.log = self.results_dir / "mlflow-server.log"  # a file, not a pipe nobody reads (it would fill and block)
+        # tracking only: MLflow's job executor would start a pool of worker processes (about half the
+        # server's start-up CPU, which decides how long it takes to answer on a busy machine)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
         deadline = time.time() + self.startup_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -187,10 +195,10 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
             results[i] = RunResult(spec, "FAILED", killed[-1] if killed else None,
                                    error=f"{why}; gave up after {attempt + 1} attempt(s)")
 
-    fill()
     log(f"ray: {len(specs)} run(s), {capacity} at a time ({'1 GPU and ' if gpu else ''}{harness.threads} CPU "
         "thread(s) each)")
-    try:
+    try:  # from the first submission: a Ctrl-C at any point cancels what was submitted
+        fill()
         while pending or queue:
             fill()
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -219,11 +227,37 @@ def _fan_out(ray, harness: Harness, specs: list[RunSpec], ray_opts: RayOptions, 
                         pending.pop(ref)
                         retry_or_fail(i, attempt, tag, f"timed out after {ray_opts.run_timeout:g} s")
     except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        if pending:
-            ray.wait(list(pending), num_returns=len(pending), timeout=10)
-        for _, _, tag, _ in pending.values():
-            harness.tracker.claims.mark_killed(tag, "the driver was interrupted (Ctrl-C)")
+        end_interrupted(ray, harness.tracker.claims, pending, log)
         raise
     return [results[i] for i in range(len(specs))]
+
+
+def end_interrupted(ray, claims, pending: dict[Any, tuple], log, grace_s: float = INTERRUPT_GRACE_S) -> list[str]:
+    """Ctrl-C: cancel every pending run at once, then, within `grace_s` in all, let the cancelled
+    workers die (so none writes after its run is ended) and end their runs KILLED; returns the
+    attempts ended. A busy machine or tracking server must not hold the user's terminal: what is
+    not ended in time is said, and reads as a dead run's leftover once its heartbeat is stale. A
+    second Ctrl-C skips the rest (it raises out of the wait)."""
+    deadline = time.monotonic() + grace_s
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    if pending:
+        ray.wait(list(pending), num_returns=len(pending), timeout=grace_s / 2)
+    tags, ended, errors = [tag for _, _, tag, _ in pending.values()], [], []
+
+    def end() -> None:  # in a thread, so the wait for the tracking server has a deadline
+        for tag in tags:
+            try:
+                claims.mark_killed(tag, "the driver was interrupted (Ctrl-C)")
+                ended.append(tag)
+            except Exception as exc:  # the server went away: say so, the user asked to stop
+                errors.append(f"{type(exc).__name__}: {exc}")
+    worker = threading.Thread(target=end, daemon=True, name="slimbench-end-interrupted")
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if len(ended) < len(tags):
+        why = (f"the tracking server failed: {errors[0][:300]}" if errors
+               else f"the tracking server took over {grace_s:g} s")
+        log(f"  {len(tags) - len(ended)} interrupted run(s) not ended KILLED ({why}): they stay RUNNING until their "
+            "heartbeat is stale, then the next driver re-runs them")
+    return ended
