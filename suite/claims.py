@@ -71,15 +71,15 @@ class Heartbeat:
     """While a run is RUNNING, a daemon thread tags it with the time every `every` seconds, so another
     driver can tell a live run from a dead one's leftover."""
 
-    def __init__(self, tracker, run_id: str, every: float):
-        self._tracker, self._run_id, self._every = tracker, run_id, every
+    def __init__(self, claims: Claims, run_id: str, every: float):
+        self._claims, self._run_id, self._every = claims, run_id, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="slimbench-heartbeat")
 
     def _beat(self) -> None:
         while not self._stop.wait(self._every):
             try:
-                self._tracker.heartbeat(self._run_id)
+                self._claims.heartbeat(self._run_id)
             except Exception:  # the store is busy or gone: the run itself will report that
                 pass
 

@@ -250,12 +250,12 @@ class Harness:
         tags = {**record_tags(record), "slimbench.worker": f"{socket.gethostname()}:{os.getpid()}",
                 **({"slimbench.attempt": self.opts.attempt} if self.opts.attempt else {})}
         run_id = self.tracker.start(f"{task.name}/{method.label}/s{spec.seed}", tags)
-        yielded = self.tracker.claim(key, run_id, self.opts.force, 5 * self.opts.heartbeat_s)
+        yielded = self.tracker.claims.claim(key, run_id, self.opts.force, 5 * self.opts.heartbeat_s)
         if yielded:  # another driver or worker has this key: leave it to them, keep no trace
             self.tracker.client.delete_run(run_id)
             self.opts.log(f"  skipped: {yielded}")
             return RunResult(spec, "SKIPPED", error=yielded)
-        with Heartbeat(self.tracker, run_id, self.opts.heartbeat_s):
+        with Heartbeat(self.tracker.claims, run_id, self.opts.heartbeat_s):
             return self._run_claimed(task, method, spec, record, run_id)
 
     def _run_claimed(self, task, method, spec: RunSpec, record: RunRecord, run_id: str) -> RunResult:

@@ -119,13 +119,6 @@ class Tracker:
         runs = [r for r in runs if r.data.tags.get("slimbench.kind") != CANDIDATE]  # a search's nested runs share it
         return runs[0].info.run_id if runs else None
 
-    # The run-claim protocol is `self.claims` (suite.claims); these two stay for the harness's call sites.
-    def claim(self, run_key: str, run_id: str, force: bool, stale_s: float) -> str | None:
-        return self.claims.claim(run_key, run_id, force, stale_s)
-
-    def heartbeat(self, run_id: str) -> None:
-        self.claims.heartbeat(run_id)
-
     def finished_baseline(self, task: str, profile: str, baseline_key: str, device_label: str) -> str | None:
         """The newest FINISHED baseline run of a task, profile and task definition (its baseline
         key: model, data, recipe) on a device label, if any."""
