@@ -9,8 +9,9 @@ does, and the reloaded model is timed with the suite's latency protocol at the t
 `torch.compile(model)` (the harness's `--compile`), in one process, methods interleaved per mode so
 machine drift hits them alike. The question it answers: is `quant.w8a8` ever slower than
 `torch.dynamic_int8` (fbgemm) on this CPU, and how far are the weight-only formats from fp32.
-Writes results/benchmarks/cpu-quant-<task>-vm.json (named after the machine kind, as the other CPU
-records; -quick with --quick). Run it on a quiet machine: these are timings.
+Writes results/benchmarks/cpu-quant-<task>-vm-<isa>.json (named after the machine kind and its
+instruction set, e.g. -vm-avx512-vnni-amx-bf16, so records of different CPUs sit side by side;
+-quick with --quick). Run it on a quiet machine: these are timings.
 """
 from __future__ import annotations
 
@@ -78,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows[spec][f"{mode}_bs{bs}_ms"] = ms
                 print(f"{mode:8s} {spec:42s} bs{bs:<3d} {ms}", flush=True)
     record = {"benchmark": "cpu_quant", "task": args.task, "quick": args.quick, "threads": threads,
+              "timed": "each model reloaded from its saved artifact (as the harness measures)",
               "device": device_name("cpu"), "capability": capability("cpu"), "int_mm_exact": cpu_int_mm_exact(),
               "torch": torch.__version__, "python": platform.python_version(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "rows": rows}
-    out = Path(args.out) / f"cpu-quant-{args.task}-vm{'-quick' if args.quick else ''}.json"
+    from slimbench.core.record import capability_text
+
+    isa = capability_text(record["capability"]).lower().replace(" ", "-") or "cpu"
+    out = Path(args.out) / f"cpu-quant-{args.task}-vm-{isa}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")
