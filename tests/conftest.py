@@ -160,3 +160,28 @@ def check_method(method_factory, task, baseline, tmp_path, worker=None):
         return check(method_factory, task, baseline, tmp_path, worker)
     except Unsupported as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def effective_flops():
+    """`expected_effective_flops` (below), for tests that check the FLOP counter's effective figure."""
+    return expected_effective_flops
+
+
+def expected_effective_flops(dense_model, compressed, inputs) -> int:
+    """Effective FLOPs as the suite defines them, computed independently: the dense model's per-layer
+    FLOPs (torch's own counter) with each weight layer's share scaled by the density of the weight
+    the compressed model's same-named layer computes with."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from slimbench.suite.measure.sparsity import density, weight_layers
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        dense_model(**inputs)
+    root = type(dense_model).__name__
+    per = {k.removeprefix(root).lstrip("."): sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    total = per.pop("Global")
+    layers = {n: density(m) for n, m in weight_layers(compressed)}
+    return total - sum(per[n] for n in layers if n in per) + sum(round(per[n] * d) for n, d in layers.items() if n in per)

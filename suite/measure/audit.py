@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 CODE = (".py", ".pyc", ".so", ".pyd", ".pth")
+SLACK_S = 2.0
 SYSTEM = ("/proc/", "/sys/", "/dev/")
 
 
@@ -32,6 +33,9 @@ class FileAudit:
     """Context manager: records the stash reads of the code it wraps (see the module docstring).
 
     `since`: the time (`time.time()`) the run began; files older than that cannot hold its state.
+    File times are coarse (the kernel stamps them from a clock that lags by milliseconds; some file
+    systems keep whole seconds), so a file stamped up to `SLACK_S` before `since` counts as written
+    during the run.
     """
 
     _lock = threading.Lock()
@@ -71,7 +75,7 @@ class FileAudit:
             modified = os.stat(full).st_mtime
         except OSError:
             return
-        if modified >= self.since:
+        if modified >= self.since - SLACK_S:
             self.stashes.append(str(Path(full)))
 
 

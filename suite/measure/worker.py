@@ -78,6 +78,11 @@ class Server:
                 METHODS.register(name)(_import(origin))
         name = ref["name"]
         cls = METHODS.get(name) if name in METHODS and METHODS.origin(name) == ref["class"] else _import(ref["class"])
+        if getattr(cls, "name", None) != name:  # registered under this name in the parent only (module:attr)
+            if name not in METHODS:
+                METHODS.register(name)(cls)
+            else:  # the name is another class's here: a subclass that carries it
+                cls = type(cls.__name__, (cls,), {"name": name, "__module__": cls.__module__})
         config = {k: v for k, v in ref["config"].items() if k != "version"}
         return cls(build(cls.config_cls, config, owner=name))
 
