@@ -75,3 +75,28 @@ def test_pruned_then_quantized_keeps_its_zeros_in_sparsity_and_effective_flops(q
     assert flops["effective"] < 0.6 * flops["dense"], flops
     dense = count_flops(toy_baseline, inputs)
     assert flops["dense"] == dense["dense"] == dense["effective"]
+
+
+def test_weights_in_memory_include_what_a_layer_expands_on_first_use(toy_task, toy_baseline, tmp_path) -> None:
+    """A sparse layer expands its dense weight on its first forward: `weights_bytes` is taken after a
+    warm-up forward, so the copy it runs on is counted (it was missing when taken right after load)."""
+    from slimbench.core.record import DeviceRef, MethodRef, RunRecord, TaskRef
+    from slimbench.methods import as_compressed, create_method
+    from slimbench.suite.artifact import save_artifact
+    from slimbench.suite.context import make_context
+    from slimbench.suite.measure.reloaded import measure_artifact
+    from slimbench.suite.measure.size import tensor_bytes
+    from slimbench.suite.progress import ProgressConfig
+
+    method = create_method("prune.magnitude:sparsity=0.5")
+    result = as_compressed(method.compress(copy.deepcopy(toy_baseline), make_context(toy_task, baseline=toy_baseline)))
+    save_artifact(result, method, tmp_path)
+    record = RunRecord(run_key="k", task=TaskRef(), method=MethodRef(), seed=0, device=DeviceRef())
+    model = measure_artifact(toy_task, method, tmp_path, record=record, device="cpu", latency_devices=(), threads=1,
+                             latency_profile=(0, 1, 0.0, 0.1), progress=ProgressConfig(False))
+    sparse = [m for m in model.modules() if hasattr(m, "expand")]
+    assert sparse and all(m._dense is not None for m in sparse)
+    expanded = sum(m._dense.numel() * m._dense.element_size() for m in sparse)
+    stored = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert record.metrics["weights_bytes"] == tensor_bytes(model) >= stored + expanded
+    assert record.metrics["sparsity"] == pytest.approx(0.5, abs=0.01) and record.sparsity_layers
