@@ -310,6 +310,7 @@ class Harness:
         from slimbench.suite.measure.isolated import probe_differs, write_probe
         from slimbench.tasks.seal import TEST_READ, sealed
 
+        self.measurer.start()  # its start-up (imports) overlaps the compression
         baseline, base_info = self.baseline(task)
         record.baseline.update({k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info})
         cfg = task.config

@@ -76,10 +76,14 @@ class MeasureWorker:
         self._reply = os.fdopen(read, "r", encoding="utf-8")
         self._finalizer = weakref.finalize(self, _kill, self._proc, self._reply)
 
-    def request(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Send one request, wait for its answer; `MeasureFailed` if it failed or the process died."""
+    def start(self) -> None:
+        """Start the process now (if it is not running), so its imports overlap the caller's work."""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send one request, wait for its answer; `MeasureFailed` if it failed or the process died."""
+        self.start()
         req = {**req, "path": _import_path()}
         assert self._proc is not None and self._proc.stdin is not None and self._reply is not None
         try:

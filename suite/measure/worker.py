@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reply-fd", type=int, required=True)
     args = ap.parse_args(argv)
     _die_with_parent()
+    import slimbench.suite.measure.reloaded  # noqa: F401  (torch and the measurement code, before the first request)
     reply = os.fdopen(args.reply_fd, "w", encoding="utf-8")
     server = Server()
     for line in sys.stdin:
