@@ -10,6 +10,21 @@ from slimbench.core.config import ConfigError
 from slimbench.methods import create_method
 
 
+def _feature_terms(student, teacher, ctx):
+    """(FeatureLoss, hint term, attention term) of `student` against `teacher` on 8 validation items."""
+    from slimbench.methods.common.children import layer_map
+    from slimbench.methods.distill.features import FeatureLoss
+
+    feats = FeatureLoss(student, teacher, layer_map(teacher, student, (), "x"), 1.0, "distill.feature")
+    inputs = ctx.example_inputs(8)
+    student(**inputs)
+    with torch.no_grad():
+        teacher(**inputs)
+    hint, attn = feats(inputs)
+    feats.close()
+    return feats, hint, attn
+
+
 def _logits(n=6, c=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, c, generator=g) * 3, torch.randn(n, c, generator=g) * 3, torch.randint(0, c, (n,), generator=g)
@@ -143,18 +158,11 @@ def test_attention_maps_match_the_models_own(conformance_tasks):
 @pytest.mark.parametrize("task_name", ["toy-cnn", "toy-transformer"])
 def test_feature_terms_are_finite_and_trainable(conformance_tasks, task_name):
     from slimbench.methods.distill.configs import StudentConfig
-    from slimbench.methods.distill.features import FeatureLoss
-    from slimbench.methods.distill.students import build_student, layer_map
+    from slimbench.methods.distill.students import build_student
 
     ctx, teacher = _ctx(conformance_tasks, task_name)
     student, _, _ = build_student(ctx, StudentConfig(width=0.5), "distill.feature")
-    feats = FeatureLoss(student, teacher, layer_map(teacher, student, (), "x"), 1.0, "distill.feature")
-    inputs = ctx.example_inputs(8)
-    student(**inputs)
-    with torch.no_grad():
-        teacher(**inputs)
-    hint, attn = feats(inputs)
-    feats.close()
+    feats, hint, attn = _feature_terms(student, teacher, ctx)
     assert torch.isfinite(hint) and hint > 0 and torch.isfinite(attn) and attn >= 0
     hint.backward()
     if task_name == "toy-cnn":  # one 1x1 projection per stage, student channels -> teacher channels, all trained
@@ -294,19 +302,13 @@ def test_feature_projections_map_pruned_channels_and_heads(conformance_tasks):
     """Between a pruned student and the teacher, each CNN stage's projection takes the student's own
     (pruned) channel count to the teacher's, and attention maps of layers that lost heads are matched
     head-averaged; all terms finite and trainable."""
-    from slimbench.methods.common.children import layer_map, resnet_stages
-    from slimbench.methods.distill.features import FeatureLoss, _channels
+    from slimbench.methods.common.children import resnet_stages
+    from slimbench.methods.distill.features import _channels
 
     for task_name in ("toy-cnn", "toy-transformer"):
         student = _pruned(conformance_tasks, task_name)
         ctx, teacher = _ctx(conformance_tasks, task_name)
-        feats = FeatureLoss(student, teacher, layer_map(teacher, student, (), "x"), 1.0, "distill.feature")
-        inputs = ctx.example_inputs(8)
-        student(**inputs)
-        with torch.no_grad():
-            teacher(**inputs)
-        hint, attn = feats(inputs)
-        feats.close()
+        feats, hint, attn = _feature_terms(student, teacher, ctx)
         (hint + attn).backward()
         assert torch.isfinite(hint) and hint > 0 and torch.isfinite(attn)
         grads = [p.grad for p in student.parameters() if p.grad is not None]
