@@ -22,15 +22,17 @@ def _csv(values: list[str] | None) -> list[str]:
 
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run methods on tasks and track each run in MLflow",
-                       description="Run compression methods on standard tasks. With no arguments: every "
-                                   "built-in method at its default config on every standard task, "
-                                   "default profile, one seed, on the CPU. A task's baseline row (what every "
-                                   "Δ and speedup is measured against) is measured first when the results "
-                                   "store has none for this device and profile.")
+                       description="Run compression methods on standard tasks. With no arguments: the "
+                                   "embedded default set (each family's main methods beside their controls, "
+                                   "operating-point sweeps on fashion-mnist; `slimbench list default` shows it) "
+                                   "on every standard task, default profile, on the CPU, then the leaderboard. "
+                                   "A task's baseline row (what every Δ and speedup is measured against) is "
+                                   "measured first when the results store has none for this device and profile.")
     p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
     p.add_argument("--method", action="append", metavar="SPEC",
                    help="method spec NAME[:key=value,...], NAME:@FILE.yaml[,key=value] or NAME:{json}; repeat "
-                        "for several (default: every built-in method at its default config; plugins run when named)")
+                        "for several; `all`: every built-in method at its default config (default: the default "
+                        "set, see `slimbench list default`; plugins run when named)")
     p.add_argument("--method-config", action="append", metavar="FILE",
                    help="a YAML/JSON file of config fields naming its method (`method: NAME`); recorded verbatim "
                         "with the run; repeat for several")
@@ -64,11 +66,14 @@ def _add_run(sub) -> None:
     p.add_argument("--force", action="store_true", help="re-run (task, config, seed) triples already done")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--json", action="store_true", help="print the result rows as JSON")
+    p.add_argument("--no-leaderboard", action="store_true",
+                   help="skip building the leaderboard site (RESULTS_DIR/leaderboard/) from the store at the end")
 
 
 def _add_list(sub) -> None:
     p = sub.add_parser("list", help="list tasks and methods with their config fields")
-    p.add_argument("what", nargs="?", choices=("all", "tasks", "methods"), default="all")
+    p.add_argument("what", nargs="?", choices=("all", "tasks", "methods", "default"), default="all",
+                   help="default: the set `slimbench run` runs when no method is named")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -121,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from slimbench.core.config import ConfigError, spec_from_file
     from slimbench.methods import METHODS
+    from slimbench.suite.defaults import ALL, specs_for
     from slimbench.suite.progress import ProgressConfig
     from slimbench.suite.runner import Harness, RunOptions, plan
     from slimbench.tasks import list_tasks
@@ -129,8 +135,12 @@ def cmd_run(args) -> int:
 
     own = register_task_files(tuple(args.task_file))
     tasks = _csv(args.tasks) or (own or list_tasks())
-    methods = (args.method or []) + [spec_from_file(f) for f in args.method_config or []]
-    methods = methods or [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
+    named = (args.method or []) + [spec_from_file(f) for f in args.method_config or []]
+    if named:  # `all`: every built-in method at its default config, beside whatever else is named
+        builtins = [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
+        methods = list(dict.fromkeys(x for m in named for x in (builtins if m == ALL else [m])))
+    else:
+        methods = {t: specs_for(t) for t in tasks}
     seeds = args.seed if args.seed else (list(range(args.seeds)) if args.seeds is not None else None)
     if not args.seed and args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
@@ -150,14 +160,29 @@ def cmd_run(args) -> int:
             opts = _ray_store(opts, stack, args.address)
         harness = stack.enter_context(Harness(opts))
         n_seeds = f"{len(seeds)} seed(s)" if seeds is not None else "each method's default seeds"
-        log(f"{len(specs)} run(s): {len(tasks)} task(s) x {len(methods)} method(s) x {n_seeds}; "
+        what = (f"{len(methods)} method(s)" if isinstance(methods, list)
+                else f"the default set ({', '.join(f'{len(m)} on {t}' for t, m in methods.items())})")
+        log(f"{len(specs)} run(s): {len(tasks)} task(s) x {what} x {n_seeds}; "
             f"profile {args.profile}; device {harness.device}; tracking {harness.tracker.uri}; executor {args.executor}")
         if args.executor == "ray":
             from slimbench.suite.distributed import RayOptions, run_ray
             results = run_ray(harness, specs, RayOptions(args.address, args.retries, args.run_timeout))
         else:
             results = harness.run_all(specs)
-        return _report(args, harness, results, log)
+        code = _report(args, harness, results, log)
+        if not args.no_leaderboard:
+            _leaderboard(harness, args.results_dir, log)
+        return code
+
+
+def _leaderboard(harness, results_dir: Path, log) -> None:
+    """Every run of the store, this one's included, as the static site a user opens next."""
+    from slimbench.leaderboard.site import build_site
+
+    runs = harness.tracker.read_records()
+    index = build_site(runs, results_dir / "leaderboard", "slimbench leaderboard")
+    log(f"leaderboard: {len(runs)} runs from {harness.tracker.uri} -> open {index.resolve().as_uri()} "
+        "(Markdown, CSV and JSON beside it)")
 
 
 def _ray_store(opts, stack, address: str | None):
@@ -228,6 +253,10 @@ def cmd_list(args) -> int:
                            "config": field_specs(cls.config_cls)} for n in METHODS.names()]
         if METHODS.plugin_errors:
             out["plugin_errors"] = METHODS.plugin_errors
+    if args.what in ("all", "default"):
+        from slimbench.suite.defaults import DEFAULT_FILE, entries
+
+        out["default"] = [vars(e) for e in entries()]
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -258,6 +287,17 @@ def cmd_list(args) -> int:
         console.print(t)
         for name, err in out.get("plugin_errors", {}).items():
             console.print(f"[yellow]plugin {escape(repr(name))} failed to load: {escape(err)}[/yellow]")
+    if "default" in out:
+        t = Table(title=f"default set: `slimbench run` with no --method ({DEFAULT_FILE.name}; --method all: every "
+                        "built-in)")
+        for col in ("task", "family", "main", "control"):
+            t.add_column(col)
+        groups: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for e in out["default"]:
+            groups.setdefault((e["task"], e["family"]), {"main": [], "control": []})[e["role"]].append(e["spec"])
+        for (task, family), roles in groups.items():
+            t.add_row(escape(task), family, escape("\n".join(roles["main"])), escape("\n".join(roles["control"])))
+        console.print(t)
     return 0
 
 

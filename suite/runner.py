@@ -86,16 +86,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def plan(tasks: list[str], methods: list[str], seeds: list[int] | None, profile: str) -> list[RunSpec]:
-    """Validate every task, method and config before any work starts. `seeds=None`: each method's
+def plan(tasks: list[str], methods: list[str] | dict[str, list[str]], seeds: list[int] | None,
+         profile: str) -> list[RunSpec]:
+    """Validate every task, method and config before any work starts. `methods`: the specs every
+    task runs, or a mapping of task name to its own specs. `seeds=None`: each method's
     `default_seeds` (0..N-1)."""
     from slimbench.methods import create_method
     from slimbench.tasks import get_task
 
     for t in tasks:
         get_task(t, profile)
-    per = {m: seeds if seeds is not None else list(range(create_method(m).default_seeds)) for m in methods}
-    return [RunSpec(t, m, s) for t in tasks for m in methods for s in per[m]]
+    per_task = methods if isinstance(methods, dict) else {t: methods for t in tasks}
+    per = {m: seeds if seeds is not None else list(range(create_method(m).default_seeds))
+           for t in tasks for m in per_task[t]}
+    return [RunSpec(t, m, s) for t in tasks for m in per_task[t] for s in per[m]]
 
 
 def run_key(task, method, seed: int, device_label: str) -> str:
@@ -359,6 +363,7 @@ class Harness:
             record.latency += [LatencyPoint(**p) for p in parts["latency"]]
             record.memory += [MemoryPoint(**p) for p in parts["memory"]]
             record.latency_unsupported.update(parts["latency_unsupported"])
+            record.execution_paths = parts["execution_paths"]
             record.warnings += parts["warnings"]
             self.tracker.log_dir(run_id, out_dir, "artifact")
             floor, acc = cfg.min_accuracy, record.metrics.get("accuracy")
