@@ -25,6 +25,7 @@ Schema 2 (`run.json`):
                   "runs", "threads", "dtype", "graph" (CUDA: replayed as one captured CUDA graph)}],
      "memory": [{"device", "device_name", "batch_size", "peak_bytes", "dtype"}],
      "latency_unsupported": {device: reason, "<device> graph": why capture failed}, "warnings": [...],
+     "execution_paths": {device: {layer: the kernel it ran, "reference: ..." where slimbench has none}},
      "provenance": {"git_commit", "slimbench", "torch", "cuda", "device_name", "cpu_model",
                     "threads", "python", "platform", "mlflow_run_id", "started", "duration_s"},
      "error": str | null}
@@ -136,6 +137,7 @@ class RunRecord:
     latency: list[LatencyPoint] = field(default_factory=list)
     memory: list[MemoryPoint] = field(default_factory=list)
     latency_unsupported: dict[str, str] = field(default_factory=dict)
+    execution_paths: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> layer -> path
     warnings: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -170,6 +172,7 @@ class RunRecord:
             sparsity_layers=dict(d.get("sparsity_layers") or {}), budget=dict(d.get("budget") or {}),
             latency=points(LatencyPoint, "latency"), memory=points(MemoryPoint, "memory"),
             latency_unsupported=dict(d.get("latency_unsupported") or {}),
+            execution_paths={k: dict(v) for k, v in (d.get("execution_paths") or {}).items() if isinstance(v, dict)},
             warnings=list(d.get("warnings") or []), provenance=dict(d.get("provenance") or {}),
             error=d.get("error"), schema=SCHEMA)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from slimbench.leaderboard import fmt
-from slimbench.leaderboard.rows import Board, FailedRun, Row, Section
+from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, reference_share
 
 SIMULATED_TITLE = "Simulated (not real compression)"
 FAILED_TITLE = "Failed runs"
@@ -27,7 +27,10 @@ NOTES = ("Accuracy: mean over seeds in %, ± the 95% confidence interval (Studen
          "row as torch.compile(model). FLOPs per forward pass at batch size 1. "
          "Simulated (fake-quant) results and failed runs are listed apart and never ranked. "
          "Verified: ✓ every run of the row was re-measured from its artifact by `slimbench verify` and matched "
-         "its record; ✗ a run did not (claimed vs measured on its run page); blank: not re-measured.")
+         "its record; ✗ a run did not (claimed vs measured on its run page); blank: not re-measured. "
+         "Kernels: reference n/m: n of the model's m weight layers ran a slimbench reference path on that device "
+         "(e.g. dequantize + dense every call), so its latency measures a missing kernel, not the method; "
+         "real: every weight layer ran a real kernel (each layer's path is on the run page); blank: not recorded.")
 MARKS = {"verified": "✓", "mismatch": "✗"}
 
 
@@ -40,6 +43,13 @@ class Column:
     numeric: bool
     value: Callable[[Row], Any]
     text: Callable[[Row], str]
+
+
+def kernels_text(r: Row) -> str:
+    share = reference_share(r)
+    if share is None:
+        return ""
+    return f"reference {share[0]}/{share[1]}" if share[0] else "real"
 
 
 def _batch(r: Row) -> str:
@@ -64,6 +74,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Latency median", "latency_median_ms", True, lambda r: r.latency_median_ms,
            lambda r: fmt.ms(r.latency_median_ms)),
     Column("Latency p90", "latency_p90_ms", True, lambda r: r.latency_p90_ms, lambda r: fmt.ms(r.latency_p90_ms)),
+    Column("Kernels", "kernels", False, kernels_text, kernels_text),
     Column("Speedup", "speedup", True, lambda r: r.speedup, lambda r: fmt.times(r.speedup)),
     Column("vs half", "speedup_half", True, lambda r: r.speedup_half, lambda r: fmt.times(r.speedup_half)),
     Column("Peak memory", "peak_bytes", True, lambda r: r.peak_bytes, lambda r: fmt.size(r.peak_bytes)),

@@ -86,6 +86,7 @@ class Row:
     speedup: float | None
     peak_bytes: float | None
     speedup_half: float | None = None  # CUDA: the `half` row's median latency / this one's (same device, batch)
+    paths: dict[str, int] | None = None  # the weight layers' execution paths on this device: {path: layers}
     verification: str = UNVERIFIED  # verified | mismatch | unverified: see `_verification`
 
     @property
@@ -246,7 +247,30 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         control=ctl if isinstance(ctl := get(first, "method_metrics", "control"), dict) else None, device=dev, batch_size=bs, latency_median_ms=lat_med.get((dev, bs)),
         latency_p90_ms=lat_p90.get((dev, bs)),
         speedup=_ratio(b_lat.get((dev, bs)), lat_med.get((dev, bs))),
-        peak_bytes=mem.get((dev, bs)), verification=_verification(group.runs)) for dev, bs in keys]
+        peak_bytes=mem.get((dev, bs)), verification=_verification(group.runs),
+        paths=_paths(first, dev)) for dev, bs in keys]
+
+
+REFERENCE = "reference: "  # the prefix of a path slimbench keeps for correctness, not speed
+
+
+def _paths(run: dict[str, Any], device: str) -> dict[str, int] | None:
+    """{path: number of weight layers} on `device` (cuda-graph rows: the cuda paths); None when the
+    run predates path recording."""
+    layers = get(run, "execution_paths", device.split("-")[0])
+    if not isinstance(layers, dict) or not layers:
+        return None
+    counts: dict[str, int] = {}
+    for path in layers.values():
+        counts[str(path)] = counts.get(str(path), 0) + 1
+    return counts
+
+
+def reference_share(row: Row) -> tuple[int, int] | None:
+    """(layers on a reference path, weight layers) of a row, or None when not recorded."""
+    if not row.paths:
+        return None
+    return sum(n for p, n in row.paths.items() if p.startswith(REFERENCE)), sum(row.paths.values())
 
 
 def _control_notes(rows: list[Row]) -> None:

@@ -170,6 +170,14 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
     parts.append("<h2>Latency</h2>" + _entries(run, "latency", ["device", "batch_size", "median_ms", "p90_ms",
                                                                "mean_ms", "std_ms", "runs", "threads"]))
     parts.append("<h2>Memory</h2>" + _entries(run, "memory", ["device", "batch_size", "peak_bytes"]))
+    paths = get(run, "execution_paths", default={})
+    if isinstance(paths, dict) and paths:
+        parts.append("<h2>Execution paths</h2><p>The kernel each weight layer ran where latency was timed; a "
+                     "<em>reference</em> path measures a kernel slimbench lacks, not the method.</p>" + _table(
+            ["device", "layer", "path"],
+            [[str(dev), str(layer), str(path)]
+             for dev, layers in sorted(paths.items()) if isinstance(layers, dict)
+             for layer, path in layers.items()]))
     prov = get(run, "provenance", default={})
     prov = prov if isinstance(prov, dict) else {}
     prov = {k: v for k, v in prov.items() if k != "verification"}  # its own section above

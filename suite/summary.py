@@ -29,6 +29,7 @@ def _pick(rows: list) -> Any:
 def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str, Any]]:
     """Run records -> one summary row per configuration (finished) or per run (not finished)."""
     from slimbench.core.record import RunRecord
+    from slimbench.leaderboard.export import kernels_text
     from slimbench.leaderboard.rows import aggregate
 
     board = aggregate([RunRecord.from_dict(r).to_dict() for r in records if r])
@@ -50,6 +51,7 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
                 "latency_device": r.device if r.latency_median_ms is not None else None,
                 "latency_bs1_ms": r.latency_median_ms if r.batch_size == 1 else None,
                 "speedup_bs1": r.speedup if r.batch_size == 1 else None,
+                "kernels": kernels_text(r) or None,
                 "run_ids": r.run_ids, "error": None})
         for f in sec.failed:
             out.append({"task": task, "profile": profile, "device": device_label, "task_definition": definition,
@@ -58,6 +60,7 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
                         "accuracy": None, "accuracy_ci": None, "balanced_accuracy": None, "delta_accuracy": None,
                         "size_bytes": None, "compression": None, "flops_dense": None, "flops_effective": None,
                         "bops": None, "latency_device": None, "latency_bs1_ms": None, "speedup_bs1": None,
+                        "kernels": None,
                         "run_ids": [f.run_id], "error": f.error})
     return out
 
@@ -77,12 +80,17 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
         pct = (lambda v: "—" if v is None else f"{100 * v:.1f}")
         status = r["status"] + (" (simulated)" if r["simulated"] else "")
         lat = "—" if r["latency_bs1_ms"] is None else f"{r['latency_bs1_ms']:.2f} ms {r['latency_device']}"
+        if (r.get("kernels") or "").startswith("reference"):
+            lat += " (ref)"  # a reference path ran: the number measures a missing kernel
         acc = pct(r["accuracy"]) + ("" if not r.get("accuracy_ci") else f" ±{100 * r['accuracy_ci']:.1f}")
         t.add_row(escape(r["task"]), escape(r["method"]), str(len(r["seeds"])), status, acc,
                   "—" if r["delta_accuracy"] is None else f"{100 * r['delta_accuracy']:+.1f}",
                   fmt_bytes(r["size_bytes"]),
                   "—" if r["compression"] is None else f"{r['compression']:.2f}", lat,
                   "—" if r["speedup_bs1"] is None else f"{r['speedup_bs1']:.2f}")
+    if any((r.get("kernels") or "").startswith("reference") for r in rows):
+        t.caption = ("(ref): some layers ran a slimbench reference path (e.g. dequantize + dense), so that latency "
+                     "measures a missing kernel, not the method; the leaderboard's Kernels column and run pages say which")
     console = Console()
     if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 140))

@@ -42,8 +42,13 @@ def test_run_tracks_measurements_in_mlflow(tmp_path, monkeypatch, capsys):
         assert {e["dtype"] for e in rec["latency"] + rec["memory"]} == {"float32"}  # what was timed
     by_method = {rec["method"]["name"]: rec for _, rec in runs}
     assert by_method["torch.dynamic_int8"]["metrics"]["size_bytes"] < by_method["baseline"]["metrics"]["size_bytes"] / 2
+    # each weight layer's kernel where latency was timed: the stock int8 GEMM, or dense fp32 (baseline)
+    paths = {m: set(rec["execution_paths"]["cpu"].values()) for m, rec in by_method.items()}
+    assert paths["baseline"] == {"dense float32 (oneDNN)"}
+    assert any("quantized::linear_dynamic" in p for p in paths["torch.dynamic_int8"])
     out = capsys.readouterr().out
     assert "torch.dynamic_int8" in out and "baseline" in out  # the summary table
+    assert "leaderboard: 2 runs" in out and (tmp_path / "leaderboard" / "index.html").exists()  # built at the end
 
     # a re-run skips completed (task, config, seed); --force runs again
     assert _run(tmp_path, "--method", "baseline") == 0

@@ -157,3 +157,22 @@ def snr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
     ref, out = ref.double(), out.double()
     noise = (ref - out).pow(2).sum().clamp(min=1e-300)
     return float(10 * torch.log10(ref.pow(2).sum() / noise))
+
+
+# Execution paths: what a layer's forward runs on a device, as `slim_path(device, dtype)` states it
+# (the harness records one label per layer and device). A label starting with REFERENCE is a path
+# slimbench keeps for correctness, not speed: its latency measures a missing kernel, not the method.
+REFERENCE = "reference: "
+
+
+def dense_path(device: str, dtype: torch.dtype) -> str:
+    """The path of a plain float layer: the stock dense kernel, or a reference where the CPU has no
+    units for the dtype (bf16 / fp16 without AVX512-BF16/AMX or AVX512-FP16/AMX-FP16)."""
+    name = str(dtype).removeprefix("torch.")
+    if device.startswith("cuda"):
+        return f"dense {name} (cuBLAS / cuDNN)"
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return f"{REFERENCE}bf16 on a CPU without bf16 units (converted per op)"
+    if dtype == torch.float16 and not torch.ops.mkldnn._is_mkldnn_fp16_supported():
+        return f"{REFERENCE}fp16 on a CPU without fp16 units (converted per op)"
+    return f"dense {name} (oneDNN)"

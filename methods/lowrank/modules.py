@@ -47,6 +47,10 @@ class LowRankLinear(nn.Module):
             return y.reshape(*shape[:-1], self.out_features)
         return self.second(F.linear(x, self.first.weight))
 
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        fused = self.kernel != "torch" and device.startswith("cuda") and dtype in (torch.float16, torch.bfloat16)
+        return "Triton fused low-rank GEMM" if fused else "two dense GEMMs on the factors"
+
     def slim_cost(self, inputs: tuple, output: torch.Tensor) -> dict[str, int]:
         """The two matmuls' FLOPs (whichever path ran: the fused kernel does the same arithmetic)."""
         tokens = inputs[0].numel() // self.in_features
@@ -85,6 +89,9 @@ class TuckerConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last(self.core(self.first(x)))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        return "three dense convs on the Tucker factors"
 
     def extra_repr(self) -> str:
         return f"ranks(out, in)={self.ranks}"

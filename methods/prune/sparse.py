@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.common import storage
-from slimbench.methods.common.layers import ConvGeometry, conv_cost, dtype_bits, fan_in, linear_cost
+from slimbench.methods.common.layers import REFERENCE, ConvGeometry, conv_cost, dtype_bits, fan_in, linear_cost
 
 
 class StoredSparse(nn.Module):
@@ -82,6 +82,12 @@ class StoredSparse(nn.Module):
     @property
     def density(self) -> float:
         return self.values.numel() / (self.in_features * self.out_features)
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        """Subclasses with a sparse kernel override this; the default forward multiplies the
+        weight expanded to dense (once, cached), so it runs at dense speed."""
+        op = "conv" if isinstance(self, ConvGeometry) else "GEMM"
+        return f"{REFERENCE}weight expanded to dense, dense {op}"
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         bits = (32, dtype_bits(inputs[0]))
@@ -161,6 +167,11 @@ class SparseLinear(StoredSparse):
         w = self.weight2d().to(x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        if self.kernel == "csr" and not isinstance(self, ConvGeometry):
+            return "sparse CSR GEMM: torch.sparse.mm"
+        return super().slim_path(device, dtype)
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.values.numel()}, "
                 f"storage={self.storage}, kernel={self.kernel}")
@@ -204,6 +215,11 @@ class BlockSparseLinear(StoredSparse):
                                 self.index32("col_indices"), self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        if device.startswith("cuda") and dtype in (torch.float16, torch.bfloat16):
+            return "Triton block-sparse GEMM on the stored blocks"
+        return super().slim_path(device, dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, "
@@ -264,6 +280,12 @@ class NMLinear(StoredSparse):
             y = kern.nm24_linear(x.reshape(-1, self.in_features), self.values_as(x.dtype), self.positions, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        if device.startswith("cuda") and self.n == 2 and self.m == 4 and dtype in (torch.float16, torch.bfloat16) \
+                and self.in_features % 16 == 0 and not isinstance(self, ConvGeometry):
+            return "Triton 2:4 GEMM (expanded in registers, dense tensor cores)"
+        return super().slim_path(device, dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, pattern={self.n}:{self.m}"

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from slimbench.methods.common.cast import PackedStorage
-from slimbench.methods.common.layers import ConvGeometry, conv_cost, dtype_bits, linear_cost
+from slimbench.methods.common.layers import REFERENCE, ConvGeometry, conv_cost, dtype_bits, linear_cost
 
 
 class DequantConv(ConvGeometry):
@@ -19,6 +19,9 @@ class DequantConv(ConvGeometry):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return conv_cost(self, output, bits=(self.weight_bits, dtype_bits(inputs[0])))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        return f"{REFERENCE}dequantize + dense conv every call"
 
 
 class DequantLinear(PackedStorage, nn.Module):
@@ -43,6 +46,14 @@ class DequantLinear(PackedStorage, nn.Module):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(self.weight_bits, dtype_bits(inputs[0])))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        """`kernel_path` names the GPU kernel where one applies (None otherwise)."""
+        kernel = self.kernel_path(dtype) if device.startswith("cuda") else None
+        return kernel or f"{REFERENCE}dequantize + dense GEMM every call"
+
+    def kernel_path(self, dtype: torch.dtype) -> str | None:
+        return None
 
     def slim_weight(self) -> torch.Tensor:
         """The dense weight this layer computes with ([out, fan_in]), for measured sparsity and FLOPs."""

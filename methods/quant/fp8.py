@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.common.layers import linear_cost, swap_named, targets
+from slimbench.methods.common.layers import REFERENCE, linear_cost, swap_named, targets
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.quant.configs import FP8Config
@@ -117,6 +117,10 @@ class FP8Linear(nn.Module):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(8, 8))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        return "torch._scaled_mm (FP8 tensor cores)" if device.startswith("cuda") else \
+            f"{REFERENCE}FP8 codes dequantized + dense GEMM"
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, scaling={self.scaling}"

@@ -124,6 +124,11 @@ class CodebookLinear(DequantLinear):
 
         return kern.codebook_gemv(x2, self.codes, self.codebook, self.bits, self.bias)
 
+    def kernel_path(self, dtype: torch.dtype) -> str | None:
+        if self.dim != 1 or self.bits not in (2, 4) or dtype not in _HALF:
+            return None
+        return "Triton codebook GEMV at batch rows <= 16 (dequantize + dense above)"
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, dim={self.dim}"
 

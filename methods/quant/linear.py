@@ -147,6 +147,10 @@ class QuantLinear(DequantLinear):
             zero = None if zero is None else zero.expand(self.out_features, 1)
         return w4a16.w4a16_linear(x2, self.qweight, scale, zero, self._kernel_group(), self.bias)
 
+    def kernel_path(self, dtype: torch.dtype) -> str | None:
+        ok = self.bits == 4 and dtype in _HALF and self._kernel_group() % 16 == 0
+        return "Triton W4A16 GEMM on the packed codes" if ok else None
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"granularity={self.granularity}, group_size={self.group_size}, symmetric={self.symmetric}")

@@ -48,6 +48,8 @@ def prepack_int8(weight_int8: torch.Tensor, scale: torch.Tensor, zero_point: tor
 class DynamicInt8Linear(nn.Module):
     """A Linear whose weight is int8 per-channel; runs `quantized::linear_dynamic`."""
 
+    PATH = "int8 GEMM: torch quantized::linear_dynamic (fbgemm / oneDNN)"
+
     def __init__(self, in_features: int, out_features: int, bias: bool):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -82,6 +84,9 @@ class DynamicInt8Linear(nn.Module):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(8, 8))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        return self.PATH
 
     def slim_weight(self) -> torch.Tensor:
         """The dense weight this layer computes with, for measured sparsity and FLOPs."""
@@ -130,6 +135,8 @@ class StaticInt8Linear(nn.Module):
     int32 [out], `input_scale` / `output_scale` fp32 [], `input_zero_point` /
     `output_zero_point` int32 [] (quint8 activations), `bias` fp32.
     """
+
+    PATH = "int8 GEMM: torch quantized::linear (static, fbgemm / oneDNN)"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, engine: str = "x86"):
         super().__init__()
@@ -183,6 +190,9 @@ class StaticInt8Linear(nn.Module):
 
     def slim_cost(self, inputs, output) -> dict[str, int]:
         return linear_cost(self, inputs, bits=(8, 8))
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        return self.PATH
 
     def slim_weight(self) -> torch.Tensor:
         """The dense weight this layer computes with, for measured sparsity and FLOPs."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.common.cast import PackedStorage
-from slimbench.methods.common.layers import ConvGeometry, conv_cost, fan_in, linear_cost
+from slimbench.methods.common.layers import REFERENCE, ConvGeometry, conv_cost, fan_in, linear_cost
 
 QMAX = 127
 UNFOLD_CHUNK = 1 << 24  # im2col elements materialised at once (bounds a conv's extra memory)
@@ -226,6 +226,15 @@ class W8A8Base(PackedStorage, nn.Module):
         y = self.integer_acc(xq, z).to(torch.float32).mul_(xs[:, None]).mul_(self.weight_scale)  # in place: fewer passes
         y = apply_act(y if self.bias is None else y.add_(self.bias), act)
         return y if out_scale is None else quantize_static(y, out_scale)[0]
+
+    def slim_path(self, device: str, dtype: torch.dtype) -> str:
+        """What `gemm` runs on `device` (the same tests as its dispatch)."""
+        im2col = "im2col + " if isinstance(self, ConvGeometry) else ""
+        if device.startswith("cuda"):
+            return f"{im2col}Triton int8 GEMM (scales fused)"
+        if cpu_int_mm_exact():
+            return f"{im2col}int8 GEMM: torch._int_mm (oneDNN, VNNI/AMX)"
+        return f"{REFERENCE}{im2col}int8 codes through an exact fp32 GEMM (no exact int8 GEMM on this CPU)"
 
     def w8a8_repr(self) -> str:
         return f"static={self.static}, symmetric={self.symmetric}"

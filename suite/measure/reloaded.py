@@ -92,6 +92,7 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
     `compile_mode`, every timing is of `torch.compile(model, mode=...)`."""
     from slimbench.suite.measure.latency import LatencyConfig, measure_latency
     from slimbench.suite.measure.memory import peak_memory
+    from slimbench.suite.measure.paths import execution_paths
     from slimbench.suite.provenance import device_name
 
     warmup, min_runs, min_s, max_s = profile
@@ -106,6 +107,7 @@ def _time_all(task, method, model, record, latency_devices, threads, profile, pr
                 continue
             kind = dev.split(":")[0]
             model.to(dev)
+            record.execution_paths[kind] = execution_paths(model, dev, getattr(torch, dtype))
             timed = compiled(model, compile_mode)
             for i, bs in enumerate(task.config.latency_batch_sizes):
                 inputs = {k: v.to(dev) for k, v in task.example_inputs(bs).items()}

@@ -112,7 +112,7 @@ class Server:
             _outputs(model.to("cpu"), req["probe"]["inputs"], req["probe"]["out"])
         d = record.to_dict()
         return {k: d[k] for k in ("metrics", "method_metrics", "sparsity_layers", "latency", "memory",
-                                  "latency_unsupported", "warnings")}
+                                  "latency_unsupported", "execution_paths", "warnings")}
 
     def outputs(self, task, method, req: dict[str, Any]) -> dict[str, Any]:
         import functools
