@@ -39,6 +39,28 @@ def machine() -> dict:
     return {"cpu_model": model, "cpus": len(os.sched_getaffinity(0)), "isa": isa}
 
 
+def run_times(results: Path) -> list[dict]:
+    """Each tracked run's wall time, from the clone's store (read with this checkout's slimbench)."""
+    try:
+        from slimbench.suite.tracking import Tracker
+        records = Tracker(None, "slimbench", results, create=False).read_records()
+    except Exception as exc:  # no store: the run failed before tracking anything
+        print(f"no per-run times: {exc}", file=sys.stderr)
+        return []
+    out = []
+    for r in records:
+        m, base = r.get("metrics") or {}, r.get("baseline") or {}
+        acc = m.get("accuracy")
+        out.append({"task": r["task"]["name"], "method": r["method"].get("spec") or r["method"]["name"],
+                    "seed": r.get("seed"), "status": r.get("status"),
+                    "seconds": (r.get("provenance") or {}).get("duration_s"),
+                    "compress_seconds": (base.get("train_seconds") if r["method"]["name"] == "baseline"
+                                         else m.get("compress_seconds")),
+                    "accuracy": None if acc is None else round(100 * acc, 2),
+                    "started": str((r.get("provenance") or {}).get("started"))})
+    return sorted(out, key=lambda x: x.pop("started"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", choices=tuple(TARGET_S), default="bench")
@@ -71,12 +93,13 @@ def main() -> int:
     failed = work / "results" / "leaderboard" / "failed.csv"
     for row in csv.DictReader(failed.open()) if failed.exists() else []:
         statuses[row.get("status", "?")] = statuses.get(row.get("status", "?"), 0) + 1
+    per_run = run_times(work / "results")
     planned = next((ln.split(" run(s)")[0] for ln in lines if re.match(r"\d+ run\(s\):", ln)), "?")
     out = {"benchmark": f"make {args.target}", "git_commit": commit, "machine": machine(), "exit_code": code,
            "setup_s": round(setup_s, 1), "run_s": round(total - setup_s, 1), "total_s": round(total, 1),
            "planned_runs": planned, "not_finished": statuses, "target_s": TARGET_S[args.target],
            "pass": code == 0 and total <= TARGET_S[args.target],
-           "setup_measured": not args.venv, "tail": "".join(lines[-60:])}
+           "setup_measured": not args.venv, "runs": per_run, "tail": "".join(lines[-60:])}
     dest = ROOT / "results" / "benchmarks" / f"make-{args.target}-{args.name}"
     dest.with_suffix(".json").write_text(json.dumps(out, indent=2))
     m = out["machine"]
@@ -87,7 +110,11 @@ def main() -> int:
         f"| {out['setup_s'] / 60:.1f} min{'' if out['setup_measured'] else ' (venv reused)'} | "
         f"{out['run_s'] / 60:.1f} min | {total / 60:.1f} min | {TARGET_S[args.target] / 60:.0f} min | {planned} | "
         f"{statuses or 'none'} | {code} |\n\n"
-        f"The run's terminal output ends:\n\n```\n{''.join(lines[-45:])}```\n")
+        "Per run (wall seconds of the whole run, of which the method's compress; the baselines' include training):\n\n"
+        "| task | method | seed | run s | compress s | accuracy % |\n|---|---|---:|---:|---:|---:|\n"
+        + "".join(f"| {r['task']} | {r['method']} | {r['seed']} | {r['seconds']} | {r['compress_seconds']} | "
+                  f"{r['accuracy']} |\n" for r in per_run)
+        + f"\nThe run's terminal output ends:\n\n```\n{''.join(lines[-45:])}```\n")
     print(f"wrote {dest}.md/.json: total {total / 60:.1f} min (set-up {setup_s / 60:.1f}, run {(total - setup_s) / 60:.1f})")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
