@@ -44,7 +44,7 @@ def test_quick_profile_end_to_end(tmp_path, monkeypatch, capsys):
     searches = {r["provenance"]["mlflow_run_id"] for r in records if r["method"]["family"] == "nas"}
     assert nested and {r.data.tags["mlflow.parentRunId"] for r in nested} <= searches
     expected = {(t, s) for t in tasks for s in ["baseline", *defaults.specs_for(t)]}
-    expected |= {(t, m) for t in tasks for m in ("lowrank.svd", "lowrank.tucker", "quant.fp8")}
+    expected |= set(UNSUPPORTED)  # the others of that second call are default configs already run: skipped
     assert {(r["task"]["name"], r["method"]["spec"]) for r in records} == expected
     for rec in records:
         key = (rec["task"]["name"], rec["method"]["name"])
