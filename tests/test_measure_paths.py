@@ -56,6 +56,11 @@ def test_each_layer_names_its_path_and_reference_paths_are_the_missing_kernels(m
     # without an exact int8 GEMM the W8A8 layer falls back to its fp32 reference, and says so
     monkeypatch.setattr(w8a8, "cpu_int_mm_exact", lambda: False)
     assert execution_paths(_model(), "cpu", torch.float32)["int8"].startswith(REFERENCE)
+    # an int8 conv runs im2col + the GEMM: slimbench has no int8 conv kernel, so it is a reference path
+    monkeypatch.setattr(w8a8, "cpu_int_mm_exact", lambda: True)
+    conv = w8a8.W8A8Conv2d.from_conv(nn.Conv2d(4, 8, 3, padding=1), None)
+    label = execution_paths(nn.Sequential(conv), "cpu", torch.float32)["0"]
+    assert label.startswith(REFERENCE) and "im2col" in label and "torch._int_mm" in label
 
 
 def test_the_path_is_what_forward_runs_for_the_int8_layer(monkeypatch):

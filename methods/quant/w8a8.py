@@ -228,13 +228,15 @@ class W8A8Base(PackedStorage, nn.Module):
         return y if out_scale is None else quantize_static(y, out_scale)[0]
 
     def slim_path(self, device: str, dtype: torch.dtype) -> str:
-        """What `gemm` runs on `device` (the same tests as its dispatch)."""
-        im2col = "im2col + " if isinstance(self, ConvGeometry) else ""
-        if device.startswith("cuda"):
-            return f"{im2col}Triton int8 GEMM (scales fused)"
-        if cpu_int_mm_exact():
-            return f"{im2col}int8 GEMM: torch._int_mm (oneDNN, VNNI/AMX)"
-        return f"{REFERENCE}{im2col}int8 codes through an exact fp32 GEMM (no exact int8 GEMM on this CPU)"
+        """What `gemm` runs on `device` (the same tests as its dispatch). A conv is always a
+        reference path: slimbench has no int8 conv kernel, and materialising every input patch
+        (im2col) costs more than the int8 GEMM saves."""
+        gemm = ("Triton int8 GEMM (scales fused)" if device.startswith("cuda") else
+                "int8 GEMM: torch._int_mm (oneDNN, VNNI/AMX)" if cpu_int_mm_exact() else
+                f"{REFERENCE}int8 codes through an exact fp32 GEMM (no exact int8 GEMM on this CPU)")
+        if isinstance(self, ConvGeometry):
+            return f"{REFERENCE}im2col (F.unfold) + {gemm.removeprefix(REFERENCE)}: no int8 conv kernel"
+        return gemm
 
     def w8a8_repr(self) -> str:
         return f"static={self.static}, symmetric={self.symmetric}"
