@@ -71,7 +71,7 @@ def _add_run(sub) -> None:
 
 
 def _add_list(sub) -> None:
-    p = sub.add_parser("list", help="list tasks and methods with their config fields")
+    p = sub.add_parser("list", help="list tasks, methods with their config fields, and the default set")
     p.add_argument("what", nargs="?", choices=("all", "tasks", "methods", "default"), default="all",
                    help="default: the set `slimbench run` runs when no method is named")
     p.add_argument("--json", action="store_true", help="machine-readable output")
