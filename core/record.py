@@ -39,6 +39,9 @@ from typing import Any
 
 SCHEMA = 2
 FINAL_STATUSES = ("FINISHED", "FAILED", "UNSUPPORTED", "KILLED")
+# The prefix of an `execution_paths` label for a path slimbench keeps for correctness, not speed
+# (dequantize + dense every call...): a latency over such a path measures a missing kernel.
+REFERENCE_PATH = "reference: "
 
 
 def _pick(cls: type, d: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from slimbench.core.record import device_label as _device_label
+from slimbench.core.record import REFERENCE_PATH, device_label as _device_label
 from slimbench.leaderboard.stats import mean_ci, median
 
 BASELINE = "baseline"
@@ -251,9 +251,6 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         paths=_paths(first, dev)) for dev, bs in keys]
 
 
-REFERENCE = "reference: "  # the prefix of a path slimbench keeps for correctness, not speed
-
-
 def _paths(run: dict[str, Any], device: str) -> dict[str, int] | None:
     """{path: number of weight layers} on `device` (cuda-graph rows: the cuda paths); None when the
     run predates path recording."""
@@ -270,7 +267,7 @@ def reference_share(row: Row) -> tuple[int, int] | None:
     """(layers on a reference path, weight layers) of a row, or None when not recorded."""
     if not row.paths:
         return None
-    return sum(n for p, n in row.paths.items() if p.startswith(REFERENCE)), sum(row.paths.values())
+    return sum(n for p, n in row.paths.items() if p.startswith(REFERENCE_PATH)), sum(row.paths.values())
 
 
 def _control_notes(rows: list[Row]) -> None:

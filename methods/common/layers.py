@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from slimbench.core.config import ConfigError
+from slimbench.core.record import REFERENCE_PATH
 
 LINEAR: tuple[type, ...] = (nn.Linear,)
 WEIGHT_LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv2d)
@@ -160,9 +161,8 @@ def snr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 
 # Execution paths: what a layer's forward runs on a device, as `slim_path(device, dtype)` states it
-# (the harness records one label per layer and device). A label starting with REFERENCE is a path
-# slimbench keeps for correctness, not speed: its latency measures a missing kernel, not the method.
-REFERENCE = "reference: "
+# (the harness records one label per layer and device); REFERENCE starts a reference path's label.
+REFERENCE = REFERENCE_PATH
 
 
 def dense_path(device: str, dtype: torch.dtype) -> str:

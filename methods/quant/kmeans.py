@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from slimbench.methods.common import storage as packing
-from slimbench.methods.common.layers import WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
+from slimbench.methods.common.layers import REFERENCE, WEIGHT_LAYERS, fan_in, fan_in_name, swap_named, targets
 from slimbench.methods.common.options import require_divides
 from slimbench.methods.quant.dequant import DequantConv, DequantLinear
 
@@ -127,7 +127,8 @@ class CodebookLinear(DequantLinear):
     def kernel_path(self, dtype: torch.dtype) -> str | None:
         if self.dim != 1 or self.bits not in (2, 4) or dtype not in _HALF:
             return None
-        return "Triton codebook GEMV at batch rows <= 16 (dequantize + dense above)"
+        # per device, not per batch: the GEMV serves <= 16 rows only, the tasks' batches mostly run the reference
+        return f"{REFERENCE}dequantize + dense GEMM (the Triton codebook GEMV only at <= 16 rows)"
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, dim={self.dim}"

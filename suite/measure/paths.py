@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slimbench.methods.common.layers import REFERENCE, dense_path
+from slimbench.methods.common.layers import dense_path
 
 
 def execution_paths(model: nn.Module, device: str, dtype: torch.dtype) -> dict[str, str]:
@@ -22,19 +22,9 @@ def execution_paths(model: nn.Module, device: str, dtype: torch.dtype) -> dict[s
             continue
         path = getattr(mod, "slim_path", None)
         if callable(path):
-            out[name], _ = path(device, dtype), owned.append(name)
+            out[name] = path(device, dtype)
+            owned.append(name)
         elif isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             out[name] = dense_path(device, mod.weight.dtype)
     return out
 
-
-def reference_layers(paths: dict[str, str]) -> list[str]:
-    return [name for name, path in paths.items() if path.startswith(REFERENCE)]
-
-
-def summarize(paths: dict[str, str]) -> dict[str, int]:
-    """{path: number of layers}, most used first."""
-    counts: dict[str, int] = {}
-    for p in paths.values():
-        counts[p] = counts.get(p, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
