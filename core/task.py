@@ -22,6 +22,7 @@ class TaskSpec:
         key: hash of the task's model, data and baseline recipe (changes when any does).
         finetune: the fine-tuning recipe and budget every method gets.
         search: the search budget of this profile (candidates x proxy steps).
+        latency_batch_sizes: the batch sizes the suite times (methods that pick kernels by timing use them).
         build_model: `build_model(**overrides) -> nn.Module`, a freshly initialised model of the
             task's architecture, the builder's keyword arguments overridden.
     """
@@ -34,4 +35,5 @@ class TaskSpec:
     key: str
     finetune: TrainRecipe
     search: SearchBudget = field(default_factory=SearchBudget)
+    latency_batch_sizes: tuple[int, ...] = (1,)
     build_model: Callable[..., Any] = field(default=lambda **_: None, compare=False, repr=False)

@@ -273,6 +273,7 @@ class Task:
         c = self.config
         return TaskSpec(name=c.name, kind=c.kind, num_classes=c.num_classes, metric=c.metric, profile=c.profile,
                         key=c.baseline_key(), finetune=c.finetune, search=c.search,
+                        latency_batch_sizes=tuple(c.latency_batch_sizes),
                         build_model=functools.partial(build_model, without_data(c)))
 
     def data(self) -> TaskData:

@@ -26,3 +26,13 @@ def test_tensor_bytes_params_buffers_and_ties() -> None:
     tied.b.weight = tied.a.weight
     assert tensor_bytes(tied) == 16 * 4
     assert tensor_bytes(nn.Linear(4, 4).half()) == 20 * 2
+
+
+def test_tensor_bytes_counts_a_sparse_buffer_by_its_parts() -> None:
+    """A CSR weight a layer keeps for its kernel is resident too: its row pointers, column indices
+    and values count (a CSR tensor has no single storage to read)."""
+    m = nn.Module()
+    crow = torch.tensor([0, 3, 3, 3, 3, 3, 3, 3, 3])  # 8 rows, 3 nonzeros in row 0
+    w = torch.sparse_csr_tensor(crow, torch.tensor([0, 1, 2]), torch.ones(3), (8, 16), check_invariants=True)
+    m.register_buffer("w", w, persistent=False)
+    assert tensor_bytes(m) == 9 * 8 + 3 * 8 + 3 * 4  # int64 crow [9], int64 col [3], fp32 values [3]

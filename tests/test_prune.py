@@ -417,3 +417,58 @@ def test_nm_layer_dispatch_and_kernel_width_rule():
     x = torch.randn(3, 20)
     with torch.no_grad():
         torch.testing.assert_close(twin(x), lin(x))
+
+
+def test_auto_kernel_picks_csr_by_timing_and_the_choice_travels_with_the_artifact(toy_task, toy_baseline, tmp_path,
+                                                                                    monkeypatch):
+    """kernel=auto keeps CSR up to the most rows at which it timed faster (here: faster at batch 1,
+    slower at batch 8), stores that per layer, and the reloaded model runs and names the same."""
+    from slimbench.methods.prune import unstructured as un
+
+    timed: list[SparseLinear] = []  # the layer each timed call ran (a forward hook records it)
+
+    def fake_time(fn, reps):  # CSR costs 1 ms at batch 1 and 3 ms above it; dense 2 ms
+        fn()
+        layer = timed[-1]
+        return 2.0 if layer.csr_rows < 0 else (1.0 if layer.csr_rows <= 1 else 3.0)
+
+    real_choose = un.choose_kernels
+
+    def choose(model, ctx, reps=7):
+        for m in model.modules():
+            if isinstance(m, SparseLinear):
+                m.register_forward_pre_hook(lambda mod, args: timed.append(mod))
+        return real_choose(model, ctx, reps)
+
+    monkeypatch.setattr(un, "_time_ms", fake_time)
+    monkeypatch.setattr(un, "choose_kernels", choose)
+    spec = "prune.magnitude:sparsity=0.9,finetune=false"
+    result, _ = _compress(spec, toy_task, toy_baseline)
+    choice = result.metrics["kernel_choice"]
+    layers = {n: m for n, m in result.model.named_modules() if isinstance(m, SparseLinear)}
+    assert choice["csr_layers"] == len(layers) == choice["sparse_linear_layers"] > 0
+    assert set(choice["csr_rows"].values()) == {1}  # batch 1 won, batch 8 lost
+    reloaded = _reloaded(spec, result, toy_task, tmp_path)
+    for name, m in reloaded.named_modules():
+        if isinstance(m, SparseLinear):
+            assert (m.csr_rows, m.timed_on) == (1, "cpu")
+            assert m.uses_csr(torch.zeros(1, m.in_features)) and not m.uses_csr(torch.zeros(8, m.in_features))
+            assert m.slim_path("cpu", torch.float32).startswith("torch.sparse.mm (CSR) up to 1 rows")
+            assert m.slim_path("cuda", torch.float16).startswith("reference: ")  # not timed there
+    with torch.no_grad():
+        for bs in (1, 8):
+            x = toy_task.example_inputs(bs)
+            torch.testing.assert_close(reloaded(**x), result.model.eval()(**x), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_kernel_keeps_dense_where_csr_never_wins(toy_task, toy_baseline, tmp_path, monkeypatch):
+    from slimbench.methods.prune import unstructured as un
+
+    monkeypatch.setattr(un, "_time_ms", lambda fn, reps: 1.0)  # a tie goes to dense
+    spec = "prune.magnitude:sparsity=0.5,finetune=false"
+    result, _ = _compress(spec, toy_task, toy_baseline)
+    assert result.metrics["kernel_choice"]["csr_layers"] == 0
+    reloaded = _reloaded(spec, result, toy_task, tmp_path)
+    layer = next(m for m in reloaded.modules() if isinstance(m, SparseLinear))
+    assert layer.csr_rows == 0 and not layer.uses_csr(torch.zeros(1, layer.in_features))
+    assert "timed faster than torch.sparse.mm" in layer.slim_path("cpu", torch.float32)

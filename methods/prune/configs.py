@@ -19,8 +19,10 @@ STORAGE_HELP = ("how the sparse weights are stored: bitmask (1 bit per position 
                 "+ column indices + row pointers) or, for block pruning, bsr (the nonzero blocks + their block "
                 "indices); auto: bsr when pruning blocks, else bitmask. The size includes the index bytes, and the "
                 "run records when dense storage would have been smaller")
-KERNEL_HELP = ("how a sparse layer runs: dense (weights expanded once at load, then the stock dense op) or csr "
-               "(torch's CSR sparse matmul on the stored values; Linear layers only)")
+KERNEL_HELP = ("how a sparse layer runs: dense (weights expanded once at load, then the stock dense op), csr "
+               "(torch's CSR sparse matmul on the stored values; Linear layers only) or auto (per Linear layer, "
+               "whichever of the two was faster when timed on the compress device at the task's latency batch "
+               "sizes; the choice is stored with the artifact and recorded)")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class SparseConfig(MethodConfig):
     sparsity: float = setting(0.5, SPARSITY_HELP, ge=0, lt=1)
     finetune: bool = setting(True, "fine-tune for the task's budget afterwards, pruned weights held at zero")
     storage: Literal["auto", "bitmask", "csr", "bsr"] = setting("auto", STORAGE_HELP)
-    kernel: Literal["dense", "csr"] = setting("dense", KERNEL_HELP)
+    kernel: Literal["auto", "dense", "csr"] = setting("auto", KERNEL_HELP)
     recalibrate_bn: bool = setting(False, BN_HELP)
     skip: tuple[str, ...] = setting(DEFAULT_SKIP, PRUNE_SKIP_HELP)
     per_layer: dict[str, float] = setting(

@@ -57,6 +57,7 @@ class SparseMethod(LayerSwapMethod):
         un.to_sparse(model, layers, masks, self.config)
         metrics.update(un.storage_metrics(model))
         check = un.kernel_check(model, ctx)
+        check.update(un.choose_kernels(model, ctx))
         if "note" in check and "note" in metrics:
             check["note"] = metrics.pop("note") + "; " + check["note"]
         metrics.update(check)
@@ -69,11 +70,19 @@ class SparseMethod(LayerSwapMethod):
     def _empty(self, name, layer, meta):
         from slimbench.methods.prune.sparse import empty_sparse
         c = self.config
-        return empty_sparse(layer, meta["nnz"][name], c.storage_kind, c.kernel, c.block)
+        timed = meta.get("csr_rows", {})
+        return empty_sparse(layer, meta["nnz"][name], c.storage_kind, c.kernel, c.block, timed.get(name, 0),
+                            meta.get("timed_on", ""))
 
     def _meta(self, model) -> dict[str, Any]:
+        from slimbench.methods.prune.sparse import SparseLinear
         twins = self._twins()
-        return {"nnz": {n: m.values.numel() for n, m in model.named_modules() if isinstance(m, twins)}}
+        meta: dict[str, Any] = {"nnz": {n: m.values.numel() for n, m in model.named_modules() if isinstance(m, twins)}}
+        auto = {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear) and m.kernel == "auto"}
+        if auto:  # kernel=auto's timed choice travels with the artifact, so the reloaded model runs it
+            meta["csr_rows"] = {n: m.csr_rows for n, m in auto.items() if m.csr_rows > 0}
+            meta["timed_on"] = next(iter(auto.values())).timed_on
+        return meta
 
     def _format(self) -> str:
         c = self.config

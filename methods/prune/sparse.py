@@ -5,10 +5,13 @@ What is stored is the artifact: the nonzero values and their index data (listed 
 so the size counts them and the parameter count does not). A conv is stored over its
 [out, in/groups*kh*kw] view. To run, a layer expands its weight once into a non-persistent dense
 buffer (the `dense` kernel, any device), or multiplies with torch's CSR sparse matmul on the
-stored values (`csr`, Linear only). N:M layers on CUDA run the Triton kernel that expands the
+stored values (`csr`, Linear only), or, with `auto`, picks between the two by the number of rows
+(CSR up to `csr_rows`, a threshold the method timed per layer on the compress device). N:M layers on CUDA run the Triton kernel that expands the
 compressed weight tile by tile (`kernels/nm.py`).
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -100,9 +103,11 @@ class SparseLinear(StoredSparse):
     """Buffers: `values` [nnz] and either `mask` uint8 (bitmask) or `col_idx` + `row_ptr` (CSR); `bias`."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, nnz: int, storage_kind: str = "bitmask",
-                 kernel: str = "dense"):
+                 kernel: str = "dense", csr_rows: int = 0, timed_on: str = ""):
         super().__init__()
         self.in_features, self.out_features, self.storage, self.kernel = in_features, out_features, storage_kind, kernel
+        # kernel=auto: CSR for inputs of at most `csr_rows` rows on `timed_on` devices (set by timing)
+        self.csr_rows, self.timed_on = csr_rows, timed_on
         self.register_buffer("values", torch.zeros(nnz))
         if storage_kind == "bitmask":
             self.register_buffer("mask", torch.zeros(-(-in_features * out_features // 8), dtype=torch.uint8))
@@ -151,15 +156,24 @@ class SparseLinear(StoredSparse):
                 self._csr = torch.sparse_csr_tensor(self.row_ptr.long(), self.col_idx.long(), self.values,
                                                     (self.out_features, self.in_features), check_invariants=False)
             else:
-                self._csr = self.expand().to_sparse_csr()
+                with warnings.catch_warnings():  # torch flags CSR as beta on every conversion
+                    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                    self._csr = self.expand().to_sparse_csr()
         return self._csr
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._csr = None
         super()._load_from_state_dict(*args, **kwargs)
 
+    def uses_csr(self, x: torch.Tensor) -> bool:
+        """Whether `x` runs through the CSR kernel: always with kernel=csr; with auto, when the rows
+        are within the threshold timed on this device type."""
+        if self.kernel == "auto":
+            return x.device.type == self.timed_on and x.numel() // self.in_features <= self.csr_rows
+        return self.kernel == "csr"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "csr":
+        if self.uses_csr(x):
             x2 = x.reshape(-1, self.in_features)
             y = torch.sparse.mm(self._csr_weight().to(x.dtype), x2.t()).t()
             y = y if self.bias is None else y + self.bias.to(x.dtype)
@@ -168,8 +182,15 @@ class SparseLinear(StoredSparse):
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
     def slim_path(self, device: str, dtype: torch.dtype) -> str:
-        if self.kernel == "csr" and not isinstance(self, ConvGeometry):
+        if isinstance(self, ConvGeometry):
+            return super().slim_path(device, dtype)
+        if self.kernel == "csr":
             return "sparse CSR GEMM: torch.sparse.mm"
+        if self.kernel == "auto" and device.split(":")[0] == self.timed_on:
+            dense = "dense GEMM on the weight expanded at load"
+            if self.csr_rows <= 0:
+                return f"{dense} (timed faster than torch.sparse.mm at every measured batch size)"
+            return f"torch.sparse.mm (CSR) up to {self.csr_rows} rows, above that {dense} (chosen by timing)"
         return super().slim_path(device, dtype)
 
     def extra_repr(self) -> str:
@@ -248,9 +269,16 @@ class SparseConv2d(ConvGeometry, SparseLinear):
 
 class NMLinear(StoredSparse):
     """Exactly n of every m consecutive inputs kept: `values` [out, in*n/m] and `positions`
-    (each value's index in its group, bit-packed) as the index data; `bias`."""
+    (each value's index in its group, bit-packed) as the index data; `bias`.
+
+    2:4 on CUDA in fp16/bf16 runs a GPU kernel chosen by `nm_kernel`: "triton" (the default: the
+    weight expanded in registers, `kernels/nm.py`), "sparse_mma" (the sparse tensor cores,
+    `kernels/nm_sparse_mma.py`, K a multiple of 64; its metadata is derived from the stored tensors
+    once and cached, the storage is unchanged) or "auto" (sparse MMA only at the shapes a GPU run
+    measured faster, `nm_sparse_mma.MEASURED_FASTER`; none yet). A run-time choice: not saved."""
 
     slim_index = ("positions",)
+    nm_kernel = "triton"
 
     def __init__(self, in_features: int, out_features: int, bias: bool, n: int, m: int):
         super().__init__()
@@ -273,17 +301,45 @@ class NMLinear(StoredSparse):
     def expand(self) -> torch.Tensor:
         return storage.from_nm(self.values, self.positions, self.n, self.m, self.in_features)
 
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_mma24", None)
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.__dict__.pop("_mma24", None)
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def runs_sparse_mma(self, rows: int, device: torch.device) -> bool:
+        """Whether a CUDA 2:4 call of `rows` inputs takes the sparse-MMA kernel (`nm_kernel`)."""
+        if self.nm_kernel not in ("triton", "sparse_mma", "auto"):
+            raise ValueError(f"nm_kernel={self.nm_kernel!r}; valid: 'triton', 'sparse_mma', 'auto'")
+        if self.nm_kernel == "triton" or self.in_features % 64:  # the sparse-MMA kernel's K tile
+            return False
+        from slimbench.methods.prune.kernels import nm_sparse_mma as mma
+        return self.nm_kernel == "sparse_mma" or mma.prefers_sparse_mma(rows, self.out_features, self.in_features,
+                                                                        device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda and self.n == 2 and self.m == 4 and x.dtype in (torch.float16, torch.bfloat16) \
                 and self.in_features % 16 == 0:  # the kernel's K tile; other widths run the dense path
-            from slimbench.methods.prune.kernels import nm as kern
-            y = kern.nm24_linear(x.reshape(-1, self.in_features), self.values_as(x.dtype), self.positions, self.bias)
+            x2 = x.reshape(-1, self.in_features)
+            if self.runs_sparse_mma(x2.shape[0], x.device):
+                from slimbench.methods.prune.kernels import nm_sparse_mma as mma
+                cache = self.__dict__.setdefault("_mma24", {})  # per dtype, dropped on .to() and reload
+                if x.dtype not in cache:
+                    cache[x.dtype] = mma.to_sparse_mma(self.values, self.positions, self.in_features, x.dtype)
+                y = mma.nm24_sparse_mma_linear(x2, cache[x.dtype], self.bias)
+            else:
+                from slimbench.methods.prune.kernels import nm as kern
+                y = kern.nm24_linear(x2, self.values_as(x.dtype), self.positions, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight2d().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def slim_path(self, device: str, dtype: torch.dtype) -> str:
         if device.startswith("cuda") and self.n == 2 and self.m == 4 and dtype in (torch.float16, torch.bfloat16) \
                 and self.in_features % 16 == 0 and not isinstance(self, ConvGeometry):
+            if self.nm_kernel == "sparse_mma" and self.in_features % 64 == 0:
+                return "CUDA 2:4 sparse-MMA GEMM (mma.sp, sparse tensor cores)"
             return "Triton 2:4 GEMM (expanded in registers, dense tensor cores)"
         return super().slim_path(device, dtype)
 
@@ -316,14 +372,16 @@ def sparse_twin(layer: nn.Module, storage_kind: str, kernel: str, block: int = 1
     return SparseLinear.from_dense(layer.weight, layer.bias, storage_kind, kernel, keep)
 
 
-def empty_sparse(layer: nn.Module, nnz: int, storage_kind: str, kernel: str, block: int = 1) -> StoredSparse:
+def empty_sparse(layer: nn.Module, nnz: int, storage_kind: str, kernel: str, block: int = 1,
+                 csr_rows: int = 0, timed_on: str = "") -> StoredSparse:
     """An empty sparse twin for a freshly built layer (restore; filled by load_state_dict); `nnz`
-    counts stored values (whole blocks for bsr)."""
+    counts stored values (whole blocks for bsr); `csr_rows`/`timed_on`: kernel=auto's timed choice."""
     if storage_kind == "bsr":
         return BlockSparseLinear(layer.in_features, layer.out_features, layer.bias is not None, nnz // block ** 2, block)
     if isinstance(layer, nn.Conv2d):
         return SparseConv2d(layer, nnz, storage_kind)
-    return SparseLinear(layer.in_features, layer.out_features, layer.bias is not None, nnz, storage_kind, kernel)
+    return SparseLinear(layer.in_features, layer.out_features, layer.bias is not None, nnz, storage_kind, kernel,
+                        csr_rows, timed_on)
 
 
 def nm_twin(layer: nn.Module, n: int, m: int, fill: bool = True) -> NMLinear:

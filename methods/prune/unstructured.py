@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.methods.common.layers import replace_module
+from slimbench.methods.common.layers import ConvGeometry, replace_module
 from slimbench.methods.prune import masks as mk
 from slimbench.methods.prune.sparse import SparseLinear, StoredSparse, sparse_twin
 
@@ -112,6 +112,57 @@ def storage_metrics(model: nn.Module) -> dict[str, Any]:
     if stored > dense_bytes:
         out["note"] = "sparse storage is larger than dense here (index bytes outweigh the zeros)"
     return out
+
+
+def _time_ms(fn, reps: int) -> float:
+    """Median wall time of `fn()` in ms (one warm-up call first)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def choose_kernels(model: nn.Module, ctx: "CompressionContext", reps: int = 7) -> dict[str, Any]:
+    """For kernel=auto: per sparse Linear, time torch's CSR matmul against the dense GEMM on the
+    layer's own inputs at each of the task's latency batch sizes (validation data, the compress
+    device), and set `csr_rows` to the most rows at which CSR was faster at that size and every
+    smaller one. Which is faster depends on the layer's density, shape and the batch, so neither a
+    fixed kernel nor a sparsity threshold is right everywhere."""
+    sparse = {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear) and m.kernel == "auto"
+              and not isinstance(m, ConvGeometry)}
+    if not sparse:
+        return {}
+    captured: dict[str, list[torch.Tensor]] = {n: [] for n in sparse}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: captured[n].append(args[0].detach()))
+             for n, m in sparse.items()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for bs in sorted(set(ctx.task.latency_batch_sizes)):
+                model(**{k: v.to(ctx.device) for k, v in ctx.example_inputs(bs).items()})
+    finally:
+        for h in hooks:
+            h.remove()
+    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+    choice: dict[str, int] = {}
+    with torch.inference_mode():
+        for name, m in sparse.items():
+            m.timed_on, m.csr_rows = ctx.device.type, 0
+            for x in sorted(captured[name], key=lambda t: t.numel()):
+                rows = x.numel() // m.in_features
+                ms = {}
+                for rows_limit in (rows, -1):  # CSR, then dense
+                    m.csr_rows = rows_limit
+                    ms[rows_limit] = _time_ms(lambda: (m(x), sync()), reps)
+                if ms[rows] >= ms[-1]:
+                    break
+                choice[name] = rows
+            m.csr_rows = choice.get(name, 0)
+    return {"kernel_choice": {"csr_layers": len(choice), "sparse_linear_layers": len(sparse),
+                              "device": ctx.device.type, "csr_rows": choice}}
 
 
 def kernel_check(model: nn.Module, ctx: "CompressionContext", reps: int = 10) -> dict[str, Any]:

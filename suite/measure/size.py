@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import torch
 from torch import nn
 
 
@@ -23,11 +24,19 @@ def tensor_bytes(model: nn.Module) -> int:
     """In-memory bytes of all parameters and buffers, each distinct storage counted once.
 
     Tied weights (one tensor reachable under two names) count once; a view counts the
-    whole storage it lives in, since that storage is what is resident.
+    whole storage it lives in, since that storage is what is resident. A sparse tensor (a CSR
+    weight a layer keeps for its kernel) counts its index and value tensors.
     """
     seen: set[tuple[str, int]] = set()
     total = 0
-    tensors = [*model.parameters(), *model.buffers()]
+    tensors = []
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.layout == torch.sparse_csr:
+            tensors += [t.crow_indices(), t.col_indices(), t.values()]
+        elif t.layout == torch.sparse_coo:
+            tensors += [t._indices(), t._values()]
+        else:
+            tensors.append(t)
     for t in tensors:
         storage = t.untyped_storage()
         key = (str(t.device), storage.data_ptr())
