@@ -147,6 +147,23 @@ def configs(full: bool):
                 out.append((f"codebook {bits}-bit {m}x{k}x{n} {cfg}", codebook, name,
                             lambda x=x, codes=codes, table=table, bits=bits, cfg=cfg:
                             codebook.codebook_gemv(x, codes, table, bits, None, cfg)))
+    # the W8A8 fused producers (issue 23) at BERT-base batch 32 x 128: LayerNorm (+ residual) writing
+    # int8 codes, and the stacked Q|K|V GEMM (N = 2304) as the CPU and the Hopper defaults pick it
+    from slimbench.methods.quant.kernels import fused_producers as fp
+    for n, dt, res in ((768, torch.float16, True), (768, torch.float16, False), (4096, torch.bfloat16, True)):
+        x = torch.zeros(4096, n, dtype=dt)
+        out.append((f"fused layernorm_quant 4096x{n} {str(dt)[6:]} residual={res}", fp, "_layernorm_quant_kernel",
+                    lambda x=x, res=res: fp.layernorm_quant(x, torch.ones(x.shape[1], dtype=x.dtype),
+                                                            torch.zeros(x.shape[1], dtype=x.dtype), 1e-12,
+                                                            x if res else None)))
+    qkv = fp.FusedWeights(torch.zeros(2304, 768, dtype=torch.int8), torch.ones(2304), torch.zeros(2304), (768,) * 3,
+                          None)
+    xq, xs = torch.zeros(4096, 768, dtype=torch.int8), torch.ones(4096)
+    out.append(("fused qkv 4096x768x2304 (default, pointer tiles)", w8a8, "_int8_gemm_kernel",
+                lambda: fp.fused_linear(None, qkv, (xq, xs), torch.float16)))
+    cfg = w8a8.default_config(4096, 2304, 768, tma=True)
+    out.append((f"fused qkv 4096x768x2304 (Hopper default) {cfg}", w8a8, "_int8_gemm_tma_kernel",
+                lambda cfg=cfg: w8a8.int8_gemm(xq, qkv.weight, xs, qkv.weight_scale, qkv.bias, torch.float16, cfg)))
     from slimbench.methods.prune.kernels import blocksparse, nm
     for m, k, n in ([(4096, 768, 3072), (1, 4096, 11008), (16, 4096, 11008)] if not full else
                     [(8192, 8192, 8192), (4096, 768, 3072), (4096, 3072, 768), (1, 4096, 11008), (16, 4096, 11008)]):
@@ -160,6 +177,53 @@ def configs(full: bool):
         out.append((f"block-sparse {b}x{b} 4096^3", blocksparse, "_bsr_kernel",
                     lambda x=x, vals=vals, crow=crow, col=col: blocksparse.bsr_linear(x, vals, crow, col)))
     return out
+
+
+def nvcc_rows() -> list[dict]:
+    """The CUDA C++ kernels (the 2:4 sparse-MMA GEMM's torch-free part, `nm_sparse_mma.KERNEL_SRC`)
+    compiled by nvcc for sm_90a: per instantiation, registers, spills, shared memory per block, and
+    the tensor-core instructions in its SASS (HMMA.SP = the sparse tensor cores; cuobjdump from
+    Triton's package). [] without nvcc; raises if it does not compile or the SASS lacks HMMA.SP."""
+    import shutil
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        print("skip CUDA C++ kernels: no nvcc on PATH")
+        return []
+    from triton.backends.nvidia import compiler as nvc
+
+    from slimbench.methods.prune.kernels import nm_sparse_mma as sm
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        src, obj = Path(tmp) / "nm24_mma.cu", Path(tmp) / "nm24_mma.o"
+        src.write_text(sm.KERNEL_SRC)
+        proc = subprocess.run([nvcc, "-c", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "-Xptxas", "-v", str(src),
+                               "-o", str(obj)], capture_output=True, text=True, timeout=600)
+        if proc.returncode:
+            raise RuntimeError(f"nvcc: {proc.stderr[-1500:]}")
+        tool = Path(nvc.__file__).parent / "bin" / "cuobjdump"
+        sass = subprocess.run([str(tool), "--dump-sass", str(obj)], capture_output=True, text=True,
+                              timeout=120).stdout if tool.exists() else ""
+    seconds = round(time.perf_counter() - t0, 2)
+    rows = []
+    for fn in re.split(r"Compiling entry function ", proc.stdout + proc.stderr)[1:]:
+        name = fn.split("'")[1]
+        tiles = tuple(int(v) for v in re.findall(r"Li(\d+)E", name))  # BN, BM, warps N, warps M, stages
+        config = next(c for c, t in sm.CONFIGS.items() if t == tiles)
+        spill = re.search(r"(\d+) bytes spill stores", fn)
+        body = next((part for part in sass.split("Function : ")[1:] if part.startswith(name)), "")
+        tc = sorted(set(re.findall(r"\b((?:[HIQ]GMMA|HMMA|IMMA)(?:\.SP)?)\.", body)))
+        if sass and "HMMA.SP" not in tc:
+            raise RuntimeError(f"{name}: no HMMA.SP in the SASS (tensor-core instructions: {tc or 'none'})")
+        rows.append({"kernel": "nm24_mma_kernel", "grid": [],
+                     "regs": int(re.search(r"Used (\d+) registers", fn).group(1)),
+                     "shared_bytes": sm.smem_bytes(config), "spills": bool(spill and int(spill.group(1))),
+                     "tensor_core": tc if sass else ["(no cuobjdump)"], "tma": False, "seconds": seconds,
+                     "label": f"2:4 sparse-MMA (nvcc sm_90a) config {config} {sm.CONFIGS[config]} "
+                              f"{'bf16' if 'Lb1E' in name else 'fp16'}"})
+    if not rows:
+        raise RuntimeError(f"nvcc -Xptxas -v reported no kernels: {proc.stderr[-500:]}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +251,17 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             rows.append({"config": label, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:500]}"})
             print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+    try:  # CUDA C++ (nvcc), beside the Triton kernels
+        for row in nvcc_rows():
+            label = row.pop("label")
+            rows.append({"config": label, "ok": True, **row})
+            print(f"ok   {label}: regs {row['regs']} smem {row['shared_bytes']} spills {row['spills']} "
+                  f"tc {','.join(row['tensor_core']) or '-'}", flush=True)
+    except Exception as exc:
+        failed += 1
+        rows.append({"config": "2:4 sparse-MMA (nvcc sm_90a)", "ok": False,
+                     "error": f"{type(exc).__name__}: {str(exc)[:500]}"})
+        print(f"FAIL 2:4 sparse-MMA (nvcc sm_90a): {type(exc).__name__}: {str(exc)[:300]}", flush=True)
     if args.out:
         path = Path(args.out) / "compile-sm90.json"
         path.parent.mkdir(parents=True, exist_ok=True)

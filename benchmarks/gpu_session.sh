@@ -9,9 +9,12 @@
 # model) runs in one call. Each step runs under `timeout`, capped by what is left of BUDGET, so
 # one hang cannot eat the rest; a failing step is logged and the next one still runs (hence
 # `set -u` without `set -e`). Everything worth keeping is copied flat into $OUT, which the
-# device tool sends back (at most 8 files): session.log, stock-kernels.txt, the result JSONs.
+# device tool sends back (at most 8 files): session.log, stock-kernels.txt, results.tar.gz with
+# every result JSON, and the first five JSONs flat.
 #
-# Environment: BUDGET (seconds, default 480), QUICK=1 (quant_kernels and lowrank_kernels without
+# Environment: BUDGET (seconds, default 480), STEPS (space-separated step names to run, e.g.
+# "quant_kernels e2e_bert_w8a8 fused_producers" for a quantization session or "prune_kernels
+# nm_sparse_mma lowrank_kernels" for a pruning one; default: all; the machine checks always run), QUICK=1 (quant_kernels and lowrank_kernels without
 # their config sweeps), STOCK_KERNELS (path to shared/bench/stock_kernels.py; ../shared does not travel, so
 # carry a copy), PYTHON (default python3), OUT (set by the device tool; a local folder otherwise).
 set -u
@@ -36,6 +39,12 @@ left() { echo $(( BUDGET - ($(date +%s) - START) - RESERVE )); }
 step() {
     local name=$1 cap=$2 t rc t0
     shift 2
+    case "$name" in nvidia-smi|versions|shim) ;; *)
+        if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
+            SUMMARY+=("$(printf '%-16s not selected (STEPS)' "$name")")
+            return 0
+        fi ;;
+    esac
     t=$(left)
     (( t > cap )) && t=$cap
     if (( t < 10 )); then
@@ -77,6 +86,10 @@ step quant_kernels 220 "$PY" benchmarks/quant_kernels.py "${QK_ARGS[@]}"
 # (d) the whole model: fp16 BERT-base vs quant.w8a8 -> results/benchmarks/e2e-bert-w8a8-<gpu>.json
 step e2e_bert_w8a8 120 "$PY" benchmarks/e2e_bert_w8a8.py --out results/benchmarks
 
+# (d2) the W8A8 fused producers (issue 23): LayerNorm writing int8 codes, one stacked Q|K|V GEMM, and
+# BERT-base with both wired in -> results/benchmarks/fused-producers-<gpu>.json
+step fused_producers 60 "$PY" benchmarks/fused_producers.py --reps 30 --model-after 35 --out results/benchmarks
+
 # (e) every built-in quantization method through the harness's CUDA path (compress for CUDA,
 # artifact round trip, kernel-call counts, eager + CUDA-graph latency, the same for
 # torch.compile(model) as `slimbench run --compile` times it, peak memory)
@@ -87,6 +100,10 @@ step cuda_methods 90 "$PY" benchmarks/cuda_methods.py --compile --out results/be
 # ResNet-50 with half its channels removed and a BERT-base with 2:4 FFNs as CUDA graphs
 #   -> results/benchmarks/prune-kernels-<gpu>.json
 step prune_kernels 120 "$PY" benchmarks/prune_kernels.py --reps 30 --out results/benchmarks
+
+# (e2b) the 2:4 sparse-MMA CUDA kernel (issue 24): load_inline build, every tile config checked against
+# F.linear, then dense fp16 vs Triton nm24 vs mma.sp -> results/benchmarks/nm-sparse-mma-<gpu>.json
+step nm_sparse_mma 90 "$PY" benchmarks/nm_sparse_mma.py --reps 30 --out results/benchmarks
 
 # (e3) the low-rank family: the fused two-factor kernel vs dense fp16 and two cuBLAS calls, and a
 # BERT-base-shaped encoder with rank-25% FFNs as CUDA graphs -> results/benchmarks/lowrank-kernels-<gpu>.json
@@ -108,12 +125,15 @@ else
     SUMMARY+=("$(printf '%-16s not found' stock_kernels)")
 fi
 
-# (g) bring results back: only files this session wrote, flat, within the tool's 8-file limit.
-n=0
-while IFS= read -r f; do
-    (( n >= 6 )) && { echo "not copied (file limit): $f"; continue; }
-    cp "$f" "$OUT/" && n=$((n + 1))
-done < <(find results/benchmarks -maxdepth 1 -name '*.json' -newer "$STAMP" | sort)
+# (g) bring results back: only files this session wrote. The tool returns at most 8 files, so
+# every result JSON travels in one archive (results.tar.gz: `tar xzf` it in the repo root), and
+# the first few also flat, to read at once.
+mapfile -t NEW < <(find results/benchmarks -maxdepth 1 -name '*.json' -newer "$STAMP" | sort)
+n=${#NEW[@]}
+if (( n > 0 )); then
+    tar czf "$OUT/results.tar.gz" "${NEW[@]}"
+    for f in "${NEW[@]:0:5}"; do cp "$f" "$OUT/"; done
+fi
 rm -f "$STAMP"
 rm -rf "$SHIM"
 

@@ -114,7 +114,7 @@ def test_kernels_compile_for_hopper(tmp_path):
         by_kernel.setdefault(r["kernel"], []).append(r)
     assert {"_int8_gemm_kernel", "_int8_gemm_tma_kernel", "_quant_act_kernel", "_w4a16_gemv_kernel",
             "_w4a16_dot_kernel", "_codebook_lanes_kernel", "_codebook_dot_kernel", "_nm24_kernel",
-            "_bsr_kernel"} <= set(by_kernel)
+            "_bsr_kernel", "_layernorm_quant_kernel"} <= set(by_kernel)
     assert all(r["tma"] and "IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_tma_kernel"])
     assert any("IGMMA" in r["tensor_core"] for r in by_kernel["_int8_gemm_kernel"])
     # No default spills registers, but one: W4A16 at M=16 with 32-column tiles and 2 warps spills on
@@ -180,4 +180,25 @@ def test_lowrank_kernels_bows_out_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: lowrank_kernels.py would run the full benchmark")
     proc = _run([sys.executable, str(BENCH / "lowrank_kernels.py")], timeout=60)
+    assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_fused_producers_smoke_runs_every_path(tmp_path):
+    """fused_producers.py --smoke: the correctness checks, every timed case and the BERT comparison
+    (producers wired in) on tiny shapes through the Triton interpreter."""
+    proc = _run([sys.executable, str(BENCH / "fused_producers.py"), "--smoke", "--reps", "1", "--out", str(tmp_path)],
+                timeout=300, env={**ENV, "TRITON_INTERPRET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "fused-producers-cpu-smoke.json").read_text())
+    assert rec["complete"] and len(rec["correctness"]) == 6 and all(v["ok"] for v in rec["correctness"].values())
+    assert len(rec["timings"]) == 11 and all(v.get("event_ms", 0) > 0 for v in rec["timings"].values())
+    assert rec["model"]["rewritten"] == {"producers": 5, "qkv": 2, "ffn_up": 2, "kept": 0}, rec["model"]
+    assert rec["model"]["snr_db_fused_vs_w8a8"] > 40
+
+
+def test_fused_producers_bows_out_without_cuda():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: fused_producers.py would run the full benchmark")
+    proc = _run([sys.executable, str(BENCH / "fused_producers.py")], timeout=60)
     assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
