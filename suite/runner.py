@@ -12,7 +12,6 @@ deltas.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -306,7 +305,8 @@ class Harness:
 
         import torch
 
-        from slimbench.methods.base import Unsupported, as_compressed
+        from slimbench.methods.base import Unsupported
+        from slimbench.suite.api import run_method
         from slimbench.core.record import LatencyPoint, MemoryPoint
         from slimbench.suite.artifact import save_artifact
         from slimbench.suite.context import make_context
@@ -331,7 +331,7 @@ class Harness:
         since, t0 = time.time(), time.perf_counter()
         try:
             with sealed() as wire:
-                compressed = as_compressed(method.compress(copy.deepcopy(baseline).to(self.device), ctx))
+                compressed = run_method(method, baseline, ctx, seed)  # the door slimbench.compress uses
         except Unsupported as exc:
             record.method_metrics = _jsonable(exc.metrics)
             raise
