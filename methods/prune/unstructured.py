@@ -128,9 +128,11 @@ def _time_ms(fn, reps: int) -> float:
 def choose_kernels(model: nn.Module, ctx: "CompressionContext", reps: int = 7) -> dict[str, Any]:
     """For kernel=auto: per sparse Linear, time torch's CSR matmul against the dense GEMM on the
     layer's own inputs at each of the task's latency batch sizes (validation data, the compress
-    device), and set `csr_rows` to the most rows at which CSR was faster at that size and every
-    smaller one. Which is faster depends on the layer's density, shape and the batch, so neither a
-    fixed kernel nor a sparsity threshold is right everywhere."""
+    device), and set `csr_rows` between the most rows at which CSR was faster (at that size and
+    every smaller one) and the fewest at which it was not: their geometric mean (twice the
+    largest measured size when CSR always won), since a batch's token count varies. Which is
+    faster depends on the layer's density, shape and the batch, so neither a fixed kernel nor a
+    sparsity threshold is right everywhere."""
     sparse = {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear) and m.kernel == "auto"
               and not isinstance(m, ConvGeometry)}
     if not sparse:
@@ -151,6 +153,7 @@ def choose_kernels(model: nn.Module, ctx: "CompressionContext", reps: int = 7) -
     with torch.inference_mode():
         for name, m in sparse.items():
             m.timed_on, m.csr_rows = ctx.device.type, 0
+            won, lost = 0, None
             for x in sorted(captured[name], key=lambda t: t.numel()):
                 rows = x.numel() // m.in_features
                 ms = {}
@@ -158,8 +161,11 @@ def choose_kernels(model: nn.Module, ctx: "CompressionContext", reps: int = 7) -
                     m.csr_rows = rows_limit
                     ms[rows_limit] = _time_ms(lambda: (m(x), sync()), reps)
                 if ms[rows] >= ms[-1]:
+                    lost = rows
                     break
-                choice[name] = rows
+                won = rows
+            if won:  # the switch between measured sizes: their geometric mean (token counts vary per batch)
+                choice[name] = int((won * lost) ** 0.5) if lost else 2 * won
             m.csr_rows = choice.get(name, 0)
     return {"kernel_choice": {"csr_layers": len(choice), "sparse_linear_layers": len(sparse),
                               "device": ctx.device.type, "csr_rows": choice}}
