@@ -51,6 +51,7 @@ def _model() -> nn.Module:
 
 def test_each_layer_names_its_path_and_reference_paths_are_the_missing_kernels(monkeypatch):
     monkeypatch.setattr(w8a8, "cpu_int_mm_exact", lambda: True)
+    monkeypatch.setattr(w8a8, "cpu_prepacked_int8", lambda: False)
     paths = execution_paths(_model(), "cpu", torch.float32)
     assert set(paths) == {"plain", "int8", "int4", "sparse", "csr", "lowrank"}  # factor Linears belong to their layer
     assert paths["plain"] == "dense float32 (oneDNN)" and "torch._int_mm" in paths["int8"]
@@ -67,17 +68,25 @@ def test_each_layer_names_its_path_and_reference_paths_are_the_missing_kernels(m
 
 
 def test_the_path_is_what_forward_runs_for_the_int8_layer(monkeypatch):
-    """The label follows the forward's own dispatch: with the exact test off, `_int_mm` is never called."""
+    """The label follows the forward's own dispatch: the int8 op it names is the one called (the
+    prepacked oneDNN op, `torch._int_mm`, or neither when no exact int8 GEMM exists)."""
     layer = _model().int8
     called = []
-    real = torch._int_mm
-    monkeypatch.setattr(torch, "_int_mm", lambda a, b: called.append(1) or real(a, b))
-    for exact in (True, False):
+    real_mm, real_packed = torch._int_mm, w8a8.prepacked_int8_acc
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: called.append("_int_mm") or real_mm(a, b))
+    monkeypatch.setattr(w8a8, "prepacked_int8_acc", lambda *a: called.append("qlinear") or real_packed(*a))
+    for exact, packed in ((True, True), (True, False), (False, False)):
+        if packed and not w8a8._probe_prepacked():
+            continue  # this CPU or build has no exact oneDNN int8 Linear
         monkeypatch.setattr(w8a8, "cpu_int_mm_exact", lambda exact=exact: exact)
-        called.clear()
-        layer(torch.randn(3, 16))
+        monkeypatch.setattr(w8a8, "cpu_prepacked_int8", lambda packed=packed: packed)
         label = execution_paths(nn.Sequential(layer), "cpu", torch.float32)["0"]
-        assert bool(called) == ("torch._int_mm" in label), (exact, label)
+        for rows in (3, w8a8.PREPACKED_MIN_ROWS):
+            called.clear()
+            layer(torch.randn(rows, 16))
+            big = rows >= w8a8.PREPACKED_MIN_ROWS
+            assert ("_int_mm" in called) == ("torch._int_mm" in label and not (big and packed)), (exact, packed, label)
+            assert ("qlinear" in called) == ("oneDNN qlinear" in label and big), (exact, packed, label)
 
 
 def test_bf16_without_cpu_units_is_a_reference_path(monkeypatch):

@@ -36,3 +36,16 @@ def test_tensor_bytes_counts_a_sparse_buffer_by_its_parts() -> None:
     w = torch.sparse_csr_tensor(crow, torch.tensor([0, 1, 2]), torch.ones(3), (8, 16), check_invariants=True)
     m.register_buffer("w", w, persistent=False)
     assert tensor_bytes(m) == 9 * 8 + 3 * 8 + 3 * 4  # int64 crow [9], int64 col [3], fp32 values [3]
+
+
+def test_tensor_bytes_counts_a_prepacked_weight_once_it_exists() -> None:
+    """A W8A8 layer on a CPU with exact oneDNN int8 keeps its weight prepacked after the first
+    forward: that copy is resident too."""
+    from slimbench.methods.quant.w8a8 import PREPACKED_MIN_ROWS, W8A8Linear, cpu_prepacked_int8
+
+    layer = W8A8Linear.from_linear(nn.Linear(64, 32), None)
+    before = tensor_bytes(layer)
+    layer(torch.randn(3, 64))  # few rows: torch._int_mm, nothing packed
+    assert tensor_bytes(layer) == before
+    layer(torch.randn(PREPACKED_MIN_ROWS, 64))
+    assert tensor_bytes(layer) == before + (64 * 32 if cpu_prepacked_int8() else 0)

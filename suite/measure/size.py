@@ -25,12 +25,14 @@ def tensor_bytes(model: nn.Module) -> int:
 
     Tied weights (one tensor reachable under two names) count once; a view counts the
     whole storage it lives in, since that storage is what is resident. A sparse tensor (a CSR
-    weight a layer keeps for its kernel) counts its index and value tensors.
+    weight a layer keeps for its kernel) counts its index and value tensors; tensors a layer holds
+    outside its buffers (`slim_resident()`: a prepacked weight) count too.
     """
     seen: set[tuple[str, int]] = set()
     total = 0
+    extra = [t for m in model.modules() if callable(getattr(m, "slim_resident", None)) for t in m.slim_resident()]
     tensors = []
-    for t in [*model.parameters(), *model.buffers()]:
+    for t in [*model.parameters(), *model.buffers(), *extra]:
         if t.layout == torch.sparse_csr:
             tensors += [t.crow_indices(), t.col_indices(), t.values()]
         elif t.layout == torch.sparse_coo:
@@ -38,6 +40,9 @@ def tensor_bytes(model: nn.Module) -> int:
         else:
             tensors.append(t)
     for t in tensors:
+        if t.layout == torch._mkldnn:  # an opaque (prepacked) tensor: no storage to read, its own size
+            total += t.nbytes
+            continue
         storage = t.untyped_storage()
         key = (str(t.device), storage.data_ptr())
         if storage.data_ptr() != 0 and key in seen:
