@@ -3,7 +3,7 @@ VENV ?= .venv
 STAMPS := $(VENV)/.stamps
 DEPS := pyproject.toml setup.py requirements/torch.txt scripts/setup.sh
 
-.PHONY: bench test quick setup clean-cache
+.PHONY: bench test quick micro setup clean-cache
 
 bench: $(STAMPS)/base
 	$(VENV)/bin/slimbench run $(ARGS)
@@ -13,6 +13,13 @@ quick: $(STAMPS)/base
 
 test: $(STAMPS)/test
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+# Micro-benchmarks (pytest-benchmark): saved under results/benchmarks/micro/ and compared with the
+# last saved run there (commit the new file to make it the next comparison's reference).
+micro: $(STAMPS)/test
+	$(VENV)/bin/python -m pytest benchmarks/micro -q --benchmark-storage=results/benchmarks/micro \
+		--benchmark-autosave --benchmark-compare --benchmark-columns=min,median,iqr,rounds \
+		--benchmark-sort=name $(ARGS)
 
 setup: $(STAMPS)/base
 

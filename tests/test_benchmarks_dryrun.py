@@ -202,3 +202,12 @@ def test_fused_producers_bows_out_without_cuda():
         pytest.skip("CUDA present: fused_producers.py would run the full benchmark")
     proc = _run([sys.executable, str(BENCH / "fused_producers.py")], timeout=60)
     assert proc.returncode == 0 and "no CUDA device" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_micro_benchmarks_run_once_each_without_timing():
+    """The pytest-benchmark suites in smoke mode: every benchmark runs once (--benchmark-disable),
+    so a broken one fails here; no time is ever checked."""
+    proc = _run([sys.executable, "-m", "pytest", str(BENCH / "micro"), "-q", "--benchmark-disable",
+                 "-p", "no:cacheprovider"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "passed" in proc.stdout and "failed" not in proc.stdout
