@@ -19,13 +19,21 @@ from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, reference
 
 SIMULATED_TITLE = "Simulated (not real compression)"
 FAILED_TITLE = "Failed runs"
+UNSUPPORTED_TITLE = "Unsupported (not failures: the method has nothing to offer here, for the reason given)"
+UNSUPPORTED = "UNSUPPORTED"
+
+
+def split_failed(failed: list[FailedRun]) -> tuple[list[FailedRun], list[FailedRun]]:
+    """(runs that failed or were killed, runs the method declined as unsupported): listed apart,
+    because a method that says "not here, because..." has not failed."""
+    return [f for f in failed if f.status != UNSUPPORTED], [f for f in failed if f.status == UNSUPPORTED]
 NOTES = ("Accuracy: mean over seeds in %, ± the 95% confidence interval (Student t). "
          "Δ: accuracy minus the task's baseline on the same device and profile, in percentage points. "
          "Ratio: baseline size / size. Speedup: baseline median latency / median latency on the "
          "same device and batch size; vs half (CUDA): the same over the half (fp16) row. Device cuda-graph: "
          "replays of one captured CUDA graph; cuda: eager calls. A section marked torch.compile timed every "
          "row as torch.compile(model). FLOPs per forward pass at batch size 1. "
-         "Simulated (fake-quant) results and failed runs are listed apart and never ranked. "
+         "Simulated (fake-quant) results, failed runs and unsupported ones are listed apart and never ranked. "
          "Verified: ✓ every run of the row was re-measured from its artifact by `slimbench verify` and matched "
          "its record; ✗ a run did not (claimed vs measured on its run page); blank: not re-measured. "
          "Kernels: reference n/m: n of the model's m weight layers ran a slimbench reference path on that device "
@@ -127,8 +135,11 @@ def to_markdown(board: Board, title: str = "slimbench leaderboard") -> str:
         out += (_md_rows(sec.real) if sec.real else ["No finished real runs."]) + [""]
         if sec.simulated:
             out += [f"### {SIMULATED_TITLE}", ""] + _md_rows(sec.simulated) + [""]
-        if sec.failed:
-            out += [f"### {FAILED_TITLE}", ""] + _md_failed(sec.failed) + [""]
+        failed, unsupported = split_failed(sec.failed)
+        if failed:
+            out += [f"### {FAILED_TITLE}", ""] + _md_failed(failed) + [""]
+        if unsupported:
+            out += [f"### {UNSUPPORTED_TITLE}", ""] + _md_failed(unsupported) + [""]
     return "\n".join(out)
 
 

@@ -15,8 +15,9 @@ from typing import Any, Iterable
 
 from slimbench.core.families import family_slug
 from slimbench.leaderboard import fmt
-from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, MARKS, NOTES, SIMULATED_TITLE, failed_csv, finite,
-                                          section_title, to_csv, to_json, to_markdown)
+from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, MARKS, NOTES, SIMULATED_TITLE, UNSUPPORTED_TITLE,
+                                         failed_csv, finite, split_failed,
+                                         section_title, to_csv, to_json, to_markdown)
 from slimbench.leaderboard.page import Assets
 from slimbench.leaderboard.plots import Point, scatter_svg, trace_svg
 from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, aggregate, get
@@ -97,7 +98,8 @@ def _failed_table(failed: list[FailedRun]) -> str:
                     f'<td class="str" data-v="{_attr(f.label)}"><a class="label" href="{_attr(f.page)}" '
                     f'title="{_attr(f.label)}">{escape(f.label)}</a></td>'
                     f'<td class="str">{escape(f.family)}</td><td data-v="{seed}">{escape(str(f.seed))}</td>'
-                    f'<td class="str"><span class="badge fail">{escape(f.status)}</span>{sim}</td>'
+                    f'<td class="str"><span class="badge {"unsup" if f.status == "UNSUPPORTED" else "fail"}">'
+                    f'{escape(f.status)}</span>{sim}</td>'
                     f'<td class="str wrap">{escape(err)}</td></tr>')
     return (f'<div class="table-wrap"><table class="lb failed" data-kind="failed"><thead><tr>{head}</tr>'
             f'</thead><tbody>{"".join(body)}</tbody></table></div>')
@@ -151,8 +153,12 @@ def _section(i: int, sec: Section) -> str:
                    "These methods simulate compression numerically (fake-quant): their size and latency are "
                    "not those of a really compressed model, so they are neither ranked nor plotted.</p>")
         out.append(_rows_table(sec.simulated, "simulated"))
-    if sec.failed:
-        out.append(f'<h3><span class="badge fail">failed</span> {FAILED_TITLE}</h3>{_failed_table(sec.failed)}')
+    failed, unsupported = split_failed(sec.failed)
+    if failed:
+        out.append(f'<h3><span class="badge fail">failed</span> {FAILED_TITLE}</h3>{_failed_table(failed)}')
+    if unsupported:
+        out.append(f'<h3><span class="badge unsup">unsupported</span> {UNSUPPORTED_TITLE}</h3>'
+                   f'{_failed_table(unsupported)}')
     return "".join(out) + "</section>"
 
 
@@ -176,8 +182,10 @@ def render_index(board: Board, assets: Assets, n_runs: int, title: str = TITLE) 
                                          ("batch", "Batch size"), ("verification", "Verified")))
     nav = "".join(f'<li><a href="#s-{i}">{escape(section_title(s))}</a></li>' for i, s in enumerate(board.sections))
     n_rows = sum(len(s.real) for s in board.sections)
+    n_failed, n_unsupported = (len(part) for part in split_failed(board.failed()))
     head = (f"<header><h1>{escape(title)}</h1><p class=\"muted\">{n_runs} runs · {n_rows} ranked rows · "
-            f"{sum(len(s.simulated) for s in board.sections)} simulated rows · {len(board.failed())} failed runs"
+            f"{sum(len(s.simulated) for s in board.sections)} simulated rows · {n_failed} failed runs · "
+            f"{n_unsupported} unsupported"
             + (f" · newest run started {escape(newest)}" if newest else "") + f" · exports: {exports}</p>"
             f'<p class="notes">{escape(NOTES)}</p><form id="filters" class="filters">{selects}'
             '<button type="reset">Reset</button><span id="shown" class="muted"></span></form>'

@@ -158,3 +158,28 @@ def test_killed_run_stand_in_carries_its_device_and_task_definition(tmp_path_fac
     finished = next(r for r in records if r["task"]["name"] == killed["task"]["name"] and r["status"] == "FINISHED")
     assert killed["device"] == finished["device"]
     assert killed["baseline"]["key"] == finished["baseline"]["key"] != ""
+
+
+def test_unsupported_runs_are_listed_apart_from_failures(tmp_path):
+    """A method that declines ("not here, because...") has not failed: the header counts the two
+    apart and each has its own table, in the site and in the Markdown."""
+    from slimbench.leaderboard.site import build_site
+
+    spec = importlib.util.spec_from_file_location("leaderboard_fixture_synthetic",
+                                                  Path(__file__).parent / "fixtures" / "leaderboard" / "synthetic.py")
+    syn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(syn)
+    runs = [syn.fake_run(), syn.fake_run(method="prune.magnitude", family="pruning"),
+            syn.fake_run(method="quant.minmax", family="quantization", status="FAILED", error="RuntimeError: boom"),
+            syn.fake_run(method="torch.dynamic_int8", family="quantization", status="UNSUPPORTED",
+                         error="runs on the CPU only")]
+    index = build_site(runs, tmp_path / "site", "t")
+    html = index.read_text()
+    assert "1 failed runs · 1 unsupported" in html
+    failed = html.split("Failed runs</h3>", 1)[1].split("</table>", 1)[0]
+    assert "quant.minmax" in failed and "dynamic_int8" not in failed
+    unsupported = html.split("Unsupported (not failures", 1)[1].split("</table>", 1)[0]
+    assert "torch.dynamic_int8" in unsupported and "runs on the CPU only" in unsupported and "minmax" not in unsupported
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert md.index("### Failed runs") < md.index("| FAILED |") < md.index("### Unsupported") \
+        < md.index("| UNSUPPORTED |")
