@@ -77,14 +77,20 @@ def _axes(sx: Callable[[float], float], sy: Callable[[float], float], x_ticks: l
     """Axes, grid, ticks (y as a percentage of [0, 1]) and labels of a plot spanning LEFT..right."""
     out = [f'<g class="axes"><line x1="{LEFT}" y1="{H - BOTTOM}" x2="{right}" y2="{H - BOTTOM}"/>'
            f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{H - BOTTOM}"/>']
+    shown: set[str] = set()  # a narrow range (every point at one value) rounds several ticks to one label
     for t in x_ticks:
-        x = sx(t)
-        out.append(f'<line class="grid" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}"/>'
-                   f'<text class="tick" x="{x:.1f}" y="{H - BOTTOM + 14}">{escape(fmt_x(t))}</text>')
+        x, text = sx(t), fmt_x(t)
+        if text not in shown:
+            shown.add(text)
+            out.append(f'<line class="grid" x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}"/>'
+                       f'<text class="tick" x="{x:.1f}" y="{H - BOTTOM + 14}">{escape(text)}</text>')
+    shown.clear()
     for t in y_ticks:
-        y = sy(t)
-        out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
-                   f'<text class="tick y" x="{LEFT - 4}" y="{y + 3:.1f}">{100 * t:.3g}</text>')
+        y, text = sy(t), f"{100 * t:.3g}"
+        if text not in shown:
+            shown.add(text)
+            out.append(f'<line class="grid" x1="{LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
+                       f'<text class="tick y" x="{LEFT - 4}" y="{y + 3:.1f}">{text}</text>')
     out.append(f'<text class="axis-label" x="{(LEFT + right) / 2}" y="{H - 6}">{escape(x_label)}</text>'
                f'<text class="axis-label y" x="12" y="{(TOP + H - BOTTOM) / 2}" '
                f'transform="rotate(-90 12 {(TOP + H - BOTTOM) / 2})">{escape(y_label)}</text></g>')

@@ -278,3 +278,15 @@ def test_kd_rows_say_whether_they_beat_their_no_teacher_control():
     assert rows[("distill.scratch", 1)].note == ""
     one = aggregate([runs[0], runs[1], runs[3]]).sections[0].real  # one seed each: no CI to judge noise by
     assert next(r for r in one if r.method == "distill.kd").note.startswith("beat (no seed CI: one seed) the control")
+
+
+def test_an_axis_whose_points_share_one_value_prints_each_tick_label_once():
+    """Every pruned row at 50% sparsity: the x range is a sliver around 0.5, and a coarse label
+    format rounds its ticks (0.48 ... 0.52) to one label, which is drawn once."""
+    import re
+
+    pts = [Point(0.5, acc, f"m{i}", f"runs/{i}.html", "pruning", "d") for i, acc in enumerate((0.8, 0.85, 0.9, 0.91))]
+    svg = scatter_svg(pts, "t", "sparsity", lambda v: f"{v:.1f}")
+    x_labels = re.findall(r'<text class="tick" [^>]*>([^<]*)</text>', svg)
+    y_labels = re.findall(r'<text class="tick y" [^>]*>([^<]*)</text>', svg)
+    assert x_labels == ["0.5"] and len(y_labels) == len(set(y_labels)) >= 2
