@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 from slimbench.core.families import family_slug
 from slimbench.leaderboard import fmt
-from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, MARKS, NOTES, SIMULATED_TITLE, UNSUPPORTED_TITLE,
+from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, MARKS, NOTES, SIMULATED_TITLE, UNSUPPORTED,
+                                         UNSUPPORTED_TITLE,
                                          failed_csv, finite, split_failed,
                                          section_title, to_csv, to_json, to_markdown)
 from slimbench.leaderboard.page import Assets
@@ -98,7 +99,7 @@ def _failed_table(failed: list[FailedRun]) -> str:
                     f'<td class="str" data-v="{_attr(f.label)}"><a class="label" href="{_attr(f.page)}" '
                     f'title="{_attr(f.label)}">{escape(f.label)}</a></td>'
                     f'<td class="str">{escape(f.family)}</td><td data-v="{seed}">{escape(str(f.seed))}</td>'
-                    f'<td class="str"><span class="badge {"unsup" if f.status == "UNSUPPORTED" else "fail"}">'
+                    f'<td class="str"><span class="badge {"unsup" if f.status == UNSUPPORTED else "fail"}">'
                     f'{escape(f.status)}</span>{sim}</td>'
                     f'<td class="str wrap">{escape(err)}</td></tr>')
     return (f'<div class="table-wrap"><table class="lb failed" data-kind="failed"><thead><tr>{head}</tr>'

@@ -327,11 +327,10 @@ class Harness:
                            candidate_logger=functools.partial(self.tracker.log_candidate, run_id, tags=tags),
                            prior_candidates=None if self.opts.force else  # --force: search again
                            functools.partial(self.tracker.prior_candidates, record.run_key, run_id))
-        torch.manual_seed(seed)
         since, t0 = time.time(), time.perf_counter()
         try:
             with sealed() as wire:
-                compressed = run_method(method, baseline, ctx, seed)  # the door slimbench.compress uses
+                compressed = run_method(method, baseline, ctx, seed)  # seeds, then the door slimbench.compress uses
         except Unsupported as exc:
             record.method_metrics = _jsonable(exc.metrics)
             raise

@@ -184,14 +184,8 @@ def kernel_check(model: nn.Module, ctx: "CompressionContext", reps: int = 10) ->
     for kernel in ("csr", "dense"):
         for m in sparse:
             m.kernel = kernel
-        with torch.inference_mode():
-            model(**inputs)  # warm-up: caches the expanded / CSR weights
-            sync()
-            start = time.perf_counter()
-            for _ in range(reps):
-                model(**inputs)
-            sync()
-        times[kernel] = (time.perf_counter() - start) / reps * 1e3
+        with torch.inference_mode():  # the warm-up call caches the expanded / CSR weights
+            times[kernel] = _time_ms(lambda: (model(**inputs), sync()), reps)
     for m in sparse:
         m.kernel = "csr"
     out = {"csr_ms_bs1": round(times["csr"], 4), "dense_ms_bs1": round(times["dense"], 4)}

@@ -35,8 +35,6 @@ def tensor_bytes(model: nn.Module) -> int:
     for t in [*model.parameters(), *model.buffers(), *extra]:
         if t.layout == torch.sparse_csr:
             tensors += [t.crow_indices(), t.col_indices(), t.values()]
-        elif t.layout == torch.sparse_coo:
-            tensors += [t._indices(), t._values()]
         else:
             tensors.append(t)
     for t in tensors:
