@@ -16,6 +16,7 @@ with a `labels` entry (Hugging Face style).
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import tempfile
@@ -86,8 +87,11 @@ def _batches(data: Iterable | None, name: str, model: "nn.Module") -> list | Non
     return out
 
 
-def _guarded(ctx: "CompressionContext", method: str, given: dict[str, bool]) -> "CompressionContext":
+def _guarded(ctx: "CompressionContext", method: str, given: dict[str, bool], train: list | None
+             ) -> "CompressionContext":
     """Make every data source the caller left out fail on first use, naming the argument."""
+    from slimbench.suite.context import _example
+
     def missing(arg: str, what: str):
         def fail(*_: Any, **__: Any):
             raise MissingInput(f"{method} needs {what}: pass {arg}=... to slimbench.compress")
@@ -99,8 +103,9 @@ def _guarded(ctx: "CompressionContext", method: str, given: dict[str, bool]) -> 
         ctx.train_stream = missing("train", "training batches (it fine-tunes or trains)")
     if not given["val"]:
         ctx.val = missing("val", "validation batches (it selects or scores on them)")
-    if not (given["val"] or given["calibration"]):
-        ctx.example = missing("val", "example inputs (from val or calibration batches)")
+    if not (given["val"] or given["calibration"]):  # example inputs (tracing, kernel timing): any batches do
+        ctx.example = functools.partial(_example, train) if train else \
+            missing("val", "example inputs (from val, calibration or train batches)")
     return ctx
 
 
@@ -136,7 +141,7 @@ def compress(model: "nn.Module", method: "str | Method", *, train: Iterable | No
                        owner=m.name, calibration=data["calibration"], train=data["train"], val=data["val"],
                        finetune=TrainRecipe(steps=budget, batch_size=batch_size, lr=lr),
                        search=SearchBudget(candidates, proxy_steps), build_model=build_model)
-    ctx = _guarded(ctx, m.name, {k: v is not None for k, v in data.items()})
+    ctx = _guarded(ctx, m.name, {k: v is not None for k, v in data.items()}, data["train"])
     result = run_method(m, model, ctx, seed)
     return CompressedModel(result.model, dict(result.metrics), ctx.ledger.summary(), m, result)
 

@@ -130,3 +130,12 @@ def test_the_readme_example_runs():
     proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "method reported:" in proc.stdout and "'latency_ms': {1:" in proc.stdout
+
+
+def test_train_batches_alone_serve_as_example_inputs():
+    """Pruning times its sparse kernels on example inputs: with neither val nor calibration given,
+    the training batches provide them (only validation-based selection needs val)."""
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    train = [(torch.randn(8, 32), torch.randint(0, 3, (8,))) for _ in range(3)]
+    small = slimbench.compress(model, "prune.magnitude:sparsity=0.9", train=train, budget=2)
+    assert small.metrics["kernel_choice"]["sparse_linear_layers"] == 2
