@@ -14,7 +14,8 @@ Schema 2 (`run.json`):
                 "also": [{"type", "name", "capability"}] (the other devices latency was timed on),
                 "compile": "" (eager) | "default" (latency timed on torch.compile(model), that mode)},
      "baseline": {"key", "steps", "train_seconds"},
-     "metrics": {"accuracy", "balanced_accuracy", "eval_examples", "size_bytes", "tensors_bytes",
+     "metrics": {<task.metric> ("accuracy" with "balanced_accuracy", or "perplexity" with "nll",
+                 "token_accuracy", "eval_tokens"), "eval_examples", "size_bytes", "tensors_bytes",
                  "meta_bytes", "index_bytes", "params_total", "params_nonzero", "weights_bytes",
                  "sparsity", "weights_counted", "flops_dense", "flops_effective", "bops",
                  "compress_seconds"},
@@ -178,6 +179,13 @@ class RunRecord:
             execution_paths={k: dict(v) for k, v in (d.get("execution_paths") or {}).items() if isinstance(v, dict)},
             warnings=list(d.get("warnings") or []), provenance=dict(d.get("provenance") or {}),
             error=d.get("error"), schema=SCHEMA)
+
+    @property
+    def quality(self) -> float | None:
+        """The value of the task's metric (`metrics[task.metric]`: accuracy, perplexity...); its
+        direction is `core.metrics.get_metric(task.metric)`."""
+        v = self.metrics.get(self.task.metric or "accuracy")
+        return float(v) if _is_number(v) else None
 
     def flat_metrics(self) -> dict[str, float]:
         """The numbers MLflow shows as metrics: measurements, latency/memory points, budget use
