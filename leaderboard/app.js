@@ -26,16 +26,42 @@
     return out;
   }
 
+  // A results row is one configuration: its devices and batch sizes are space-separated lists
+  // (a device or batch filter keeps the rows that have it, and hides the other columns).
+  var listed = { device: true, batch: true };
+
+  function matches(key, have, want) {
+    if (have === null) { return true; }
+    return listed[key] ? have.split(" ").indexOf(want) >= 0 : have === want;
+  }
+
+  function applyColumns(want) {
+    document.querySelectorAll("table.lb").forEach(function (table) {
+      table.querySelectorAll("[data-col-device]").forEach(function (cell) {
+        var batch = cell.getAttribute("data-col-batch");
+        cell.hidden = ("device" in want && cell.getAttribute("data-col-device") !== want.device) ||
+          ("batch" in want && batch !== "" && batch !== want.batch);
+      });
+      table.querySelectorAll("thead th.group").forEach(function (group) {
+        var key = group.getAttribute("data-group");
+        var subs = Array.prototype.filter.call(table.querySelectorAll("thead th[data-col][data-group]"),
+          function (th) { return th.getAttribute("data-group") === key && !th.hidden; });
+        group.hidden = subs.length === 0;
+        if (subs.length) { group.colSpan = subs.length; }
+      });
+    });
+  }
+
   function applyFilters() {
     var want = wanted();
     var shown = 0;
     var total = 0;
+    applyColumns(want);
     document.querySelectorAll("section.task").forEach(function (section) {
       var sectionShown = 0;
       section.querySelectorAll("tbody tr[data-row]").forEach(function (row) {
         var ok = Object.keys(want).every(function (key) {
-          var have = row.getAttribute("data-" + key);
-          return have === null || have === want[key];
+          return matches(key, row.getAttribute("data-" + key), want[key]);
         });
         row.hidden = !ok;
         total += 1;
@@ -56,7 +82,8 @@
   }
 
   function sortTable(table, th) {
-    var index = Array.prototype.indexOf.call(th.parentNode.cells, th);
+    var col = th.getAttribute("data-col");  // a two-row header's cells do not line up with the body's
+    var index = col !== null ? parseInt(col, 10) : Array.prototype.indexOf.call(th.parentNode.cells, th);
     var numeric = th.classList.contains("num");
     var ascending = th.getAttribute("aria-sort") !== "ascending";
     table.querySelectorAll("thead th").forEach(function (other) { other.removeAttribute("aria-sort"); });

@@ -1,7 +1,8 @@
-"""Markdown, CSV and JSON exports of the leaderboard rows, and the column definitions.
+"""Markdown, CSV and JSON exports of the leaderboard rows.
 
-The columns are defined once here, so the HTML tables, the README-ready Markdown and the
-exports show the same numbers with the same formatting.
+The tables' columns are `table`'s, so the HTML tables and the README-ready Markdown show the
+same numbers with the same formatting (one row per configuration); CSV and JSON keep the long
+form, one row per configuration, device and batch size.
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from slimbench.leaderboard import fmt
-from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, reference_share
+from slimbench.leaderboard.board import Board, FailedRun, Row, Section
+from slimbench.leaderboard.table import MARKS, PLAIN, kernels_text, layout, lines, sub_title  # noqa: F401
 
 SIMULATED_TITLE = "Simulated (not real compression)"
 FAILED_TITLE = "Failed runs"
@@ -27,8 +27,13 @@ def split_failed(failed: list[FailedRun]) -> tuple[list[FailedRun], list[FailedR
     """(runs that failed or were killed, runs the method declined as unsupported): listed apart,
     because a method that says "not here, because..." has not failed."""
     return [f for f in failed if f.status != UNSUPPORTED], [f for f in failed if f.status == UNSUPPORTED]
-NOTES = ("Accuracy: mean over seeds in %, ± the 95% confidence interval (Student t). "
-         "Δ: accuracy minus the task's baseline on the same device and profile, in percentage points. "
+
+
+NOTES = ("One row per configuration; latency, speedups and memory per batch size (bs1, bs64...) in columns. "
+         "Quality is the task's metric (↑ higher is better, ↓ lower is better): mean over seeds (accuracy in %), "
+         "± the 95% confidence interval (Student t). "
+         "Δ: against the task's baseline on the same device and profile: accuracy in percentage points, "
+         "perplexity relative to the baseline's (+10.0% is 10% worse). "
          "Ratio: baseline size / size. Speedup: baseline median latency / median latency on the "
          "same device and batch size; vs half (CUDA): the same over the half (fp16) row. Device cuda-graph: "
          "replays of one captured CUDA graph; cuda: eager calls. A section marked torch.compile timed every "
@@ -39,56 +44,7 @@ NOTES = ("Accuracy: mean over seeds in %, ± the 95% confidence interval (Studen
          "Kernels: reference n/m: n of the model's m weight layers ran a slimbench reference path on that device "
          "(e.g. dequantize + dense every call), so its latency measures a missing kernel, not the method; "
          "real: every weight layer ran a real kernel (each layer's path is on the run page); blank: not recorded.")
-MARKS = {"verified": "✓", "mismatch": "✗"}
 
-
-@dataclass(frozen=True)
-class Column:
-    """A table column: its sortable value and its displayed text."""
-
-    title: str
-    key: str
-    numeric: bool
-    value: Callable[[Row], Any]
-    text: Callable[[Row], str]
-
-
-def kernels_text(r: Row) -> str:
-    share = reference_share(r)
-    if share is None:
-        return ""
-    return f"reference {share[0]}/{share[1]}" if share[0] else "real"
-
-
-def _batch(r: Row) -> str:
-    return fmt.MISSING if r.batch_size is None else str(r.batch_size)
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("Method", "label", False, lambda r: r.label, lambda r: r.label),
-    Column("Family", "family", False, lambda r: r.family, lambda r: r.family),
-    Column("Seeds", "n_seeds", True, lambda r: r.n_seeds, lambda r: str(r.n_seeds)),
-    Column("Accuracy %", "accuracy", True, lambda r: r.accuracy, lambda r: fmt.acc_ci(r.accuracy, r.accuracy_ci)),
-    Column("Δ acc", "accuracy_delta", True, lambda r: r.accuracy_delta, lambda r: fmt.delta_pp(r.accuracy_delta)),
-    Column("Size", "size_bytes", True, lambda r: r.size_bytes, lambda r: fmt.size(r.size_bytes)),
-    Column("Ratio", "compression", True, lambda r: r.compression, lambda r: fmt.times(r.compression)),
-    Column("Sparsity", "sparsity", True, lambda r: r.sparsity, lambda r: fmt.pct(r.sparsity)),
-    Column("FLOPs dense", "flops_dense", True, lambda r: r.flops_dense, lambda r: fmt.flops(r.flops_dense)),
-    Column("FLOPs eff.", "flops_effective", True, lambda r: r.flops_effective,
-           lambda r: fmt.flops(r.flops_effective)),
-    Column("BOPs", "bops", True, lambda r: r.bops, lambda r: fmt.bops(r.bops)),
-    Column("Device", "device", False, lambda r: r.device, lambda r: r.device),
-    Column("Batch", "batch_size", True, lambda r: r.batch_size, _batch),
-    Column("Latency median", "latency_median_ms", True, lambda r: r.latency_median_ms,
-           lambda r: fmt.ms(r.latency_median_ms)),
-    Column("Latency p90", "latency_p90_ms", True, lambda r: r.latency_p90_ms, lambda r: fmt.ms(r.latency_p90_ms)),
-    Column("Kernels", "kernels", False, kernels_text, kernels_text),
-    Column("Speedup", "speedup", True, lambda r: r.speedup, lambda r: fmt.times(r.speedup)),
-    Column("vs half", "speedup_half", True, lambda r: r.speedup_half, lambda r: fmt.times(r.speedup_half)),
-    Column("Peak memory", "peak_bytes", True, lambda r: r.peak_bytes, lambda r: fmt.size(r.peak_bytes)),
-    Column("Verified", "verification", False, lambda r: r.verification, lambda r: MARKS.get(r.verification, "")),
-    Column("Note", "note", False, lambda r: r.note, lambda r: r.note),
-)
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
 
@@ -112,9 +68,22 @@ def _md_table(headers: list[str], numeric: list[bool], rows: list[list[str]]) ->
     return out
 
 
-def _md_rows(rows: list[Row]) -> list[str]:
-    return _md_table([c.title for c in COLUMNS], [c.numeric for c in COLUMNS],
-                     [[c.text(r) for c in COLUMNS] for r in rows])
+def _md_rows(sec: Section, rows: list[Row]) -> list[str]:
+    """One row per configuration, the HTML table's columns; a column split by batch size is one
+    cell here, its values joined by " / " in the order its header names (`Latency (median) (bs1 / bs64)`)."""
+    folded = lines(rows)
+    laid = layout(folded, sec.scorer, sec.key[2].split(" ", 1)[0])
+    heads = [la.col.title + (f" ({' / '.join(sub_title(laid, k, la.col.per) for k in la.subs)})"
+                             if la.col.per != PLAIN else "") for la in laid]
+    cells = []
+    for ln in folded:
+        cells.append([" / ".join(_md_text(la.col, ln.cell(la.col, k)) for k in la.subs) if la.subs
+                      else _md_text(la.col, ln.head) for la in laid])
+    return _md_table(heads, [la.col.numeric for la in laid], cells)
+
+
+def _md_text(col: Any, row: Row | None) -> str:
+    return col.text(row) if row is not None else "–"
 
 
 def _md_failed(failed: list[FailedRun]) -> list[str]:
@@ -132,9 +101,9 @@ def to_markdown(board: Board, title: str = "slimbench leaderboard") -> str:
     out = [f"# {md_cell(title)}", "", NOTES, ""]
     for sec in board.sections:
         out += [f"## {md_cell(section_title(sec))}", ""]
-        out += (_md_rows(sec.real) if sec.real else ["No finished real runs."]) + [""]
+        out += (_md_rows(sec, sec.real) if sec.real else ["No finished real runs."]) + [""]
         if sec.simulated:
-            out += [f"### {SIMULATED_TITLE}", ""] + _md_rows(sec.simulated) + [""]
+            out += [f"### {SIMULATED_TITLE}", ""] + _md_rows(sec, sec.simulated) + [""]
         failed, unsupported = split_failed(sec.failed)
         if failed:
             out += [f"### {FAILED_TITLE}", ""] + _md_failed(failed) + [""]

@@ -2,13 +2,15 @@
 
 Loading (MLflow) is kept apart from aggregation (pure), so the site can be built, tested
 and benchmarked from plain dicts. A row is one method configuration on one task, profile
-and run device, at one latency (device, batch size); accuracy, size and FLOPs do not
-depend on the batch and repeat across a configuration's rows.
+and run device, at one latency (device, batch size): the long form the exports and the
+terminal summary read (`table` pivots a configuration's rows into one line for the pages).
 
-Finished runs of simulated methods go to their own rows (`kind="simulated"`), and runs
-that did not finish go to `FailedRun`s, so neither can be mistaken for real results. Runs arrive
-as record dicts read by the suite's one reader (`Tracker.read_records`: search candidates are
-never rows); the same rows feed the terminal summary (`suite.summary`).
+Quality is the task's metric (`core.metrics`: accuracy, perplexity...): its mean and CI over
+seeds, its delta against the baseline (`Metric.delta`) and every order or pick by `Metric.score`,
+so nothing here knows which way a metric goes. Finished runs of simulated methods go to their own
+rows (`kind="simulated"`), and runs that did not finish go to `FailedRun`s, so neither can be
+mistaken for real results. Runs arrive as record dicts read by the suite's one reader
+(`Tracker.read_records`: search candidates are never rows).
 """
 from __future__ import annotations
 
@@ -17,126 +19,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from slimbench.core.record import REFERENCE_PATH, device_label as _device_label
+from slimbench.leaderboard.board import (BASELINE, HALF, MISMATCH, UNVERIFIED, VERIFIED, Board,  # noqa: F401
+                                         FailedRun, Row, Section, SectionKey, device_label, get,
+                                         metric_named, reference_share, run_metric, section_key)
 from slimbench.leaderboard.stats import mean_ci, median
-
-BASELINE = "baseline"
-HALF = "half"
-VERIFIED, MISMATCH, UNVERIFIED = "verified", "mismatch", "unverified"
-SectionKey = tuple[str, str, str, str]  # (task, profile, run device, task definition)
-
-
-def get(d: Any, *path: str, default: Any = None) -> Any:
-    """Nested lookup that tolerates missing or mistyped levels (run.json from any version)."""
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return default if d is None else d
-
-
-def device_label(run: dict[str, Any]) -> str:
-    """`cpu (AMD EPYC ... · AVX2)`: latency is only comparable on the same hardware and instruction set,
-    so rows of different capabilities never share a section."""
-    return _device_label(get(run, "device", default={}))
-
-
-def section_key(run: dict[str, Any]) -> SectionKey:
-    """Runs are compared only with runs of the same task definition (its baseline key: model,
-    data, recipe), profile and device: a changed split or recipe starts a section of its own."""
-    return (str(get(run, "task", "name", default="?")),
-            str(get(run, "task", "profile", default="")), device_label(run),
-            str(get(run, "baseline", "key", default="")))
-
-
-@dataclass
-class Row:
-    """One aggregated leaderboard row (flat on purpose: it is also the CSV/JSON export)."""
-
-    kind: str  # real | simulated
-    task: str
-    profile: str
-    section_device: str
-    metric: str
-    method: str
-    family: str
-    label: str
-    description: str
-    config: dict[str, Any]
-    is_baseline: bool
-    seeds: list[Any]
-    pages: list[str]
-    run_ids: list[str]
-    accuracy: float | None
-    accuracy_ci: float | None
-    accuracy_delta: float | None
-    balanced_accuracy: float | None
-    size_bytes: float | None
-    compression: float | None
-    flops_dense: float | None
-    flops_effective: float | None
-    bops: float | None
-    sparsity: float | None  # share of zeros in the weights the reloaded model computes with, measured by the suite
-    note: str  # a caveat the method recorded (e.g. "sparse storage is larger than dense here")
-    control: dict[str, Any] | None  # the run's control row: {"method": name, "config": fields it shares}
-    device: str
-    batch_size: int | None
-    latency_median_ms: float | None
-    latency_p90_ms: float | None
-    speedup: float | None
-    peak_bytes: float | None
-    speedup_half: float | None = None  # CUDA: the `half` row's median latency / this one's (same device, batch)
-    paths: dict[str, int] | None = None  # the weight layers' execution paths on this device: {path: layers}
-    verification: str = UNVERIFIED  # verified | mismatch | unverified: see `_verification`
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.seeds)
-
-
-@dataclass
-class FailedRun:
-    """A run that did not finish (failed, unsupported, killed): listed, never aggregated."""
-
-    task: str
-    profile: str
-    section_device: str
-    method: str
-    family: str
-    label: str
-    seed: Any
-    status: str
-    error: str
-    simulated: bool
-    page: str
-    run_id: str
-
-
-@dataclass
-class Section:
-    """One task on one device and profile: the unit of the index and the Markdown report."""
-
-    key: SectionKey
-    note: str = ""  # set when the task has sections for several definitions (which one this is)
-    real: list[Row] = field(default_factory=list)
-    simulated: list[Row] = field(default_factory=list)
-    failed: list[FailedRun] = field(default_factory=list)
-    # search runs' traces, "label · seed N" -> [(search steps used, best validation accuracy so far)]
-    traces: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-
-
-@dataclass
-class Board:
-    """Everything the site and the exports are rendered from."""
-
-    sections: list[Section]
-    pages: list[tuple[str, dict[str, Any]]]  # (relative page path, run.json), one per run
-
-    def rows(self) -> list[Row]:
-        return [r for s in self.sections for r in (*s.real, *s.simulated)]
-
-    def failed(self) -> list[FailedRun]:
-        return [f for s in self.sections for f in s.failed]
 
 
 def _page_names(runs: list[dict[str, Any]]) -> list[str]:
@@ -214,11 +100,15 @@ def _verification(runs: list[dict[str, Any]]) -> str:
 
 def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
     first = group.runs[0]
+    metric = run_metric(first)
+    scorer = metric_named(metric)
     acc, ci = mean_ci(group.metric("accuracy"))
+    quality, quality_ci = mean_ci(group.metric(metric))  # the CI is the metric's own, in its units
     size = median(group.metric("size_bytes"))
     lat_med, lat_p90 = group.per_batch("latency", "median_ms"), group.per_batch("latency", "p90_ms")
     mem = group.per_batch("memory", "peak_bytes")
     b_acc = mean_ci(base.metric("accuracy"))[0] if base else None
+    b_quality = mean_ci(base.metric(metric))[0] if base else None
     b_size = median(base.metric("size_bytes")) if base else None
     b_lat = base.per_batch("latency", "median_ms") if base else {}
     keys = sorted(set(lat_med) | set(mem), key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
@@ -228,7 +118,7 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
     return [Row(
         kind=kind, task=str(get(first, "task", "name", default="?")),
         profile=str(get(first, "task", "profile", default="")), section_device=device_label(first),
-        metric=str(get(first, "task", "metric", default="accuracy")), method=name,
+        metric=metric, method=name,
         family=str(get(first, "method", "family", default="")),
         label=str(get(first, "method", "label", default="") or name),
         description=str(get(first, "method", "description", default="")),
@@ -238,6 +128,7 @@ def _rows(group: _Group, base: _Group | None, kind: str) -> list[Row]:
         accuracy=acc, accuracy_ci=ci,
         accuracy_delta=acc - b_acc if acc is not None and b_acc is not None else None,
         balanced_accuracy=mean_ci(group.metric("balanced_accuracy"))[0],
+        quality=quality, quality_ci=quality_ci, quality_delta=scorer.delta(quality, b_quality),
         size_bytes=size, compression=_ratio(b_size, size),
         flops_dense=median(group.metric("flops_dense")),
         flops_effective=median(group.metric("flops_effective")),
@@ -263,37 +154,35 @@ def _paths(run: dict[str, Any], device: str) -> dict[str, int] | None:
     return counts
 
 
-def reference_share(row: Row) -> tuple[int, int] | None:
-    """(layers on a reference path, weight layers) of a row, or None when not recorded."""
-    if not row.paths:
-        return None
-    return sum(n for p, n in row.paths.items() if p.startswith(REFERENCE_PATH)), sum(row.paths.values())
-
-
 def _control_notes(rows: list[Row]) -> None:
     """A row that names its control (a KD student names the no-teacher student of the same shape)
-    gets a note saying whether it beat it, by how much, over how many seeds each; said plainly when
-    it did not, and "within seed noise" when the gap is inside the two rows' 95% CIs added."""
+    gets a note saying whether it beat it, by how much (`Metric.fmt_delta`), over how many seeds
+    each; said plainly when it did not, and "within seed noise" when the gap is inside the two
+    rows' 95% CIs added (relative to the control's value where the metric's deltas are)."""
     for row in rows:
         ctl = row.control
-        if not ctl or row.accuracy is None:
+        if not ctl or row.quality is None:
             continue
         shared = ctl.get("config") or {}
         match = [c for c in rows if c.method == ctl.get("method") and c.device == row.device
-                 and c.batch_size == row.batch_size and c.accuracy is not None
+                 and c.batch_size == row.batch_size and c.quality is not None
                  and all(c.config.get(k) == v for k, v in shared.items())]
         if not match:
             continue
         c = max(match, key=lambda c: c.n_seeds)
-        diff = 100 * (row.accuracy - c.accuracy)
-        noise = 100 * ((row.accuracy_ci or 0) + (c.accuracy_ci or 0))
-        if row.accuracy_ci is None or c.accuracy_ci is None:
-            verdict = ("beat" if diff > 0 else "did not beat") + " (no seed CI: one seed)"
-        elif abs(diff) <= noise:
+        m = row.scorer
+        diff = m.delta(row.quality, c.quality)
+        noise = (row.quality_ci or 0) + (c.quality_ci or 0)
+        if m.relative_delta and c.quality:
+            noise /= abs(c.quality)
+        beat = row.score > c.score
+        if row.quality_ci is None or c.quality_ci is None:
+            verdict = ("beat" if beat else "did not beat") + " (no seed CI: one seed)"
+        elif diff is not None and abs(diff) <= noise:
             verdict = "within seed noise of"
         else:
-            verdict = "beat" if diff > 0 else "did not beat"
-        text = (f"{verdict} the control {c.label} ({diff:+.2f} pp; {row.n_seeds} vs {c.n_seeds} seed"
+            verdict = "beat" if beat else "did not beat"
+        text = (f"{verdict} the control {c.label} ({m.fmt_delta(diff)}; {row.n_seeds} vs {c.n_seeds} seed"
                 f"{'s' if c.n_seeds != 1 else ''})")
         row.note = f"{row.note}; {text}" if row.note else text
 
@@ -319,7 +208,7 @@ def _half_speedups(rows: list[Row]) -> None:
 
 def _traces(groups: Iterable[_Group]) -> dict[str, list[tuple[float, float]]]:
     """Search traces of the finished search runs (their candidates are never rows: they are these
-    curves): best validation accuracy so far against the search steps used, one per run."""
+    curves): best validation score so far against the search steps used, one per run."""
     out: dict[str, list[tuple[float, float]]] = {}
     for g in groups:
         for run in g.runs:
@@ -341,7 +230,8 @@ def _seed_key(seed: Any) -> tuple[int, float, str]:
 
 
 def _sort_key(row: Row) -> tuple[Any, ...]:
-    return (not row.is_baseline, -(row.accuracy if row.accuracy is not None else -1e300),
+    """Baseline first, then best first by the metric's score (missing last)."""
+    return (not row.is_baseline, -row.score,
             row.label, row.device, row.batch_size if row.batch_size is not None else -1)
 
 
@@ -351,8 +241,10 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
     pages = _page_names(runs)
     groups: dict[SectionKey, dict[tuple[Any, ...], _Group]] = {}
     failed: dict[SectionKey, list[FailedRun]] = {}
+    metrics: dict[SectionKey, str] = {}
     for run, page in zip(runs, pages):
         key = section_key(run)
+        metrics.setdefault(key, run_metric(run))
         if str(run.get("status", "FAILED")).upper() == "FINISHED":
             g = groups.setdefault(key, {}).setdefault(_group_key(run), _Group())
             g.runs.append(run)
@@ -382,7 +274,8 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> Board:
         definitions.setdefault(key[:3], set()).add(key[3])
     sections = []
     for key in keys:
-        sec = Section(key, failed=sorted(failed.get(key, []), key=lambda f: (f.label, _seed_key(f.seed))))
+        sec = Section(key, failed=sorted(failed.get(key, []), key=lambda f: (f.label, _seed_key(f.seed))),
+                      metric=metrics.get(key, "accuracy"))
         if len(definitions[key[:3]]) > 1:
             sec.note = f"task definition {key[3][:8] or 'unknown'}"
         by_cfg = groups.get(key, {})

@@ -8,10 +8,13 @@ from typing import Any, Callable
 
 from slimbench.leaderboard import fmt
 from slimbench.leaderboard.page import Assets
-from slimbench.leaderboard.rows import device_label, get
+from slimbench.core.metrics import get_metric
+from slimbench.leaderboard.board import device_label, get, metric_named, run_metric
 
 _METRIC_FMT: dict[str, Callable[[Any], str]] = {
     "accuracy": lambda v: fmt.pct(v) + " %", "balanced_accuracy": lambda v: fmt.pct(v) + " %",
+    "token_accuracy": lambda v: fmt.pct(v) + " %", "perplexity": lambda v: get_metric("perplexity").fmt(v),
+    "nll": lambda v: f"{v:.4g}", "eval_tokens": lambda v: f"{v:.0f}", "eval_examples": lambda v: f"{v:.0f}",
     "size_bytes": fmt.size, "weights_bytes": fmt.size, "tensors_bytes": fmt.size, "meta_bytes": fmt.size,
     "index_bytes": fmt.size, "flops_dense": fmt.flops, "flops_effective": fmt.flops, "bops": fmt.bops,
     "compress_seconds": lambda v: f"{v:.3g} s"}
@@ -46,12 +49,22 @@ def command_text(run: dict[str, Any]) -> str | None:
     return str(cmd) if cmd else None
 
 
+def _metric_text(run: dict[str, Any]) -> str:
+    """`perplexity ↓ (lower is better)`: the task's metric and which way is better."""
+    m = metric_named(run_metric(run))
+    return f"{m.label} {m.arrow} ({'higher' if m.higher_is_better else 'lower'} is better)"
+
+
 def _metrics(run: dict[str, Any]) -> str:
+    """Every measurement; the task's own metric first, marked with its direction."""
     metrics = get(run, "metrics", default={})
     if not isinstance(metrics, dict) or not metrics:
         return '<p class="muted">No metrics recorded.</p>'
-    rows = [[str(k), _METRIC_FMT.get(k, lambda v: fmt.si(v, ""))(v) if isinstance(v, (int, float)) else _text(v),
-             _text(v)] for k, v in metrics.items()]
+    task_metric = metric_named(run_metric(run))
+    first = sorted(metrics, key=lambda k: k != task_metric.name)
+    rows = [[f"{k} {task_metric.arrow}" if k == task_metric.name else str(k),
+             _METRIC_FMT.get(k, lambda v: fmt.si(v, ""))(metrics[k]) if isinstance(metrics[k], (int, float))
+             else _text(metrics[k]), _text(metrics[k])] for k in first]
     return _table(["metric", "value", "raw"], rows)
 
 
@@ -132,7 +145,7 @@ def render_run_page(run: dict[str, Any], assets: Assets, index_href: str = "../i
                      "the figures its record claims (see Verification).</p>")
     dev = get(run, "device", default={})
     parts.append(_kv([("task", task), ("profile", get(run, "task", "profile", default="")),
-                      ("metric", get(run, "task", "metric", default="")), ("method", name),
+                      ("metric", _metric_text(run)), ("method", name),
                       ("label", label), ("family", get(run, "method", "family", default="")),
                       ("description", get(run, "method", "description", default="")),
                       ("seed", run.get("seed")), ("status", status), ("simulated", simulated),

@@ -7,23 +7,23 @@ is passed through `html.escape` before it reaches the markup.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from html import escape
 from pathlib import Path
 from typing import Any, Iterable
 
-from slimbench.core.families import family_slug
+from slimbench.core.families import FAMILIES, family_slug
+from slimbench.core.metrics import Metric
 from slimbench.leaderboard import fmt
-from slimbench.leaderboard.export import (COLUMNS, FAILED_TITLE, MARKS, NOTES, SIMULATED_TITLE, UNSUPPORTED,
-                                         UNSUPPORTED_TITLE,
-                                         failed_csv, finite, split_failed,
-                                         section_title, to_csv, to_json, to_markdown)
+from slimbench.leaderboard.export import (FAILED_TITLE, NOTES, SIMULATED_TITLE, UNSUPPORTED, UNSUPPORTED_TITLE,
+                                         failed_csv, finite, section_title, split_failed, to_csv, to_json,
+                                         to_markdown)
 from slimbench.leaderboard.page import Assets
-from slimbench.leaderboard.plots import Point, scatter_svg, trace_svg
+from slimbench.leaderboard.plots import Point, scatter_svg, trace_svg, y_axis
 from slimbench.leaderboard.rows import Board, FailedRun, Row, Section, aggregate, get
 from slimbench.leaderboard.runpage import render_run_page
-from slimbench.core.families import FAMILIES
+from slimbench.leaderboard.table import (MARKS, PER_DEVICE, Column, Key, Laid, Line, layout, lines, quality_text,
+                                         sub_title)
 
 TITLE = "slimbench leaderboard"
 EXPORTS = (("leaderboard.md", "Markdown"), ("rows.csv", "CSV"), ("rows.json", "JSON"),
@@ -34,37 +34,60 @@ def _attr(v: Any) -> str:
     return escape(str(v), quote=True)
 
 
-def _th(title: str, numeric: bool) -> str:
-    return f'<th class="{"num" if numeric else "str"}"><button type="button">{escape(title)}</button></th>'
+def _th(title: str, numeric: bool, col: int | None = None, extra: str = "") -> str:
+    """A sortable header; `col` is the index of its cells in a body row (a two-row header's cells
+    do not line up with the body's by position)."""
+    where = f' data-col="{col}"' if col is not None else ""
+    return (f'<th class="{"num" if numeric else "str"}"{where}{extra}><button type="button">{escape(title)}</button>'
+            "</th>")
 
 
-def _row_html(r: Row) -> str:
-    batch = "" if r.batch_size is None else f' data-batch="{_attr(r.batch_size)}"'
+def _sub_attrs(col: Column, sub: Key) -> str:
+    """What the device and batch filters hide a split column's cells by."""
+    batch = "" if col.per == PER_DEVICE or sub[1] is None else str(sub[1])
+    return f' data-group="{_attr(col.key)}" data-col-device="{_attr(sub[0])}" data-col-batch="{_attr(batch)}"'
+
+
+def _cell(col: Column, r: Row | None, metric: Metric, extra: str = "") -> str:
+    if r is None:
+        return f'<td data-v=""{extra}>{fmt.MISSING}</td>'
+    v = col.value(r)
+    tip = f' title="{_attr(col.tip(r))}"' if col.tip else ""
+    if col.key == "label":
+        badge = (' <span class="badge">baseline</span>' if r.is_baseline else "") + (
+            f" {_verification_badge(r)}" if r.verification in MARKS else "")
+        desc = f"{r.label}: {r.description}" if r.description else r.label
+        return (f'<td class="str method" data-v="{_attr(r.label)}"><a class="label" href="{_attr(r.pages[0])}" '
+                f'title="{_attr(desc)}">{escape(r.label)}</a>{badge}<span class="family"><span class="dot '
+                f'{family_slug(r.family)}"></span>{escape(r.family)}</span></td>')
+    if col.key == "n_seeds":
+        links = " ".join(f'<a href="{_attr(p)}">s{escape(str(s))}</a>' for s, p in zip(r.seeds, r.pages))
+        return f'<td class="seeds" data-v="{r.n_seeds}">{r.n_seeds} <span class="seeds">{links}</span></td>'
+    if col.key == "quality":
+        ci = f' <span class="ci">± {escape(quality_text(metric, r.quality_ci))}</span>' if r.quality_ci is not None \
+            else ""
+        return f'<td data-v="{fmt.sort_value(v)}">{escape(quality_text(metric, v))}{ci}</td>'
+    if col.numeric:
+        return f'<td data-v="{fmt.sort_value(v)}"{tip}{extra}>{escape(col.text(r))}</td>'
+    cls = {"note": "str note", "kernels": "str kernels"}.get(col.key, "str")
+    return f'<td class="{cls}" data-v="{_attr(v)}"{tip}{extra}>{escape(col.text(r))}</td>'
+
+
+def _line_html(ln: Line, laid: list[Laid], metric: Metric) -> str:
+    r = ln.head
     cells = []
-    for col in COLUMNS:
-        v = col.value(r)
-        if col.key == "label":
-            badge = (' <span class="badge">baseline</span>' if r.is_baseline else "") + (
-                f" {_verification_badge(r)}" if r.verification in MARKS else "")
-            tip = f"{r.label}: {r.description}" if r.description else r.label
-            cells.append(f'<td class="str" data-v="{_attr(r.label)}"><a class="label" href="{_attr(r.pages[0])}" '
-                         f'title="{_attr(tip)}">{escape(r.label)}</a>{badge}</td>')
-        elif col.key == "n_seeds":
-            links = " ".join(f'<a href="{_attr(p)}">s{escape(str(s))}</a>' for s, p in zip(r.seeds, r.pages))
-            cells.append(f'<td data-v="{r.n_seeds}">{r.n_seeds} <span class="seeds">{links}</span></td>')
-        elif col.key == "accuracy":
-            ci = f' <span class="ci">± {100 * r.accuracy_ci:.2f}</span>' if r.accuracy_ci is not None else ""
-            cells.append(f'<td data-v="{fmt.sort_value(v)}">{escape(fmt.pct(v))}{ci}</td>')
-        elif col.key == "verification":
-            cells.append(f'<td class="str" data-v="{_attr(v)}">{_verification_badge(r)}</td>')
-        elif col.numeric:
-            cells.append(f'<td data-v="{fmt.sort_value(v)}">{escape(col.text(r))}</td>')
+    for la in laid:
+        if la.subs:
+            cells += [_cell(la.col, ln.cell(la.col, k), metric, _sub_attrs(la.col, k)) for k in la.subs]
         else:
-            cells.append(f'<td class="str" data-v="{_attr(v)}">{escape(col.text(r))}</td>')
+            cells.append(_cell(la.col, r, metric))
+    devices = " ".join(dict.fromkeys(k[0] for k in ln.at)) or r.device
+    batches = " ".join(dict.fromkeys(str(k[1]) for k in ln.at if k[1] is not None))
+    batch = f' data-batch="{_attr(batches)}"' if batches else ""
     cls = " ".join(c for c, on in (("baseline", r.is_baseline), ("mismatch", r.verification == "mismatch")) if on)
     cls = f' class="{cls}"' if cls else ""
     return (f'<tr data-row{cls} data-family="{_attr(r.family)}" data-method="{_attr(r.method)}" '
-            f'data-device="{_attr(r.device)}" data-verification="{_attr(r.verification)}"{batch}>'
+            f'data-device="{_attr(devices)}" data-verification="{_attr(r.verification)}"{batch}>'
             f'{"".join(cells)}</tr>')
 
 
@@ -78,10 +101,26 @@ def _verification_badge(r: Row) -> str:
     return f'<span class="badge {_attr(r.verification)}" title="{_attr(tip)}">{mark}</span>'
 
 
-def _rows_table(rows: list[Row], kind: str) -> str:
-    head = "".join(_th(c.title, c.numeric) for c in COLUMNS)
-    body = "".join(_row_html(r) for r in rows)
-    return (f'<div class="table-wrap"><table class="lb {kind}" data-kind="{kind}"><thead><tr>{head}</tr>'
+def _rows_table(sec: Section, rows: list[Row], kind: str) -> str:
+    """One line per configuration; a column split by batch size (latency...) gets a group header
+    over one sub-column per (device, batch)."""
+    folded = lines(rows)
+    laid = layout(folded, sec.scorer, sec.key[2].split(" ", 1)[0], html=True)
+    split = any(la.subs for la in laid)
+    top, subs, col = [], [], 0
+    for la in laid:
+        c = la.col
+        if not la.subs:
+            top.append(_th(c.title, c.numeric, col, ' rowspan="2"' if split else ""))
+            col += 1
+            continue
+        top.append(f'<th class="group" colspan="{len(la.subs)}" data-group="{_attr(c.key)}">{escape(c.title)}</th>')
+        for k in la.subs:
+            subs.append(_th(sub_title(laid, k, c.per), c.numeric, col, _sub_attrs(c, k)))
+            col += 1
+    head = f'<tr>{"".join(top)}</tr>' + (f'<tr>{"".join(subs)}</tr>' if split else "")
+    body = "".join(_line_html(ln, laid, sec.scorer) for ln in folded)
+    return (f'<div class="table-wrap"><table class="lb {kind}" data-kind="{kind}"><thead>{head}'
             f"</thead><tbody>{body}</tbody></table></div>")
 
 
@@ -106,41 +145,49 @@ def _failed_table(failed: list[FailedRun]) -> str:
             f'</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _points(rows: Iterable[Row], cost: str, fmt_cost: Any) -> list[Point]:
+def _points(rows: Iterable[Row], cost: str, fmt_cost: Any, metric: Metric) -> list[Point]:
     pts = []
     for r in rows:
         c = getattr(r, cost)
-        if c is None or r.accuracy is None:
+        if c is None or r.quality is None:
             continue
-        detail = f"{fmt.pct(r.accuracy)}% accuracy, {fmt_cost(c)}, {r.n_seeds} seed(s)"
-        pts.append(Point(cost=c, accuracy=r.accuracy, label=r.label, href=r.pages[0], family=r.family,
+        detail = f"{metric.fmt(r.quality)} {metric.label}, {fmt_cost(c)}, {r.n_seeds} seed(s)"
+        pts.append(Point(cost=c, quality=r.quality, label=r.label, href=r.pages[0], family=r.family,
                          detail=detail))
     return pts
 
 
 def _plots(sec: Section) -> str:
-    """Accuracy vs size (one mark per configuration) and vs latency per (device, batch)."""
+    """The task metric vs size (one mark per configuration), vs sparsity, and vs latency per
+    (device, batch), each with its Pareto front by the metric's score (better is up)."""
     if not sec.real:
         return ""
+    m = sec.scorer
+    name = m.label[:1].upper() + m.label[1:]
     configs = list({tuple(r.pages): r for r in sec.real}.values())
-    svgs = [scatter_svg(_points(configs, "size_bytes", fmt.size), "Accuracy vs size", "size", fmt.size)]
+    svgs = [scatter_svg(_points(configs, "size_bytes", fmt.size, m), f"{name} vs size", "size", fmt.size, m)]
     pruned = [r for r in configs if r.sparsity is not None]
-    if any(r.sparsity >= 0.01 for r in pruned):  # accuracy against the share of weights kept (1 - sparsity)
+    if any(r.sparsity >= 0.01 for r in pruned):  # quality against the share of weights kept (1 - sparsity)
         dense = [dataclasses.replace(r, sparsity=1 - r.sparsity) for r in pruned]
-        svgs.append(scatter_svg(_points(dense, "sparsity", lambda v: f"{100 * v:.3g}% of weights kept"),
-                                "Accuracy vs sparsity", "weight density (1 - sparsity)", lambda v: f"{v:.2f}"))
+        svgs.append(scatter_svg(_points(dense, "sparsity", lambda v: f"{100 * v:.3g}% of weights kept", m),
+                                f"{name} vs sparsity", "weight density (1 - sparsity)", lambda v: f"{v:.2f}", m))
     combos = sorted({(r.device, r.batch_size) for r in sec.real if r.latency_median_ms is not None},
                     key=lambda k: (k[0], k[1] if isinstance(k[1], int) else -1))
     for dev, bs in combos:
         rows = [r for r in sec.real if (r.device, r.batch_size) == (dev, bs)]
-        svgs.append(scatter_svg(_points(rows, "latency_median_ms", fmt.ms),
-                                f"Accuracy vs latency · {dev} · batch {bs}", "median latency", fmt.ms))
+        svgs.append(scatter_svg(_points(rows, "latency_median_ms", fmt.ms, m),
+                                f"{name} vs latency · {dev} · batch {bs}", "median latency", fmt.ms, m))
     if sec.traces:  # search candidates are never rows: each search run is one best-so-far curve
-        svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)"))
+        if m.name == "accuracy":
+            svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)"))
+        else:  # the search's own score, as it recorded it
+            svgs.append(trace_svg(sec.traces, "Search traces", "proxy training steps used (search budget)",
+                                  "best validation score (as the search recorded it)", lambda t: f"{t:.3g}"))
     legend = " ".join(f'<svg width="10" height="10" class="plot-key"><circle class="{family_slug(f)}" '
                       f'cx="5" cy="5" r="4"/></svg> {escape(f)}' for f in FAMILIES)
-    return (f'<div class="plots">{"".join(svgs)}</div><p class="legend">{legend} · the dashed line is the '
-            "Pareto front (labelled); dominated configurations are dimmed. Click a point for its run.</p>")
+    return (f'<div class="plots">{"".join(svgs)}</div><p class="legend">{legend} · y: {escape(y_axis(m)[0])} · '
+            "the dashed line is the Pareto front (labelled where a label fits; hover any point for its name); "
+            "dominated configurations are dimmed. Click a point for its run.</p>")
 
 
 def _section(i: int, sec: Section) -> str:
@@ -148,12 +195,12 @@ def _section(i: int, sec: Section) -> str:
     out = [f'<section class="task" id="s-{i}" data-task="{_attr(task)}" data-profile="{_attr(profile)}" '
            f'data-section-device="{_attr(device)}"><h2>{escape(section_title(sec))}</h2>', _plots(sec),
            "<h3>Results</h3>"]
-    out.append(_rows_table(sec.real, "real") if sec.real else '<p class="muted">No finished real runs.</p>')
+    out.append(_rows_table(sec, sec.real, "real") if sec.real else '<p class="muted">No finished real runs.</p>')
     if sec.simulated:
         out.append(f'<h3><span class="badge sim">simulated</span> {SIMULATED_TITLE}</h3><p class="notes">'
                    "These methods simulate compression numerically (fake-quant): their size and latency are "
                    "not those of a really compressed model, so they are neither ranked nor plotted.</p>")
-        out.append(_rows_table(sec.simulated, "simulated"))
+        out.append(_rows_table(sec, sec.simulated, "simulated"))
     failed, unsupported = split_failed(sec.failed)
     if failed:
         out.append(f'<h3><span class="badge fail">failed</span> {FAILED_TITLE}</h3>{_failed_table(failed)}')
@@ -182,10 +229,10 @@ def render_index(board: Board, assets: Assets, n_runs: int, title: str = TITLE) 
                       for key, label in (("family", "Family"), ("method", "Method"), ("device", "Device"),
                                          ("batch", "Batch size"), ("verification", "Verified")))
     nav = "".join(f'<li><a href="#s-{i}">{escape(section_title(s))}</a></li>' for i, s in enumerate(board.sections))
-    n_rows = sum(len(s.real) for s in board.sections)
+    n_rows = sum(len(lines(s.real)) for s in board.sections)  # configurations, as the tables show them
     n_failed, n_unsupported = (len(part) for part in split_failed(board.failed()))
     head = (f"<header><h1>{escape(title)}</h1><p class=\"muted\">{n_runs} runs · {n_rows} ranked rows · "
-            f"{sum(len(s.simulated) for s in board.sections)} simulated rows · {n_failed} failed runs · "
+            f"{sum(len(lines(s.simulated)) for s in board.sections)} simulated rows · {n_failed} failed runs · "
             f"{n_unsupported} unsupported"
             + (f" · newest run started {escape(newest)}" if newest else "") + f" · exports: {exports}</p>"
             f'<p class="notes">{escape(NOTES)}</p><form id="filters" class="filters">{selects}'

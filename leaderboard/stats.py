@@ -2,7 +2,8 @@
 
 scipy is not a dependency of slimbench, and the leaderboard only needs the two-sided 95%
 Student-t quantile (seeds are few, so the normal 1.96 would understate the uncertainty);
-the Pareto front is `core.pareto`'s, shared with the search methods.
+the Pareto front is `core.pareto`'s, shared with the search methods. `rows` applies `mean_ci` to the
+task metric's own value (accuracy, perplexity...), so a CI is in that metric's units.
 """
 from __future__ import annotations
 

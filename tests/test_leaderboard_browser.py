@@ -139,8 +139,8 @@ def test_hostile_name_is_text_not_code(watched_without_csp: Watched, site: Path)
 def test_sorting(watched: Watched, site: Path):
     page = _index(watched, site)
     table = "section[data-task='toy-vision'] table[data-kind='real']"
-    header = page.locator(f"{table} thead th", has_text="Accuracy %")
-    values = f"{table} tbody tr td:nth-child(4)"
+    header = page.locator(f"{table} thead th", has_text="Accuracy % ↑")
+    values = f"{table} tbody tr td:nth-child({int(header.get_attribute('data-col')) + 1})"
     header.locator("button").click()
     asc = [float(v) for v in page.eval_on_selector_all(values, "cs => cs.map(c => c.dataset.v)")]
     assert asc == sorted(asc) and asc[0] == pytest.approx(0.5)
@@ -154,18 +154,33 @@ def test_sorting(watched: Watched, site: Path):
     watched.assert_clean()
 
 
+def _visible_columns(page: Any, kind: str) -> list[str]:
+    """The visible sub-column headers (bs1, bs8...) of a toy-vision table, with their groups."""
+    return page.eval_on_selector_all(
+        f"section[data-task='toy-vision'] table[data-kind='{kind}'] thead th[data-col-batch]:not([data-col-batch=''])",
+        "ths => ths.filter(th => !th.hidden).map(th => th.dataset.group + ' ' + th.textContent)")
+
+
 def test_filtering(watched: Watched, site: Path):
     page = _index(watched, site)
     everything = _visible_labels(page, "real")
-    assert len(everything) == 4 * len(store.BATCHES)
+    assert len(everything) == 4  # one row per configuration, whatever the batch sizes
+    assert _visible_columns(page, "real") == [f"{g} bs{b}" for g in ("latency_median_ms", "speedup", "peak_bytes")
+                                              for b in store.BATCHES]
     page.select_option("select[name='family']", "quantization")
     assert set(_visible_labels(page, "real")) == {"quant.minmax bits=8"}
     assert set(_visible_labels(page, "simulated")) == {"quant.fakequant bits=4"}
     assert _visible_labels(page, "failed") == ["quant.minmax bits=2"]
     assert page.locator("section[data-task='toy-text']").is_hidden()  # no quantization there
-    page.select_option("select[name='batch']", "8")
+    page.select_option("select[name='batch']", "8")  # the batch filter keeps the rows, shows that batch's columns
     rows = page.locator("section[data-task='toy-vision'] table[data-kind='real'] tbody tr:not([hidden])")
-    assert rows.count() == 1 and rows.first.get_attribute("data-batch") == "8"
+    assert rows.count() == 1 and rows.first.get_attribute("data-batch") == "1 8"
+    assert _visible_columns(page, "real") == ["latency_median_ms bs8", "speedup bs8", "peak_bytes bs8"]
+    cells = rows.first.locator("td:not([hidden])[data-col-batch]")
+    assert cells.count() == 3 and rows.first.locator("td[hidden]").count() == 3
+    groups = page.eval_on_selector_all("section[data-task='toy-vision'] table[data-kind='real'] th.group",
+                                       "ths => ths.map(th => th.colSpan)")
+    assert groups == [1, 1, 1]
     page.select_option("select[name='family']", "")
     assert len(_visible_labels(page, "real")) == 4
     page.click("form#filters button[type='reset']")
@@ -211,4 +226,115 @@ def test_run_pages_reachable(watched: Watched, site: Path):
     page.locator("section[data-task='toy-vision'] svg.plot circle[data-label='baseline']").first.click()
     page.wait_for_load_state()
     assert page.locator("h1").text_content().startswith("baseline")
+    watched.assert_clean()
+
+
+def _synthetic() -> Any:
+    spec = importlib.util.spec_from_file_location("leaderboard_fixture_synthetic",
+                                                  _STORE_PATH.with_name("synthetic.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+LONG = " population=16 generations=40 proxy_steps=200 mutation=0.25"
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory) -> Path:
+    """A board the size of a default run's, on one CPU: ~37 configurations per task, close together,
+    with every optional column filled (sparsity, kernels, verified, notes) and search traces whose
+    names are long: what made rows run off the window and labels pile up."""
+    from slimbench.leaderboard.site import build_site
+
+    runs = [r for r in _synthetic().synthetic_runs(400) if r["device"]["type"] == "cpu"]
+    for i, r in enumerate(runs):
+        name, cfg = r["method"]["name"], r["method"]["config"]
+        if name.startswith("prune."):
+            r["metrics"]["sparsity"] = cfg.get("sparsity", cfg.get("ratio"))
+            r["method_metrics"]["note"] = "sparse storage is larger than dense here"
+        if name.startswith("quant."):
+            r["execution_paths"] = {"cpu": {"fc1": "int8 GEMM: torch._int_mm", "fc2": "reference: dequantize + dense"}}
+        if name.startswith("nas."):
+            r["method"]["label"] += LONG
+            r["method_metrics"]["trace"] = [{"steps": 10 * k, "best": 0.8 + 0.01 * k + 0.001 * i} for k in range(6)]
+        if name == "quant.minmax":
+            r["provenance"]["verification"] = {"verdict": "verified"}
+    out = tmp_path_factory.mktemp("crowded-site")
+    build_site(runs, out, "crowded")
+    return out
+
+
+def test_tables_fit_a_1440_pixel_window(browser, site: Path, crowded: Path):
+    """One row per configuration, batch sizes as columns: every table, latency included, fits a
+    1440-pixel-wide window without scrolling sideways."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    watched = Watched(context.new_page())
+    try:
+        for index in (site / "index.html", crowded / "index.html"):
+            page = watched.open(index)
+            page.wait_for_selector("html[data-ready='1']", timeout=10_000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1440
+            widths = page.eval_on_selector_all("table.lb",
+                                               "ts => ts.map(t => [t.scrollWidth, t.parentElement.clientWidth])")
+            assert widths and all(w <= c for w, c in widths), widths
+            right = page.eval_on_selector_all("table.lb th, table.lb td",
+                                              "cs => Math.max(...cs.map(c => c.getBoundingClientRect().right))")
+            assert right <= 1440
+            assert page.locator("table[data-kind='real'] th.group", has_text="Latency").count() >= 1
+        vision = page.locator("section[data-task='toy-vision'] table[data-kind='real']")
+        heads = vision.locator("thead th").all_text_contents()
+        assert {"Sparsity", "Kernels", "Note", "bs1", "bs64"} <= set(heads)
+        assert vision.locator("td.method .badge.verified").count() >= 1  # verified: a badge by the name
+        watched.assert_clean()
+    finally:
+        context.close()
+
+
+def _overlaps(a: dict, b: dict, slack: float = 0.0) -> bool:
+    return (a["left"] + slack < b["right"] and b["left"] + slack < a["right"]
+            and a["top"] + slack < b["bottom"] and b["top"] + slack < a["bottom"])
+
+
+def test_plot_labels_never_collide(watched: Watched, crowded: Path):
+    """Front points are labelled only where the label covers no other label and no front point
+    (the rest keep their hover title): measured on the rendered text, not the estimate."""
+    page = _index(watched, crowded)
+    rect = ("e => { const r = e.getBoundingClientRect(); "
+            "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; }")
+    plots = page.locator("svg.plot:not(.trace)")
+    labelled = 0
+    for i in range(plots.count()):
+        svg = plots.nth(i)
+        labels = svg.locator("text.pt-label").evaluate_all(f"ts => ts.map({rect})")
+        front = svg.locator("circle[data-front='1']").evaluate_all(f"cs => cs.map({rect})")
+        box = svg.evaluate(rect)
+        labelled += len(labels)
+        for j, a in enumerate(labels):
+            assert box["left"] <= a["left"] and a["right"] <= box["right"]
+            assert not any(_overlaps(a, b) for b in labels[j + 1:]), (i, a)
+            assert not any(_overlaps(a, c, slack=1.0) for c in front), (i, a)
+    assert labelled >= plots.count()  # crowded, yet labelled
+    watched.assert_clean()
+
+
+def test_search_trace_legend_shows_whole_names(watched: Watched, crowded: Path):
+    page = _index(watched, crowded)
+    traces = page.locator("section[data-task='toy-vision'] svg.plot.trace")
+    assert traces.count() == 1
+    svg = traces.first
+    box = svg.bounding_box()
+    entries = svg.locator("text.legend")
+    names = svg.locator("polyline.trace-line").evaluate_all("ps => ps.map(p => p.dataset.label)")
+    assert entries.count() == len(names) >= 4
+    rects = []
+    for k in range(entries.count()):
+        entry = entries.nth(k)
+        parts = entry.locator("tspan").all_text_contents()
+        assert " ".join(parts) == names[k] and LONG.strip() in names[k]  # nothing cut
+        r = entry.bounding_box()
+        assert r["x"] >= box["x"] and r["x"] + r["width"] <= box["x"] + box["width"] + 0.5
+        assert r["y"] + r["height"] <= box["y"] + box["height"] + 0.5
+        rects.append({"left": r["x"], "right": r["x"] + r["width"], "top": r["y"], "bottom": r["y"] + r["height"]})
+    assert not any(_overlaps(a, b) for j, a in enumerate(rects) for b in rects[j + 1:])
     watched.assert_clean()

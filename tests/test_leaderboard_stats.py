@@ -149,8 +149,10 @@ def test_exports_hold_the_same_rows():
     assert len(to_csv(board).strip().splitlines()) == len(rows) + 1
     md = to_markdown(board)
     assert md.count("## ") >= len(board.sections)
+    configs = {tuple(r.pages) for r in rows}  # the Markdown, like the HTML, has one row per configuration
+    assert len(configs) < len(rows)
     assert sum(1 for line in md.splitlines() if line.startswith("| ") and "Method" not in line) == \
-        len(rows) + len(board.failed())
+        len(configs) + len(board.failed())
 
 
 def test_build_site_empty_and_rebuild_drops_stale_pages(tmp_path):
@@ -290,3 +292,45 @@ def test_an_axis_whose_points_share_one_value_prints_each_tick_label_once():
     x_labels = re.findall(r'<text class="tick" [^>]*>([^<]*)</text>', svg)
     y_labels = re.findall(r'<text class="tick y" [^>]*>([^<]*)</text>', svg)
     assert x_labels == ["0.5"] and len(y_labels) == len(set(y_labels)) >= 2
+
+
+def test_front_labels_are_placed_apart_or_left_to_the_hover_title():
+    """Front points crowded together (a staircase of near-equal costs): each label drawn sits where
+    no other label or front point is, by the same conservative widths the placement used; a point
+    with no free spot keeps its hover title instead of a label drawn over another."""
+    from slimbench.leaderboard.plots import FONT, text_width
+
+    pts = [Point(1.0 + 0.002 * i, 0.80 + 0.001 * i, f"prune.l1 sparsity=0.{i:02d}", f"runs/{i}.html", "pruning", "d")
+           for i in range(12)]
+    pts += [Point(1.0, 0.80, "half", "runs/h.html", "quantization", "d"),  # on top of prune.l1 sparsity=0.00
+            Point(4.0, 0.9, "baseline", "runs/b.html", "reference", "d"), Point(5.0, 0.6, "x", "runs/x.html", "", "d")]
+    svg = scatter_svg(pts, "t", "size", fmt.size)
+    labels = re.findall(r'<text class="pt-label" x="([\d.]+)" y="([\d.]+)" text-anchor="(\w+)">([^<]*)</text>', svg)
+    assert {"half", "prune.l1 sparsity=0.00", "baseline"} <= {t for *_, t in labels} and len(labels) < 14
+    boxes = []
+    for x, y, anchor, text in labels:
+        x, y, w = float(x), float(y), text_width(text)
+        x0 = x - w if anchor == "end" else x - w / 2 if anchor == "middle" else x
+        boxes.append((x0, y - FONT, x0 + w, y + 3))
+    dots = [(float(cx) - 5, float(cy) - 5, float(cx) + 5, float(cy) + 5)
+            for cx, cy in re.findall(r'cx="([\d.]+)" cy="([\d.]+)" r="5" data-label="[^"]*" data-href="[^"]*" '
+                                     r'data-front="1"', svg)]
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert not any(overlap(a, d) for a in boxes for d in dots)
+    assert svg.count("<title>") == len(pts) + 1  # every point keeps its hover title (+ the plot's)
+
+
+def test_trace_legend_keeps_whole_names_and_wraps():
+    from slimbench.leaderboard.plots import H, trace_svg
+
+    long = "nas.evolution max_mflops_ratio=0.5 population=16 generations=40 proxy_steps=200 · seed 0"
+    svg = trace_svg({long: [(0, 0.5), (10, 0.6)], "short · seed 1": [(0, 0.4), (10, 0.7)]}, "t", "steps")
+    parts = re.findall(r'<text class="legend"[^>]*data-label="([^"]*)">(.*?)</text>', svg)
+    assert [name for name, _ in parts] == [long, "short · seed 1"]
+    tspans = [re.findall(r"<tspan[^>]*>([^<]*)</tspan>", body) for _, body in parts]
+    assert " ".join(tspans[0]) == long and len(tspans[0]) >= 2 and tspans[1] == ["short · seed 1"]
+    height = int(re.search(r'height="(\d+)"', svg).group(1))
+    assert height > H  # the legend sits under the plot, which grows to hold it
