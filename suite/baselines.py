@@ -1,8 +1,12 @@
-"""Baselines trained by the suite, cached on disk by task definition + recipe + seed.
+"""Baselines trained by the suite, cached on disk by task definition + recipe + seed, or published.
 
 The cache key hashes everything that determines the trained weights, so a changed recipe never
 reuses a stale model. A cached baseline is an ordinary artifact (safetensors, loaded without
 pickle) written by the `baseline` method, plus `train.json` describing how it was trained.
+
+A task that declares `baseline: {checkpoint: REF}` (`tasks.checkpoints`) is not trained: its
+published weights are loaded on every call (they already sit in the hub cache or at their path,
+so nothing is copied into this cache), and the info says where they came from.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     from slimbench.methods.reference.baseline import Baseline
     from slimbench.suite.artifact import load_artifact, save_artifact
 
+    if task.config.checkpoint:
+        return published_baseline(task, log)
     path = cache_path(task, cache_dir)
     fingerprint = task.data().info.get("fingerprint")
     if (path / "train.json").exists():
@@ -61,3 +67,21 @@ def get_baseline(task: "Task", trainer: "Trainer", cache_dir: Path, log=print) -
     except OSError:  # another process renamed theirs in between
         shutil.rmtree(tmp, ignore_errors=True)
     return model.eval(), {**info, "cached": False}
+
+
+def published_baseline(task: "Task", log=print) -> tuple["nn.Module", dict]:
+    """The task's published checkpoint as its baseline: no training steps (methods' fine-tuning and
+    search budgets are unchanged). A checkpoint that is not here fails before any data is read.
+
+    info["checkpoint"]: {ref, kind, source (hub|local), repo, revision, path, sha256: {file: hex}}."""
+    from slimbench.tasks.checkpoints import checkpoint_baseline
+
+    cfg = task.config
+    start = time.perf_counter()
+    model, provenance = checkpoint_baseline(task)
+    seconds = round(time.perf_counter() - start, 2)
+    where = provenance.get("revision") or next(iter(provenance["sha256"].values()), "")[:12]
+    log(f"{task.name} baseline: published checkpoint {cfg.checkpoint} ({provenance['source']}, {where}); not trained")
+    return model, {"task": task.name, "key": cfg.baseline_key(), "profile": cfg.profile, "steps": 0,
+                   "train_seconds": 0.0, "load_seconds": seconds, "source": "checkpoint",
+                   "checkpoint": provenance, "cached": False}

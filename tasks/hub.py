@@ -226,6 +226,8 @@ def hf_dataset(cfg: TaskConfig, path: str, name: str | None = None, data_dir: st
     if train_size is not None and train_size < len(train):
         train = train.shuffle(seed=cfg.seed).select(range(train_size))
     info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+    # what a cached baseline is checked against: `datasets`' own fingerprints of the three splits
+    info["fingerprint"] = "-".join(str(getattr(d, "_fingerprint", "?")) for d in (train, val, test))
     return TaskData(train=HFItems(train, tf_train), val=HFItems(val, tf_test), test=HFItems(test, tf_test),
                     collate=collate, info=info)
 
