@@ -25,7 +25,7 @@ class Metric:
         relative_delta: deltas against the baseline as a fraction of it (perplexity) rather than a
             difference (accuracy).
         percent: the value is a fraction shown as a percentage.
-        label: how tables and axes name it.
+        label: how tables and axes name it; `short`: in narrow columns.
     """
 
     name: str
@@ -33,12 +33,17 @@ class Metric:
     relative_delta: bool
     percent: bool
     label: str
+    short: str = ""
 
     def score(self, value: float | None) -> float:
         """Higher is better for every metric (accuracy as is, perplexity negated); missing -> -inf."""
         if value is None or not isinstance(value, (int, float)) or math.isnan(value):
             return -math.inf
         return float(value) if self.higher_is_better else -float(value)
+
+    def unscore(self, score: float) -> float:
+        """The metric's value back from a `score`."""
+        return score if self.higher_is_better else -score
 
     def delta(self, value: float | None, baseline: float | None) -> float | None:
         """`value - baseline` (accuracy), or `value / baseline - 1` (perplexity); None if either is missing."""
@@ -69,9 +74,10 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy", higher_is_better=True, relative_delta=False, percent=True, label="accuracy"),
+    "accuracy": Metric("accuracy", higher_is_better=True, relative_delta=False, percent=True, label="accuracy",
+                       short="acc"),
     "perplexity": Metric("perplexity", higher_is_better=False, relative_delta=True, percent=False,
-                         label="perplexity"),
+                         label="perplexity", short="ppl"),
 }
 
 

@@ -8,8 +8,8 @@ What a method gets (`CompressionContext`, built by the suite's one `make_context
 - `task`: a `TaskSpec`: the task's name and kind, its budgets, and `build_model(**overrides)`
   for fresh models of its architecture (a student, a search child); no data;
 - data: `calibration()`, `train_batches()` (endless, at the fine-tuning batch size, seeded by the
-  run), `val_batches()` and `example_inputs(n)` (validation), and `val_accuracy(model)`, the
-  suite's own evaluator on validation batches. Nothing in the context leads to the test split:
+  run), `val_batches()` and `example_inputs(n)` (validation), and `val_metric(model)` / `val_score(model)`
+  (higher is better whatever the task's metric), the suite's own evaluator on validation batches. Nothing in the context leads to the test split:
   selection (checkpoints, ranks, sparsities, architectures) uses validation data;
 - `trainer`: the one trainer (`fit(model, batches, recipe, seed, loss=, param_groups=, before_step=,
   after_step=, account=)`); every optimizer step is charged to the run's `StepLedger`, and a
@@ -155,12 +155,29 @@ class CompressionContext:
         """The validation split in order (the profile's `val_limit` unless `limit` is given)."""
         return self.val(batch_size, limit)
 
-    def val_accuracy(self, model: "nn.Module", batches: Iterable[Batch] | None = None) -> float:
-        """Accuracy of `model` on validation `batches` (default: `val_batches()`), scored by the
-        suite's evaluator, so what a method selects on is measured the way its test row will be."""
+    def val_metric(self, model: "nn.Module", batches: Iterable[Batch] | None = None) -> float:
+        """The task's metric (`ctx.task.metric`: accuracy, perplexity...) of `model` on validation
+        `batches` (default: `val_batches()`), by the suite's evaluator, so what a method selects on
+        is measured the way its test row will be."""
         if self.evaluator is None:
             raise RuntimeError("this context has no evaluator (build it with make_context)")
-        return float(self.evaluator(model, self.val_batches() if batches is None else batches, self.device)["accuracy"])
+        metric = self.task.metric or "accuracy"
+        extra = {} if metric == "accuracy" else {"metric": metric}
+        batches = self.val_batches() if batches is None else batches
+        return float(self.evaluator(model, batches, self.device, **extra)[metric])
+
+    def val_score(self, model: "nn.Module", batches: Iterable[Batch] | None = None) -> float:
+        """`val_metric` made higher-is-better (accuracy as is, perplexity negated): what selection
+        (ranks, checkpoints, architectures) compares, whatever the task's metric."""
+        from slimbench.core.metrics import get_metric
+        return get_metric(self.task.metric).score(self.val_metric(model, batches))
+
+    def val_accuracy(self, model: "nn.Module", batches: Iterable[Batch] | None = None) -> float:
+        """Validation accuracy, on a classification task; elsewhere use `val_score` / `val_metric`."""
+        if (self.task.metric or "accuracy") != "accuracy":
+            raise ValueError(f"task {self.task.name!r} is scored by {self.task.metric}, not accuracy: "
+                             "select with ctx.val_score(model) (higher is better) or ctx.val_metric(model)")
+        return self.val_metric(model, batches)
 
     def example_inputs(self, batch_size: int) -> dict[str, "torch.Tensor"]:
         """A validation batch of exactly `batch_size` items (tracing, latency tables)."""

@@ -154,7 +154,8 @@ class Pipeline(Method):
                 _check_plain(model, method.name)
             stages.append({"method": method.spec, "share": share, "budget": sub.ledger.summary(),
                            "seconds": round(time.perf_counter() - t0, 3), "metrics": result.metrics,
-                           "val_accuracy": ctx.val_accuracy(model) if ctx.evaluator is not None else None})
+                           f"val_{ctx.task.metric or 'accuracy'}":
+                               ctx.val_metric(model) if ctx.evaluator is not None else None})
         meta = {"stage_meta": result.meta, "resized": {k: list(v) for k, v in entering.items()}}
         metrics = {"stages": stages, **result.metrics}
         if isinstance(result.metrics.get("control"), dict):

@@ -113,7 +113,7 @@ def compress(model: "nn.Module", method: "str | Method", *, train: Iterable | No
              val: Iterable | None = None, calibration: Iterable | None = None, teacher: "nn.Module | None" = None,
              budget: int = 0, batch_size: int = 64, lr: float = 1e-3, candidates: int = 0, proxy_steps: int = 0,
              build_model: Callable[..., "nn.Module"] | None = None, device: str = "cpu",
-             seed: int = 0) -> CompressedModel:
+             seed: int = 0, metric: str = "accuracy") -> CompressedModel:
     """Compress `model` (left unchanged) with a registered method (a spec such as
     "quant.gptq:bits=4", a pipeline "a+b", or a Method).
 
@@ -121,14 +121,18 @@ def compress(model: "nn.Module", method: "str | Method", *, train: Iterable | No
         `lr`; candidates / proxy_steps: a search method's budget; teacher: the model distillation
         learns from (default: `model`); build_model(**overrides): builds fresh models of the
         architecture, for methods that build students or search children, and for `load`.
+    metric: what `val` batches are scored by when a method selects on them: `accuracy` (labels are
+        classes) or `perplexity` (a causal LM: labels are next tokens, -100 where none).
     A method needing an argument that was not given raises MissingInput naming it, at its first use.
     """
     import torch
 
+    from slimbench.core.metrics import get_metric
     from slimbench.core.recipe import SearchBudget, TrainRecipe
     from slimbench.methods import Method, create_method
     from slimbench.suite.context import make_context
 
+    get_metric(metric)  # a bad name fails here, naming the valid ones
     m = method if isinstance(method, Method) else create_method(method)
     reason = getattr(m, "model_unsupported", lambda _: None)(model)
     if reason:
@@ -140,7 +144,7 @@ def compress(model: "nn.Module", method: "str | Method", *, train: Iterable | No
     ctx = make_context(baseline=teacher if teacher is not None else model, device=torch.device(device), seed=seed,
                        owner=m.name, calibration=data["calibration"], train=data["train"], val=data["val"],
                        finetune=TrainRecipe(steps=budget, batch_size=batch_size, lr=lr),
-                       search=SearchBudget(candidates, proxy_steps), build_model=build_model)
+                       search=SearchBudget(candidates, proxy_steps), build_model=build_model, metric=metric)
     ctx = _guarded(ctx, m.name, {k: v is not None for k, v in data.items()}, data["train"])
     result = run_method(m, model, ctx, seed)
     return CompressedModel(result.model, dict(result.metrics), ctx.ledger.summary(), m, result)
@@ -240,7 +244,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"run_key": r.run_key, "task": r.task.name, "profile": r.task.profile,
                            "metric": r.task.metric, "method": r.method.label or r.method.name,
                            "method_name": r.method.name, "family": r.method.family, "seed": r.seed,
-                           "status": r.status, "device": device_label(record.get("device")), "error": r.error}
+                           "status": r.status, "device": device_label(record.get("device")), "error": r.error,
+                           "quality": r.quality}  # the task metric's value (accuracy, perplexity...)
     row.update({k: v for k, v in r.metrics.items() if not isinstance(v, (dict, list))})
     for p in r.latency:
         graph = "_graph" if getattr(p, "graph", False) else ""

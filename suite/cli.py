@@ -1,4 +1,4 @@
-"""`slimbench` command line: run, list, results, nas-table, leaderboard.
+"""`slimbench` command line: run, list, tasks check, results, nas-table, leaderboard.
 
 Heavy modules (torch, mlflow, timm, transformers) are imported inside the commands, so
 `slimbench --help` stays fast.
@@ -25,10 +25,12 @@ def _add_run(sub) -> None:
                        description="Run compression methods on standard tasks. With no arguments: the "
                                    "embedded default set (each family's main methods beside their controls, "
                                    "operating-point sweeps on fashion-mnist; `slimbench list default` shows it) "
-                                   "on every standard task, default profile, on the CPU, then the leaderboard. "
+                                   "on the tasks it lists (those that run offline), default profile, on the CPU, then "
+                                   "the leaderboard. "
                                    "A task's baseline row (what every Δ and speedup is measured against) is "
                                    "measured first when the results store has none for this device and profile.")
-    p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: all)")
+    p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: those of the embedded default, which run offline on a CPU: "
+                        "`slimbench list default`; `all`: every registered task)")
     p.add_argument("--method", action="append", metavar="SPEC",
                    help="method spec NAME[:key=value,...], NAME:@FILE.yaml[,key=value] or NAME:{json}; repeat "
                         "for several; `all`: every built-in method at its default config (default: the default "
@@ -77,6 +79,21 @@ def _add_list(sub) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _add_tasks(sub) -> None:
+    p = sub.add_parser("tasks", help="check that tasks' data and weights are on this machine (`tasks check NAME`)")
+    actions = p.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+    c = actions.add_parser("check", help="are a task's data, tokenizer and weights here? (downloads nothing)",
+                           description="Before a long run: look for the data, tokenizer, model weights and baseline "
+                                       "checkpoint each task needs (folders, the hub and datasets caches, installed "
+                                       "packages) without downloading anything, and say where it looked and how to "
+                                       "provide what is missing. Exit status 1 when something is missing.")
+    c.add_argument("names", nargs="*", metavar="NAME", help="tasks (default: every registered task)")
+    c.add_argument("--profile", choices=PROFILES, default="default", help="the profile whose data args are checked")
+    c.add_argument("--task-file", action="append", default=[], metavar="YAML",
+                   help="register a task from its YAML file (under the name it declares) and check it")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def _add_results(sub) -> None:
     p = sub.add_parser("results", help="show tracked runs from MLflow as a table")
     p.add_argument("--task", help="only this task")
@@ -98,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_list(sub)
+    _add_tasks(sub)
     _add_results(sub)
     nt = sub.add_parser("nas-table", help="tabular NAS benchmark: evaluate every architecture of a small space once, "
                                           "then compare search strategies on it with many seeds",
@@ -126,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     from slimbench.core.config import ConfigError, spec_from_file
     from slimbench.methods import METHODS
-    from slimbench.suite.defaults import ALL, specs_for
+    from slimbench.suite.defaults import ALL, default_tasks, specs_for
     from slimbench.suite.progress import ProgressConfig
     from slimbench.suite.runner import Harness, RunOptions, plan
     from slimbench.tasks import list_tasks
@@ -134,7 +152,9 @@ def cmd_run(args) -> int:
     from slimbench.suite.runner import register_task_files
 
     own = register_task_files(tuple(args.task_file))
-    tasks = _csv(args.tasks) or (own or list_tasks())
+    tasks = _csv(args.tasks) or own or default_tasks()
+    if tasks == [ALL]:
+        tasks = list_tasks()
     named = (args.method or []) + [spec_from_file(f) for f in args.method_config or []]
     if named:  # `all`: every built-in method at its default config, beside whatever else is named
         builtins = [n for n in METHODS.names() if METHODS.origin(n).startswith("slimbench.")]
@@ -301,6 +321,29 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_tasks(args) -> int:
+    """`slimbench tasks check`: 0 when every checked task has what it needs here, else 1."""
+    import dataclasses
+
+    from slimbench.suite.runner import register_task_files
+    from slimbench.tasks import get_task, list_tasks
+    from slimbench.tasks.check import check_task, missing, render
+
+    own = register_task_files(tuple(args.task_file))
+    results = {}
+    for name in args.names or own or list_tasks():
+        task = get_task(name, args.profile)
+        results[name] = (task, check_task(task))
+    if args.json:
+        print(json.dumps({n: [dataclasses.asdict(f) for f in found] for n, (_, found) in results.items()}, indent=2))
+    else:
+        print("\n\n".join(render(task, found) for task, found in results.values()))
+    lacking = [n for n, (_, found) in results.items() if missing(found)]
+    if lacking:
+        print(f"slimbench tasks check: missing data or weights for {', '.join(lacking)}", file=sys.stderr)
+    return 1 if lacking else 0
+
+
 def cmd_results(args) -> int:
     from slimbench.suite.summary import render, rows_from_records
     from slimbench.suite.tracking import Tracker
@@ -365,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     from slimbench.suite.plugin import cmd as cmd_plugin
     from slimbench.suite.verify import cmd as cmd_verify
 
-    handlers = {"run": cmd_run, "list": cmd_list, "results": cmd_results, "leaderboard": cmd_leaderboard,
-                "nas-table": cmd_nas_table, "plugin": cmd_plugin, "export": cmd_export, "verify": cmd_verify}
+    handlers = {"run": cmd_run, "list": cmd_list, "tasks": cmd_tasks, "results": cmd_results,
+                "leaderboard": cmd_leaderboard, "nas-table": cmd_nas_table, "plugin": cmd_plugin, "export": cmd_export,
+                "verify": cmd_verify}
     try:
         return handlers[args.command](args)
     except (ConfigError, UnknownNameError) as exc:

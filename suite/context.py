@@ -43,12 +43,13 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
                  val: Sequence[Batch] | None = None, finetune: TrainRecipe | None = None,
                  search: SearchBudget | None = None, build_model: Callable[..., "nn.Module"] | None = None,
                  costs: Callable[..., dict] | None = None,
-                 prior_candidates: Callable[[], list[dict]] | None = None) -> CompressionContext:
+                 prior_candidates: Callable[[], list[dict]] | None = None, metric: str = "accuracy"
+                 ) -> CompressionContext:
     """A method's context for one run.
 
     With a `task`, the data, budgets and model builder are the task's. Without one (unit tests,
     kernel benchmarks on a bare model), give the batches directly: `calibration`, `train`
-    (cycled), `val`; `finetune` defaults to zero steps.
+    (cycled), `val`; `finetune` defaults to zero steps; `metric` scores `val` (a task brings its own).
 
     Args:
         baseline: the trained model the teacher is copied from (no teacher without it).
@@ -71,7 +72,7 @@ def make_context(task: "Task | None" = None, *, baseline: "nn.Module | None" = N
                                   -(-size // 64), progress)
         stream, val_fn, example = view.train_stream, view.val_batches, view.example_inputs
     else:
-        spec = TaskSpec(name="inline", kind="inline", num_classes=0, metric="accuracy", profile="",
+        spec = TaskSpec(name="inline", kind="inline", num_classes=0, metric=metric, profile="",
                         key="inline", finetune=finetune or TrainRecipe(steps=0), search=search or SearchBudget(),
                         build_model=build_model or _no_builder)
         calib = functools.partial(iter, list(calibration or ()))

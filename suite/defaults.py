@@ -52,6 +52,13 @@ def entries() -> tuple[Entry, ...]:
     return parse(yaml.safe_load(DEFAULT_FILE.read_text()), str(DEFAULT_FILE))
 
 
+def default_tasks(table: tuple[Entry, ...] | None = None) -> list[str]:
+    """The tasks the embedded default runs when none is named: those this file lists by name (they
+    run offline on a CPU); the standard tasks that need downloads or a GPU run when named."""
+    table = entries() if table is None else table
+    return list(dict.fromkeys(e.task for e in table if e.task != OTHER))
+
+
 def specs_for(task: str, table: tuple[Entry, ...] | None = None) -> list[str]:
     """The default specs of one task: its own entries, else those of `other tasks`."""
     table = entries() if table is None else table

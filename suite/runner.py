@@ -316,7 +316,8 @@ class Harness:
 
         self.measurer.start()  # its start-up (imports) overlaps the compression
         baseline, base_info = self.baseline(task)
-        record.baseline.update({k: base_info[k] for k in ("key", "steps", "train_seconds") if k in base_info})
+        record.baseline.update({k: base_info[k] for k in ("key", "steps", "train_seconds", "source", "checkpoint")
+                                if k in base_info})
         cfg = task.config
         tags = {"slimbench.task": record.task.name, "slimbench.method": record.method.name,
                 "slimbench.run_key": record.run_key}
@@ -365,14 +366,29 @@ class Harness:
             record.execution_paths = parts["execution_paths"]
             record.warnings += parts["warnings"]
             self.tracker.log_dir(run_id, out_dir, "artifact")
-            floor, acc = cfg.min_accuracy, record.metrics.get("accuracy")
-            if method.name == BASELINE and floor is not None and acc is not None and acc < floor:
-                record.warnings.append(f"baseline accuracy {acc:.4f} is below the task's documented "
-                                       f"floor {floor} for profile {cfg.profile}")
+            if method.name == BASELINE and (missed := baseline_bound_missed(cfg, record.quality)):
+                record.warnings.append(missed)
                 self.opts.log(f"  WARNING: {record.warnings[-1]}")
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
             shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def baseline_bound_missed(cfg, value: float | None) -> str | None:
+    """Why a baseline's quality misses the profile's documented bound (`min_accuracy`, or
+    `max_perplexity` for a lower-is-better metric); None when it meets it or none is set."""
+    if value is None:
+        return None
+    if cfg.metric == "perplexity":
+        bound = cfg.max_perplexity
+        if bound is not None and value > bound:
+            return (f"baseline perplexity {value:.3f} is above the task's documented ceiling {bound} "
+                    f"for profile {cfg.profile}")
+        return None
+    if cfg.min_accuracy is not None and value < cfg.min_accuracy:
+        return (f"baseline accuracy {value:.4f} is below the task's documented floor {cfg.min_accuracy} "
+                f"for profile {cfg.profile}")
+    return None
 
 
 def register_task_files(paths: tuple[str, ...]) -> list[str]:

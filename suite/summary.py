@@ -45,6 +45,7 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
                 "task": task, "profile": profile, "device": device_label, "task_definition": definition,
                 "method": r.label, "family": r.family,
                 "seeds": r.seeds, "status": "FINISHED", "simulated": r.kind == "simulated",
+                "metric": r.metric, "quality": r.quality, "quality_ci": r.quality_ci, "delta_quality": r.quality_delta,
                 "accuracy": r.accuracy, "accuracy_ci": r.accuracy_ci, "balanced_accuracy": r.balanced_accuracy,
                 "delta_accuracy": r.accuracy_delta, "size_bytes": r.size_bytes, "compression": r.compression,
                 "flops_dense": r.flops_dense, "flops_effective": r.flops_effective, "bops": r.bops,
@@ -57,6 +58,8 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
             out.append({"task": task, "profile": profile, "device": device_label, "task_definition": definition,
                         "method": f.label,
                         "family": f.family, "seeds": [f.seed], "status": f.status, "simulated": f.simulated,
+                        "metric": sec.metric, "quality": None,
+                        "quality_ci": None, "delta_quality": None,
                         "accuracy": None, "accuracy_ci": None, "balanced_accuracy": None, "delta_accuracy": None,
                         "size_bytes": None, "compression": None, "flops_dense": None, "flops_effective": None,
                         "bops": None, "latency_device": None, "latency_bs1_ms": None, "speedup_bs1": None,
@@ -66,13 +69,15 @@ def rows_from_records(records: Iterable[dict[str, Any] | None]) -> list[dict[str
 
 
 def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None:
-    """Print rows as a rich table on stdout."""
+    """Print rows as a rich table on stdout: quality is each task's metric (`91.2%` accuracy, `ppl 4.312`
+    perplexity, lower better), Δ against the baseline in the metric's terms (pp, or relative %)."""
+    from slimbench.core.metrics import get_metric
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("task", "method", "seeds", "status", "acc %", "Δacc", "size", "×smaller",
+    for col in ("task", "method", "seeds", "status", "quality", "Δ", "size", "×smaller",
                 "latency bs1", "speedup"):
         t.add_column(col, justify="left" if col in ("task", "method", "status") else "right",
                      no_wrap=col != "method")
@@ -82,9 +87,13 @@ def render(rows: list[dict[str, Any]], title: str = "slimbench results") -> None
         lat = "—" if r["latency_bs1_ms"] is None else f"{r['latency_bs1_ms']:.2f} ms {r['latency_device']}"
         if (r.get("kernels") or "").startswith("reference"):
             lat += " (ref)"  # a reference path ran: the number measures a missing kernel
-        acc = pct(r["accuracy"]) + ("" if not r.get("accuracy_ci") else f" ±{100 * r['accuracy_ci']:.1f}")
-        t.add_row(escape(r["task"]), escape(r["method"]), str(len(r["seeds"])), status, acc,
-                  "—" if r["delta_accuracy"] is None else f"{100 * r['delta_accuracy']:+.1f}",
+        metric = get_metric(r.get("metric"))
+        quality = "—" if r.get("quality") is None else (
+            f"{pct(r['quality'])}%" if metric.percent else f"{metric.short} {r['quality']:.3f}")
+        if r.get("quality_ci"):
+            quality += f" ±{100 * r['quality_ci']:.1f}" if metric.percent else f" ±{r['quality_ci']:.3f}"
+        delta = "—" if r.get("delta_quality") is None else metric.fmt_delta(r["delta_quality"], 1)
+        t.add_row(escape(r["task"]), escape(r["method"]), str(len(r["seeds"])), status, quality, delta,
                   fmt_bytes(r["size_bytes"]),
                   "—" if r["compression"] is None else f"{r['compression']:.2f}", lat,
                   "—" if r["speedup_bs1"] is None else f"{r['speedup_bs1']:.2f}")

@@ -38,9 +38,12 @@ class FitResult:
 
 
 def cross_entropy(model: "nn.Module", inputs: dict, logits: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
-    """The default loss: cross-entropy of the logits against the labels."""
+    """The default loss: cross-entropy of the logits against the labels. Per-token logits
+    `[batch, tokens, vocab]` (a causal LM) are flattened; labels of -100 are ignored."""
     import torch.nn.functional as F
-    return F.cross_entropy(logits, labels)
+    if logits.dim() > 2:
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    return F.cross_entropy(logits, labels, ignore_index=-100)
 
 
 def lr_lambda(recipe: TrainRecipe) -> Callable[[int], float]:

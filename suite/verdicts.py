@@ -37,9 +37,13 @@ from slimbench.core.config import ConfigError
 FORMAT, SCHEMA = "slimbench-verification", 1
 VERIFIED, MISMATCH, CANNOT = "verified", "mismatch", "cannot verify"
 EXACT = ("size_bytes", "tensors_bytes", "meta_bytes", "index_bytes", "params_total", "params_nonzero",
-         "flops_dense", "flops_effective", "bops", "eval_examples")
+         "flops_dense", "flops_effective", "bops", "eval_examples", "eval_tokens")
 SPARSITY_TOL = 1e-6
 OTHER_DEVICE_ACCURACY_TOL = 0.002  # a run evaluated on a GPU (TF32 convolutions, fp16 kernels), checked on a CPU
+# Perplexity is a mean over every test token, so another machine's rounding moves it by far less than
+# one flipped example moves accuracy; these are margins, relative to the claimed value, not measurements.
+PERPLEXITY_RTOL, OTHER_DEVICE_PERPLEXITY_RTOL = 1e-4, 1e-2
+QUALITY_FIGURES = ("accuracy", "balanced_accuracy", "perplexity", "nll", "token_accuracy")
 _EPS = 1e-12  # float noise of the comparison itself
 
 
@@ -66,6 +70,18 @@ def accuracy_tolerance(record: dict[str, Any], eval_examples: int | None, given:
     return one if kind == "cpu" else max(one, OTHER_DEVICE_ACCURACY_TOL)
 
 
+def perplexity_tolerances(record: dict[str, Any], claimed: dict[str, Any], accuracy_tol: float) -> dict[str, float]:
+    """Tolerances of a perplexity run's figures: perplexity within PERPLEXITY_RTOL of the claim
+    (OTHER_DEVICE_PERPLEXITY_RTOL for a run evaluated on another device type), the mean NLL within
+    the log of that factor, token accuracy like accuracy (`accuracy_tol`, one token by default)."""
+    ppl = claimed.get("perplexity")
+    if not _number(ppl):
+        return {}
+    kind = str((record.get("device") or {}).get("type") or "cpu")
+    rtol = PERPLEXITY_RTOL if kind == "cpu" else OTHER_DEVICE_PERPLEXITY_RTOL
+    return {"perplexity": abs(float(ppl)) * rtol, "nll": math.log1p(rtol), "token_accuracy": accuracy_tol}
+
+
 def balanced_tolerance(accuracy_tol: float, supports: list[int]) -> float:
     """The balanced-accuracy twin of `accuracy_tol`: as many flipped examples (accuracy_tol x n), each
     moving the mean per-class recall by at most 1 / (classes x smallest class)."""
@@ -84,7 +100,7 @@ def compare(claimed: dict[str, Any], measured: dict[str, Any], tolerances: dict[
     tolerance (exact where none is given). A figure the record does not state is not compared: the
     leaderboard shows nothing for it, so it claims nothing."""
     reasons = []
-    for key in (*EXACT, "sparsity", "accuracy", "balanced_accuracy"):
+    for key in (*EXACT, "sparsity", *QUALITY_FIGURES):
         c, m = claimed.get(key), measured.get(key)
         if c is None or m is None:
             continue

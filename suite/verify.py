@@ -186,10 +186,14 @@ class _Checker:
     def judge(self, record: dict[str, Any], task, parts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         """`out` with the claimed and measured figures, their tolerances, the reasons and the verdict."""
         claimed, measured = record.get("metrics") or {}, parts["metrics"]
-        keys = (*verdicts.EXACT, "sparsity", "accuracy", "balanced_accuracy")
-        acc_tol = verdicts.accuracy_tolerance(record, measured.get("eval_examples"), self.opts.accuracy_tol)
+        keys = (*verdicts.EXACT, "sparsity", *verdicts.QUALITY_FIGURES)
+        per_token = "perplexity" in claimed
+        acc_tol = verdicts.accuracy_tolerance(record, measured.get("eval_tokens" if per_token else "eval_examples"),
+                                              self.opts.accuracy_tol)
         tols = {"sparsity": verdicts.SPARSITY_TOL, "accuracy": acc_tol,
-                "balanced_accuracy": verdicts.balanced_tolerance(acc_tol, self.supports(task))}
+                **verdicts.perplexity_tolerances(record, claimed, acc_tol)}
+        if not per_token:
+            tols["balanced_accuracy"] = verdicts.balanced_tolerance(acc_tol, self.supports(task))
         reasons = verdicts.compare(claimed, measured, tols)
         if self.opts.latency:
             comparable, why = self.comparable(record)

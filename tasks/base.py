@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from slimbench.core.config import ConfigError
+from slimbench.core.metrics import get_metric
 from slimbench.core.recipe import SearchBudget, TrainRecipe
 from slimbench.core.task import TaskSpec
 
@@ -53,7 +54,7 @@ class TaskConfig:
     description: str
     model: dict[str, Any]  # {builder: "module:fn", kwargs: {...}}
     data: dict[str, Any]  # {loader: "module:fn", args: {...}}
-    metric: str  # accuracy (balanced accuracy is always reported beside it)
+    metric: str  # accuracy (balanced accuracy reported beside it) or perplexity (core.metrics)
     num_classes: int
     train: TrainRecipe  # baseline recipe
     finetune: TrainRecipe  # budget every method gets for its own training
@@ -66,12 +67,16 @@ class TaskConfig:
     seed: int = 0
     profile: str = "default"
     min_accuracy: float | None = None  # the profile's documented floor for the baseline
+    max_perplexity: float | None = None  # the same, for a perplexity task: its documented ceiling
+    checkpoint: str | None = None  # `baseline.checkpoint`: published weights instead of training (tasks.checkpoints)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def baseline_key(self) -> str:
         """Hash of everything that determines the trained baseline (never reuse a stale one)."""
         keyed = {k: self.raw.get(k) for k in ("model", "data", "train", "seed", "num_classes")}
         keyed["baseline_format"] = 1
+        if self.checkpoint:  # only when declared, so the keys of trained baselines stay as they were
+            keyed["checkpoint"] = self.checkpoint
         blob = json.dumps(keyed, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -121,7 +126,7 @@ def config_from_dict(raw: dict[str, Any], profile: str = "default") -> TaskConfi
     try:
         return TaskConfig(
             name=merged["name"], kind=merged["kind"], description=merged.get("description", ""),
-            model=merged["model"], data=merged["data"], metric=merged.get("metric", "accuracy"),
+            model=merged["model"], data=merged["data"], metric=get_metric(merged.get("metric")).name,
             num_classes=int(merged["num_classes"]),
             train=TrainRecipe(**merged["train"]), finetune=TrainRecipe(**merged["finetune"]),
             search=SearchBudget(**(merged.get("search") or {})),
@@ -130,9 +135,29 @@ def config_from_dict(raw: dict[str, Any], profile: str = "default") -> TaskConfi
             eval_limit=merged.get("eval_limit"), val_limit=merged.get("val_limit"),
             latency_batch_sizes=tuple(merged.get("latency_batch_sizes", (1, 64))),
             seed=int(merged.get("seed", 0)), profile=profile,
-            min_accuracy=merged.get("min_accuracy"), raw=merged)
+            min_accuracy=merged.get("min_accuracy"), max_perplexity=merged.get("max_perplexity"),
+            checkpoint=_checkpoint(merged), raw=merged)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"task {raw.get('name', '?')!r}: bad definition ({exc})") from None
+
+
+BASELINE_KEYS = ("checkpoint",)
+
+
+def _checkpoint(merged: dict[str, Any]) -> str | None:
+    """`baseline: {checkpoint: REF}`: the task's baseline is published weights, not trained here."""
+    section = merged.get("baseline")
+    if section is None:
+        return None
+    name = merged.get("name", "?")
+    if not isinstance(section, dict) or set(section) - set(BASELINE_KEYS):
+        raise ConfigError(f"task {name!r}: baseline must be a mapping with the key(s) {', '.join(BASELINE_KEYS)} "
+                          f"(got {section!r})")
+    ref = section.get("checkpoint")
+    if ref is not None and (not isinstance(ref, str) or not ref.strip()):
+        raise ConfigError(f"task {name!r}: baseline.checkpoint={ref!r} must be a non-empty string "
+                          "(timm:NAME.TAG, hf:ORG/NAME[@REVISION] or a local path)")
+    return ref.strip() if ref else None
 
 
 def without_data(config: TaskConfig) -> TaskConfig:

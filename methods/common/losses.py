@@ -12,12 +12,32 @@ import torch
 import torch.nn.functional as F
 
 
+def tokens(logits: torch.Tensor, labels: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-token logits `[batch, tokens, vocab]` (a causal LM) as `[n, vocab]` rows with their labels,
+    positions labelled -100 (not predicted) dropped; class logits `[batch, classes]` pass as they are.
+    `others` (a teacher's logits) are cut the same way."""
+    if logits.dim() <= 2:
+        return (logits, labels, *others)
+    keep = labels.reshape(-1) != -100
+    rows = [t.reshape(-1, t.shape[-1])[keep] for t in (logits, *others)]
+    return (rows[0], labels.reshape(-1)[keep], *rows[1:])
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of class logits, or next-token cross-entropy of a causal LM's logits: the loss
+    methods take gradients of (saliencies, sensitivities, penalised fine-tuning)."""
+    logits, labels = tokens(logits, labels)
+    return F.cross_entropy(logits, labels)
+
+
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float,
             alpha: float) -> torch.Tensor:
     """Hinton KD: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y).
 
     The T^2 keeps the soft term's gradients on the scale of the hard term's as T grows; the KL
-    is averaged per example (`batchmean`), which is what makes it a KL divergence."""
+    is averaged per example (`batchmean`), which is what makes it a KL divergence. A causal LM's
+    logits are distilled per predicted token (each token is an example)."""
+    student, labels, teacher = tokens(student, labels, teacher)
     t = temperature
     soft = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), reduction="batchmean",
                     log_target=True) * (t * t)
@@ -38,7 +58,9 @@ def dkd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
     TCKD is the KL between the binary (target, rest) splits of the two softened distributions;
     NCKD the KL between the distributions over the non-target classes alone (target logit masked
     out). Classic KD couples the two, weighting NCKD by the teacher's (1 - p_target), which
-    suppresses it exactly where the teacher is confident; weighting them apart is the fix."""
+    suppresses it exactly where the teacher is confident; weighting them apart is the fix.
+    A causal LM's logits are distilled per predicted token."""
+    student, labels, teacher = tokens(student, labels, teacher)
     t = temperature
     n = student.shape[0]
     target = F.one_hot(labels, student.shape[-1]).bool()

@@ -62,7 +62,7 @@ class DistillMethod(Method):
             if cleanup is not None:
                 cleanup()
         student.eval()
-        info["student_val_accuracy"] = round(ctx.val_accuracy(student), 5)
+        info[f"student_val_{ctx.task.metric or 'accuracy'}"] = round(ctx.val_metric(student), 5)
         if self.name != "distill.scratch":
             info["control"] = self.control()
         return Compressed(student, metrics=info, build_overrides=over)

@@ -15,6 +15,7 @@ from torch import nn
 
 from slimbench.core.config import ConfigError
 from slimbench.methods.common.calibrate import calibration_pass
+from slimbench.methods.common.losses import task_loss
 from slimbench.methods.common.layers import LINEAR, per_layer_map, replace_module, targets
 from slimbench.methods.lowrank import factor as fx
 from slimbench.methods.lowrank.modules import LowRankLinear, TuckerConv2d
@@ -63,7 +64,6 @@ def fisher_rows(model: nn.Module, layers: dict[str, nn.Module], ctx: "Compressio
                 ) -> dict[str, torch.Tensor]:
     """Per output row of each weight: the empirical Fisher information summed over the row (squared
     gradients of `batches` training batches), the row weights of FWSVD."""
-    import torch.nn.functional as F
 
     acc = {n: torch.zeros(m.weight.shape[0], dtype=torch.float64, device=m.weight.device) for n, m in layers.items()}
     was = model.training
@@ -74,7 +74,7 @@ def fisher_rows(model: nn.Module, layers: dict[str, nn.Module], ctx: "Compressio
             inputs, labels = next(stream)
             model.zero_grad(set_to_none=True)
             logits = model(**{k: v.to(ctx.device) for k, v in inputs.items()})
-            F.cross_entropy(logits, labels.to(ctx.device)).backward()
+            task_loss(logits, labels.to(ctx.device)).backward()
             for n, m in layers.items():
                 if m.weight.grad is not None:
                     acc[n] += m.weight.grad.detach().double().pow(2).sum(1)
@@ -153,9 +153,10 @@ def rank_overrides(layers: dict[str, nn.Module], per_layer: dict[str, int], owne
 
 def _scan(model: nn.Module, layers: dict[str, nn.Module], decomps: dict[str, fx.WeightedSVD], cfg: "SVDConfig",
           ctx: "CompressionContext") -> dict[str, dict[int, float]]:
-    """Validation accuracy lost by each layer alone at each level's rank: {layer: {rank: drop}}."""
+    """Validation score lost by each layer alone at each level's rank: {layer: {rank: drop}} (scores
+    are `ctx.val_score`: accuracy, or minus perplexity on a language model)."""
     batches = list(ctx.val_batches(limit=cfg.scan_examples))
-    base = ctx.val_accuracy(model, batches)
+    base = ctx.val_score(model, batches)
     drops: dict[str, dict[int, float]] = {}
     for n, layer in layers.items():
         w = layer.weight.data
@@ -164,7 +165,7 @@ def _scan(model: nn.Module, layers: dict[str, nn.Module], decomps: dict[str, fx.
         for level in sorted(set(cfg.levels)):
             r = min(fx.params_rank(out_f, in_f, level), decomps[n].full_rank)
             layer.weight.data = decomps[n].approx(r).to(w.dtype)
-            drops[n][r] = base - ctx.val_accuracy(model, batches)
+            drops[n][r] = base - ctx.val_score(model, batches)
             layer.weight.data = w
     return drops
 
@@ -243,7 +244,7 @@ def _finish(model: nn.Module, layers: dict[str, nn.Module], dense_params: int, k
     if len(kept_dense) == len(layers):  # nothing changed: the dense model is the honest result, untrained
         metrics["note"] = "every selected layer stayed dense (see kept_dense): the model is the baseline's"
         return metrics
-    metrics["val_accuracy_before_finetune"] = round(ctx.val_accuracy(model), 5)
+    metrics[f"val_{ctx.task.metric or 'accuracy'}_before_finetune"] = round(ctx.val_metric(model), 5)
     if cfg.finetune and ctx.budget_steps > 0:
         ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, desc=f"{owner} fine-tune")
     return metrics

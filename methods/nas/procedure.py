@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from slimbench.core.config import ConfigError
+from slimbench.core.metrics import get_metric
 from slimbench.core.recipe import SEARCH
 from slimbench.methods.base import Compressed, Unsupported
 from slimbench.methods.common.children import builder_values, child_from, model_kind
@@ -51,11 +52,14 @@ class LiveSearch:
 
     def __init__(self, ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, space: Space, owner: str):
         self.ctx, self.cfg, self.strategy, self.space, self.owner = ctx, cfg, strategy, space, owner
+        # candidates are compared on ctx.val_score (higher is better); records keep the metric's value
+        self.metric = get_metric(ctx.task.metric)
+        self.vkey = f"val_{self.metric.name}"
         self.parent = ctx.teacher
         self.example = {k: v.to(ctx.device) for k, v in ctx.example_inputs(2).items()}
         self.resumed = {(int(c["params"].get("index", -1)), c["params"].get("fingerprint")): c["metrics"]
                         for c in ctx.resumed_candidates()
-                        if c.get("metrics", {}).get("val_accuracy") is not None}
+                        if c.get("metrics", {}).get(self.vkey) is not None}
         self.reused = 0
         self.limits = self._limits()
 
@@ -144,18 +148,18 @@ class LiveSearch:
             out = Outcome(None, cost["latency_ms"], trained=False, extra={"violates": broken})
         elif (index, params["fingerprint"]) in self.resumed:
             self.ctx.ledger.charge(steps, SEARCH)  # spent by the killed run: the budget still counts it
-            acc = float(self.resumed[(index, params["fingerprint"])]["val_accuracy"])
+            acc = self.metric.score(float(self.resumed[(index, params["fingerprint"])][self.vkey]))
             params["resumed"] = True
             self.reused += 1
             out = Outcome(acc, cost["latency_ms"])
         else:
             child, _ = self.fresh(arch, child)
             self.train(child, steps, self.ctx.seed * 1000 + index, SEARCH, f"candidate {index + 1}")
-            acc = self.ctx.val_accuracy(child)
+            acc = self.ctx.val_score(child)
             out = Outcome(acc, cost["latency_ms"])
         seconds = time.perf_counter() - t0
         if out.trained:
-            metrics.update(val_accuracy=out.accuracy, proxy_steps=float(steps))
+            metrics.update({self.vkey: self.metric.unscore(out.accuracy), "proxy_steps": float(steps)})
         metrics.update(seconds=round(seconds, 3), search_steps=float(self.ctx.ledger.used.get(SEARCH, 0)))
         self.ctx.log_candidate(f"{self.strategy}-c{index:03d}" + ("" if out.trained else "-infeasible"),
                                params, metrics, evaluated=out.trained)
@@ -174,6 +178,10 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
     steps = search(make_strategy(strategy, space.cardinalities, ctx.seed, **options), live, budget.candidates)
     seconds = time.perf_counter() - t0
     trace, best_acc, used = [], None, 0
+    metric, vkey = live.metric, live.vkey
+
+    def value(score: float | None) -> float | None:
+        return None if score is None else metric.unscore(score)
     for s in steps:
         o = s.outcome
         if not s.repeat and o.trained:
@@ -181,7 +189,7 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
             best_acc = o.accuracy if best_acc is None else max(best_acc, o.accuracy)
         if s.repeat:
             continue
-        trace.append({"arch": space.key(s.arch), "val_accuracy": o.accuracy, "best": best_acc, "steps": used,
+        trace.append({"arch": space.key(s.arch), vkey: value(o.accuracy), "best": value(best_acc), "steps": used,
                       "latency_ms": o.extra.get("latency_ms"), "mflops": o.extra.get("mflops"),
                       "params": o.extra.get("params"), "seconds": round(o.extra.get("seconds", 0.0), 3),
                       "feasible": o.trained})
@@ -206,15 +214,15 @@ def run_search(ctx: "CompressionContext", cfg: "SearchConfig", strategy: str, op
         raise Unsupported(f"no candidate met the constraints ({metrics['constraints']}) in {len(steps)} proposals "
                           f"from search space {space.name!r}", metrics)
     front = pareto_front([(o.accuracy, o.latency_ms) for _, o in done])
-    metrics["pareto"] = [{"arch": space.key(a), "val_accuracy": o.accuracy, "latency_ms": o.latency_ms}
+    metrics["pareto"] = [{"arch": space.key(a), vkey: value(o.accuracy), "latency_ms": o.latency_ms}
                          for (a, o), on in zip(done, front) if on]
     # ties (few validation examples) go to the fewer FLOPs, then parameters, then the earlier
     # candidate: never to a latency measurement, whose noise would make the result irreproducible
     arch, outcome = max(done, key=lambda d: (d[1].accuracy, -d[1].extra["mflops"], -d[1].extra["params"]))
     model, info = live.fresh(arch)
     live.train(model, ctx.finetune.steps, ctx.seed, "finetune", "final architecture")
-    metrics.update(best_arch=space.values(arch), best_proxy_val_accuracy=outcome.accuracy,
-                   final_val_accuracy=ctx.val_accuracy(model), best_latency_ms=outcome.latency_ms,
+    metrics.update({f"best_proxy_{vkey}": value(outcome.accuracy), f"final_{vkey}": ctx.val_metric(model)})
+    metrics.update(best_arch=space.values(arch), best_latency_ms=outcome.latency_ms,
                    best_mflops=outcome.extra.get("mflops"), best_params=outcome.extra.get("params"),
                    init=info.get("inherited", "scratch") if cfg.init == "baseline" else "scratch",
                    distill=cfg.distill)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimbench.core.config import ConfigError
 from slimbench.methods.common.layers import WEIGHT_LAYERS, per_layer_map, targets
+from slimbench.methods.common.losses import task_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -50,7 +50,7 @@ def gradients(model: nn.Module, layers: dict[str, nn.Module], ctx: "CompressionC
 
     def backward(inputs: dict, labels: torch.Tensor) -> None:
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(**inputs), labels).backward()
+        task_loss(model(**inputs), labels).backward()
         for n, m in layers.items():
             g = m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)
             acc[n] += g.pow(2) if squared else g

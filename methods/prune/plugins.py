@@ -139,6 +139,7 @@ class Sensitivity(SparseMethod):
     config_cls = SensitivityConfig
 
     def _prune(self, model, layers, fixed, ctx):
+        from slimbench.core.metrics import get_metric
         from slimbench.methods.prune import masks as mk
         from slimbench.methods.prune import sensitivity as sens
         from slimbench.methods.prune import unstructured as un
@@ -157,7 +158,9 @@ class Sensitivity(SparseMethod):
         short = {} if reached >= c.sparsity - 1e-3 else {
             "note": f"the scanned levels reach {reached:.3f} of the asked {c.sparsity} (a layer is capped at 0.999)"}
         un.finetune_masked(model, layers, masks, ctx, f"{self.name} fine-tune", c.finetune)
-        return masks, {**cost, "val_accuracy_unpruned": round(base, 4), "tolerance": round(tolerance, 4),
+        metric = get_metric(ctx.task.metric)
+        return masks, {**cost, f"val_{metric.name}_unpruned": round(metric.unscore(base), 4),
+                       "tolerance": round(tolerance, 4),
                        **grad_cost, "saliency_seconds": saliency_seconds, **short,
                        "allocated": {n: round(s, 4) for n, s in chosen.items()}}
 

@@ -23,10 +23,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def scan(model: nn.Module, layers: dict[str, nn.Module], scores: dict[str, torch.Tensor], levels: tuple[float, ...],
          ctx: "CompressionContext", examples: int) -> tuple[dict[str, dict[float, float]], float, dict[str, Any]]:
-    """{layer: {sparsity: validation accuracy with only that layer pruned}}, the unpruned accuracy, and the cost."""
+    """{layer: {sparsity: validation score with only that layer pruned}}, the unpruned score, and the cost.
+    Scores are `ctx.val_score` (higher is better: accuracy, or minus perplexity on a language model)."""
     start = time.perf_counter()
     batches = list(ctx.val_batches(limit=examples))
-    base = ctx.val_accuracy(model, batches)
+    base = ctx.val_score(model, batches)
     curves: dict[str, dict[float, float]] = {}
     for name, layer in layers.items():
         original = layer.weight.detach().clone()
@@ -34,7 +35,7 @@ def scan(model: nn.Module, layers: dict[str, nn.Module], scores: dict[str, torch
         for s in levels:
             with torch.no_grad():
                 layer.weight.mul_(mk.keep_top(scores[name], s).to(layer.weight.dtype))
-            curves[name][s] = ctx.val_accuracy(model, batches)
+            curves[name][s] = ctx.val_score(model, batches)
             with torch.no_grad():
                 layer.weight.copy_(original)
     cost = {"scan_evaluations": len(layers) * len(levels) + 1, "scan_examples": sum(len(y) for _, y in batches),

@@ -20,6 +20,7 @@ from torch import nn
 
 from slimbench.methods.base import Compressed
 from slimbench.methods.common.layers import matches
+from slimbench.methods.common.losses import task_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from slimbench.methods.base import CompressionContext
@@ -129,14 +130,13 @@ def prune_cnn(model: nn.Module, ratio: float, criterion: str, skip: tuple[str, .
 
 
 def _accumulate_grads(model: nn.Module, ctx: "CompressionContext", batches: int) -> None:
-    import torch.nn.functional as F
 
     model.eval()
     model.zero_grad(set_to_none=True)
     stream = ctx.train_batches()
     for _ in range(batches):
         inputs, labels = next(stream)
-        F.cross_entropy(model(**{k: v.to(ctx.device) for k, v in inputs.items()}), labels.to(ctx.device)).backward()
+        task_loss(model(**{k: v.to(ctx.device) for k, v in inputs.items()}), labels.to(ctx.device)).backward()
 
 
 def structure_of(model: nn.Module, blocks: list | None = None) -> str | None:

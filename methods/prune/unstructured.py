@@ -11,10 +11,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimbench.methods.common.layers import ConvGeometry, replace_module
+from slimbench.methods.common.losses import task_loss
 from slimbench.methods.prune import masks as mk
 from slimbench.methods.prune.sparse import SparseLinear, StoredSparse, sparse_twin
 
@@ -82,7 +82,7 @@ def penalised(model: nn.Module, layers: dict[str, nn.Module], cfg: "L1Config", c
             reg = sum(w.abs().sum() for w in weights)
         else:
             reg = sum(w.reshape(w.shape[0], -1).norm(dim=1).sum() for w in weights)
-        return F.cross_entropy(logits, labels) + cfg.strength * reg
+        return task_loss(logits, labels) + cfg.strength * reg
 
     ctx.trainer.fit(model, ctx.train_batches(), ctx.recipe(), ctx.seed, loss=loss, desc=desc)
 

@@ -1,4 +1,5 @@
-"""Streaming classification accuracy: per-class counts only, never all logits at once.
+"""Streaming quality metrics: classification accuracy from per-class counts, or a causal LM's
+perplexity from summed token log-likelihoods; never all logits at once.
 
 `balanced_accuracy` is the mean per-class recall over the classes that occur in the
 labels (classes never seen as a true label are left out, as in scikit-learn), so a model
@@ -6,6 +7,7 @@ cannot look good on an imbalanced set by predicting the majority class.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -27,12 +29,17 @@ def logits_of(output: Any) -> torch.Tensor:
 def evaluate(model: nn.Module,
              batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
              device: torch.device | str,
-             progress: Callable[[int], Any] | None = None) -> dict[str, float | int]:
-    """Accuracy, balanced accuracy and item count of `model(**inputs)` over `batches`.
+             progress: Callable[[int], Any] | None = None, metric: str = "accuracy") -> dict[str, float | int]:
+    """The task's metric of `model(**inputs)` over `batches`: `accuracy` (with balanced accuracy and
+    the item count `n`) or `perplexity` (see `perplexity`).
 
     The model runs in eval mode under `torch.inference_mode` (its training flag is
     restored after). `progress(n)` is called with the number of items in each batch.
     """
+    if metric == "perplexity":
+        return perplexity(model, batches, device, progress)
+    if metric != "accuracy":
+        raise ValueError(f"unknown metric {metric!r}; choose accuracy or perplexity")
     device = torch.device(device)
     correct = torch.zeros(0, dtype=torch.long)  # per true class
     support = torch.zeros(0, dtype=torch.long)
@@ -60,6 +67,45 @@ def evaluate(model: nn.Module,
     seen = support > 0
     recall = correct[seen].double() / support[seen].double()
     return {"accuracy": int(correct.sum()) / n, "balanced_accuracy": float(recall.mean()), "n": n}
+
+
+def perplexity(model: nn.Module, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
+               device: torch.device | str, progress: Callable[[int], Any] | None = None) -> dict[str, float | int]:
+    """exp(mean next-token NLL) over every labelled token (labels of -100 are not predicted), with
+    the mean NLL (`nll`, nats), top-1 `token_accuracy`, `tokens` and windows `n`.
+
+    The NLL is summed in float64 over all tokens, then divided once: windows of equal length give
+    the GPTQ papers' figure (mean of per-window means x length, over windows x length)."""
+    import torch.nn.functional as F
+
+    device = torch.device(device)
+    nll, tokens, correct, windows = 0.0, 0, 0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for inputs, labels in batches:
+                moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+                logits = logits_of(model(**moved)).float()
+                labels = labels.to(logits.device).long()
+                if logits.shape[:-1] != labels.shape:
+                    raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+                flat, target = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+                keep = target != -100
+                nll += float(F.cross_entropy(flat[keep], target[keep], reduction="sum").double())
+                correct += int((flat[keep].argmax(-1) == target[keep]).sum())
+                tokens += int(keep.sum())
+                windows += labels.shape[0]
+                if progress is not None:
+                    progress(labels.shape[0])
+    finally:
+        model.train(was_training)
+    if tokens == 0:
+        return {"perplexity": float("nan"), "nll": float("nan"), "token_accuracy": float("nan"), "tokens": 0,
+                "n": windows}
+    mean = nll / tokens
+    return {"perplexity": math.exp(mean), "nll": mean, "token_accuracy": correct / tokens, "tokens": tokens,
+            "n": windows}
 
 
 def _grow(counts: torch.Tensor, size: int) -> torch.Tensor:

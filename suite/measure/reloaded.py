@@ -17,6 +17,17 @@ from slimbench.core.record import LatencyPoint, MemoryPoint, RunRecord
 from slimbench.suite.progress import ProgressConfig, bar
 
 
+def quality_metrics(result: dict) -> dict:
+    """The evaluator's result as run-record metrics: `accuracy` and `balanced_accuracy`, or
+    `perplexity`, `nll`, `token_accuracy` and `eval_tokens`; `eval_examples` (items or windows)."""
+    keys = ("perplexity", "nll", "token_accuracy") if "perplexity" in result else ("accuracy", "balanced_accuracy")
+    out = {k: result[k] for k in keys}
+    if "tokens" in result:
+        out["eval_tokens"] = result["tokens"]
+    out["eval_examples"] = result["n"]
+    return out
+
+
 def measure_artifact(task, method, artifact_dir: Path, *, record: RunRecord, device: str,
                      latency_devices: tuple[str, ...], threads: int,
                      latency_profile: tuple[int, int, float, float], progress: ProgressConfig,
@@ -62,8 +73,9 @@ def measure_artifact(task, method, artifact_dir: Path, *, record: RunRecord, dev
     limit = task.config.eval_limit
     total = limit or _maybe_len(task.data().test)
     with bar(f"{task.name} eval", total, progress, unit="ex") as update:
-        acc = evaluate(model, task.test_batches(), torch.device(device), progress=update)
-    m["accuracy"], m["balanced_accuracy"], m["eval_examples"] = acc["accuracy"], acc["balanced_accuracy"], acc["n"]
+        quality = evaluate(model, task.test_batches(), torch.device(device), progress=update,
+                           metric=task.config.metric)
+    m.update(quality_metrics(quality))
 
     model.to("cpu")
     flops = count_flops(model, task.example_inputs(1), getattr(torch, compute_dtype(model)))
