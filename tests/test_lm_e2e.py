@@ -20,7 +20,8 @@ TEXT = ("= Valkyria Chronicles =\n\nThe game began development in 2010 , carryin
 
 def _records(results: Path) -> dict[str, dict]:
     tracker = Tracker(None, "slimbench", results)
-    return {(r := tracker.run_json(run.info.run_id))["method"]["name"]: r for run in tracker.runs()}
+    return {(r := tracker.run_json(run.info.run_id))["method"]["name"]: r for run in tracker.runs()
+            if run.data.tags.get("slimbench.kind") != "candidate"}
 
 
 def _check(runs: dict[str, dict], results: Path) -> None:
@@ -91,11 +92,13 @@ def test_wikitext2_task_on_fixtures_with_a_published_checkpoint(tmp_path, monkey
     task_file = tmp_path / "task.yaml"
     task_file.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
-    assert main(["run", "--task-file", str(task_file), "--tasks", raw["name"], "--profile", "quick", "--method",
-                 "quant.w8a8", "--method", "quant.gptq", "--results-dir", str(results), "--no-progress",
+    methods = ["quant.w8a8", "quant.gptq", "prune.magnitude", "lowrank.svd", "distill.kd"]
+    assert main(["run", "--task-file", str(task_file), "--tasks", raw["name"], "--profile", "quick",
+                 *[x for m in methods for x in ("--method", m)], "--results-dir", str(results), "--no-progress",
                  "--seed", "0"]) == 0
     runs = _records(results)
-    assert set(runs) == {"baseline", "quant.w8a8", "quant.gptq"}
+    assert set(runs) == {"baseline", *methods}
+    assert all(r["status"] == "FINISHED" for r in runs.values()), {n: r["error"] for n, r in runs.items()}
     _check(runs, results)
     base = runs["baseline"]
     assert base["baseline"]["steps"] == 0 and base["baseline"]["checkpoint"]["sha256"]  # the published weights

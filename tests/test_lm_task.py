@@ -154,3 +154,19 @@ def test_hamlet_lm_splits_the_play_in_order_without_overlap():
     inputs = task.example_inputs(2)
     logits = task.build_model()(**inputs)
     assert logits.shape == (2, 128, 256)
+
+
+def test_compress_from_python_selects_on_perplexity(text_dir):
+    """slimbench.compress(metric="perplexity"): a sensitivity scan on a causal LM of the user's own
+    scores validation windows by perplexity and records it under that name."""
+    import slimbench
+    from slimbench.tasks.base import Task
+
+    task = Task(config_from_dict(_raw(text_dir)))
+    model = task.build_model()
+    batches = list(task.loader("train", 4))[:2]
+    out = slimbench.compress(model, "prune.sensitivity:sparsity=0.3", val=batches, calibration=batches,
+                             train=batches, metric="perplexity")
+    assert out.metrics["val_perplexity_unpruned"] > 1 and "val_accuracy_unpruned" not in out.metrics
+    with pytest.raises(ConfigError, match="unknown metric 'ppl'"):
+        slimbench.compress(model, "prune.magnitude", metric="ppl")

@@ -44,7 +44,13 @@ def space_for(cfg: "SearchConfig", parent: nn.Module, owner: str) -> Space:
     if spec.model != "any" and spec.model != kind:
         raise ConfigError(f"{owner}: search space {spec.name!r} is for {spec.model} models, but this task's model "
                           f"is {kind or 'neither a ResNet nor a transformer'}")
-    return resolve(spec, builder_values(parent))
+    if cfg.space != "auto":
+        return resolve(spec, builder_values(parent))
+    try:  # the built-in space of this kind of model may still not fit this model's builder
+        return resolve(spec, builder_values(parent))
+    except ConfigError as exc:
+        raise Unsupported(f"space=auto picked the built-in {spec.name!r} space, which does not fit this model "
+                          f"({exc}); give this model's search space as a YAML file (space=path.yaml)") from None
 
 
 class LiveSearch:
