@@ -41,17 +41,20 @@ def _check(runs: dict[str, dict], results: Path) -> None:
 def test_hamlet_lm_quick(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = tmp_path / "results"
-    methods = ["quant.gptq", "prune.magnitude:sparsity=0.5", "lowrank.svd", "distill.kd", "nas.random"]
+    methods = ["quant.gptq", "prune.magnitude:sparsity=0.5", "lowrank.svd", "distill.kd", "nas.random",
+               "distill.feature"]
     args = ["run", "--tasks", "hamlet-lm", "--profile", "quick", "--results-dir", str(results), "--no-progress",
             "--seed", "0"]
     assert main(args + [x for m in methods for x in ("--method", m)]) == 0
     out = capsys.readouterr().out
     assert "ppl " in out  # the summary shows the task's metric
     runs = _records(results)
-    assert set(runs) == {"baseline", "quant.gptq", "prune.magnitude", "lowrank.svd", "distill.kd", "nas.random"}
+    assert set(runs) == {"baseline", "quant.gptq", "prune.magnitude", "lowrank.svd", "distill.kd", "nas.random",
+                         "distill.feature"}
     _check(runs, results)
     # a method that cannot handle a causal LM says so (UNSUPPORTED with its reason), never FAILED
     assert runs["nas.random"]["status"] == "UNSUPPORTED" and "search space" in runs["nas.random"]["error"]
+    assert runs["distill.feature"]["status"] == "UNSUPPORTED" and "use distill.kd" in runs["distill.feature"]["error"]
     assert runs["baseline"]["baseline"]["steps"] == 40
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimbench.methods.base import Unsupported
 from slimbench.methods.common.children import encoder_layers, resnet_stages
 
 
@@ -85,8 +86,8 @@ class FeatureLoss:
             return
         s_st, t_st = resnet_stages(student), resnet_stages(teacher)
         if s_st is None or t_st is None:
-            raise ValueError(f"{owner} matches features of timm ResNet stages or transformers encoder layers; "
-                             "this model has neither (use distill.kd)")
+            raise Unsupported(f"{owner} matches features of timm ResNet stages or transformers encoder layers; "
+                              "this model has neither (use distill.kd)")
         self.kind = "cnn"
         self.pairs = len(s_st)
         self.s_taps = Taps({f"s{i}": m for i, m in enumerate(s_st)})
