@@ -2,7 +2,6 @@
 formats (tests/fixtures/standard_tasks.py) with tiny models of the same architectures."""
 from __future__ import annotations
 
-import importlib.util
 import random
 from pathlib import Path
 
@@ -17,15 +16,7 @@ from slimbench.tasks import get_task, list_tasks  # noqa: E402
 from slimbench.tasks.base import Task, config_from_dict  # noqa: E402
 
 
-def _fixtures():
-    path = Path(__file__).parent / "fixtures" / "standard_tasks.py"
-    spec = importlib.util.spec_from_file_location("standard_tasks_fixture", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fixtures()
+import standard_tasks as fx  # noqa: E402  (tests/fixtures, on the path from conftest)
 IMAGENET = ("imagenet-resnet50", "imagenet-deit-small", "imagenet-mobilenetv3")
 GLUE = ("glue-sst2", "glue-mnli")
 

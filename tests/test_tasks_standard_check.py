@@ -1,7 +1,6 @@
 """`slimbench tasks check`: what a task needs, whether it is here and where it looked; no downloads."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from pathlib import Path
@@ -12,15 +11,7 @@ import yaml
 from slimbench.suite.cli import main
 
 
-def _fixtures():
-    path = Path(__file__).parent / "fixtures" / "standard_tasks.py"
-    spec = importlib.util.spec_from_file_location("standard_tasks_fixture", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fixtures()
+import standard_tasks as fx  # noqa: E402  (tests/fixtures, on the path from conftest)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ hand-made hub cache: loaded without training, provenance recorded, a missing one
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,15 +16,7 @@ from slimbench.tasks.base import Task, config_from_dict
 from slimbench.tasks.checkpoints import CheckpointNotFound, locate, parse_ref
 
 
-def _fixtures():
-    path = Path(__file__).parent / "fixtures" / "standard_tasks.py"
-    spec = importlib.util.spec_from_file_location("standard_tasks_fixture", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fixtures()
+import standard_tasks as fx  # noqa: E402  (tests/fixtures, on the path from conftest)
 
 
 class NoTrainer:

@@ -3,7 +3,6 @@ and GLUE task, on tiny fixtures: published-checkpoint baselines (ImageNet) and b
 fine-tunes (GLUE)."""
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from pathlib import Path
 
@@ -16,15 +15,7 @@ from slimbench.suite.tracking import Tracker
 pytest.importorskip("datasets", reason="the GLUE loader needs `datasets`")
 
 
-def _fixtures():
-    path = Path(__file__).parent / "fixtures" / "standard_tasks.py"
-    spec = importlib.util.spec_from_file_location("standard_tasks_fixture", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fixtures()
+import standard_tasks as fx  # noqa: E402  (tests/fixtures, on the path from conftest)
 
 
 # One method of each family per task; a family that does not apply declines (UNSUPPORTED), never FAILED.
