@@ -8,8 +8,9 @@ What a method gets (`CompressionContext`, built by the suite's one `make_context
 - `task`: a `TaskSpec`: the task's name and kind, its budgets, and `build_model(**overrides)`
   for fresh models of its architecture (a student, a search child); no data;
 - data: `calibration()`, `train_batches()` (endless, at the fine-tuning batch size, seeded by the
-  run), `val_batches()` and `example_inputs(n)` (validation), and `val_metric(model)` / `val_score(model)`
-  (higher is better whatever the task's metric), the suite's own evaluator on validation batches. Nothing in the context leads to the test split:
+  run), `val_batches()` and `example_inputs(n)` (validation), and `val_metric(model)` /
+  `val_score(model)` (higher is better whatever the task's metric), the suite's own evaluator on
+  validation batches. Nothing in the context leads to the test split:
   selection (checkpoints, ranks, sparsities, architectures) uses validation data;
 - `trainer`: the one trainer (`fit(model, batches, recipe, seed, loss=, param_groups=, before_step=,
   after_step=, account=)`); every optimizer step is charged to the run's `StepLedger`, and a

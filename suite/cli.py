@@ -29,7 +29,8 @@ def _add_run(sub) -> None:
                                    "the leaderboard. "
                                    "A task's baseline row (what every Δ and speedup is measured against) is "
                                    "measured first when the results store has none for this device and profile.")
-    p.add_argument("--tasks", action="append", metavar="NAME[,NAME]", help="tasks (default: those of the embedded default, which run offline on a CPU: "
+    p.add_argument("--tasks", action="append", metavar="NAME[,NAME]",
+                   help="tasks (default: those of the embedded default, which run offline on a CPU: "
                         "`slimbench list default`; `all`: every registered task)")
     p.add_argument("--method", action="append", metavar="SPEC",
                    help="method spec NAME[:key=value,...], NAME:@FILE.yaml[,key=value] or NAME:{json}; repeat "
